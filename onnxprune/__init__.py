@@ -1,0 +1,1 @@
+"""onnxprune: structured channel pruning of ONNX models."""

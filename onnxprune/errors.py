@@ -1,0 +1,31 @@
+"""User-facing errors: the CLI prints their message on one line and exits with `exit_code`."""
+
+
+class OnnxPruneError(Exception):
+    """Base class of every error caused by the user's input rather than by a bug."""
+
+    exit_code = 1
+
+
+class ModelLoadError(OnnxPruneError):
+    """The model file is missing, is not ONNX, is truncated, or uses an unsupported opset."""
+
+
+class UnsafePathError(OnnxPruneError):
+    """An external-data location leaves the model's folder, or an output would overwrite the input."""
+
+
+class OptionError(OnnxPruneError):
+    """An option value is out of range or inconsistent with the model."""
+
+
+class NothingToPruneError(OnnxPruneError):
+    """No channel group of the model can be pruned."""
+
+    exit_code = 3
+
+
+class VerificationError(OnnxPruneError):
+    """A fidelity gate failed: the pruned model differs from the dense one more than allowed."""
+
+    exit_code = 4
