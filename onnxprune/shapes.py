@@ -1,0 +1,126 @@
+"""Shape and dtype inference that never copies the weights.
+
+onnx's inference needs a ModelProto; copying a 25M-parameter model for it would double peak memory.
+So inference runs on a skeleton: the same nodes, with every large constant replaced by a graph input
+of the same type and shape. Small constants (shape vectors, axes, scalars) keep their data so that
+Reshape targets and Shape -> Gather chains still propagate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence, Union
+
+import onnx
+from onnx import helper
+
+Dim = Union[int, str, None]  # a known size, a symbolic name, or unknown
+SMALL_CONSTANT_ELEMENTS = 64
+
+
+@dataclass
+class TensorInfo:
+    elem_type: int
+    dims: Optional[tuple[Dim, ...]]  # None when even the rank is unknown
+
+    @property
+    def rank(self) -> Optional[int]:
+        return None if self.dims is None else len(self.dims)
+
+
+@dataclass
+class ShapeInfo:
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+
+    def get(self, name: str) -> Optional[TensorInfo]:
+        return self.tensors.get(name)
+
+    def dims(self, name: str) -> Optional[tuple[Dim, ...]]:
+        info = self.tensors.get(name)
+        return None if info is None else info.dims
+
+    def rank(self, name: str) -> Optional[int]:
+        info = self.tensors.get(name)
+        return None if info is None else info.rank
+
+    def static_dim(self, name: str, axis: int) -> Optional[int]:
+        dims = self.dims(name)
+        if dims is None or not -len(dims) <= axis < len(dims):
+            return None
+        value = dims[axis]
+        return value if isinstance(value, int) else None
+
+
+def _numel(dims: Sequence[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def _type_dims(type_proto: onnx.TypeProto) -> tuple[int, Optional[tuple[Dim, ...]]]:
+    if not type_proto.HasField("tensor_type"):
+        return 0, None
+    tt = type_proto.tensor_type
+    if not tt.HasField("shape"):
+        return tt.elem_type, None
+    dims: list[Dim] = []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param") and d.dim_param:
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return tt.elem_type, tuple(dims)
+
+
+def _with_shape(value_info: onnx.ValueInfoProto, shape: Sequence[int]) -> onnx.ValueInfoProto:
+    elem_type = value_info.type.tensor_type.elem_type
+    return helper.make_tensor_value_info(value_info.name, elem_type, list(shape))
+
+
+def skeleton(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> onnx.ModelProto:
+    """A copy of `model` without the data of large constants (they become typed graph inputs)."""
+    graph = model.graph
+    input_shapes = dict(input_shapes or {})
+    inputs = []
+    for vi in graph.input:
+        inputs.append(_with_shape(vi, input_shapes[vi.name]) if vi.name in input_shapes else vi)
+    init_names = {t.name for t in graph.initializer}
+    inputs = [vi for vi in inputs if vi.name not in init_names]
+    initializers = []
+    for t in graph.initializer:
+        if _numel(t.dims) <= SMALL_CONSTANT_ELEMENTS:
+            initializers.append(t)
+        else:
+            inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
+            attr = node.attribute[0]
+            if attr.name == "value" and _numel(attr.t.dims) > SMALL_CONSTANT_ELEMENTS:
+                inputs.append(helper.make_tensor_value_info(node.output[0], attr.t.data_type, list(attr.t.dims)))
+                continue
+        nodes.append(node)
+    sk_graph = helper.make_graph(nodes, graph.name or "g", inputs, list(graph.output), initializers)
+    sk = helper.make_model(sk_graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    sk.functions.extend(model.functions)
+    return sk
+
+
+def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> ShapeInfo:
+    """Types and shapes of every tensor onnx can infer; `input_shapes` pins dynamic input dims."""
+    sk = skeleton(model, input_shapes)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(sk, strict_mode=False, data_prop=True)
+    except Exception:  # inference is best effort: an op it cannot type leaves its outputs unknown
+        inferred = sk
+    info = ShapeInfo()
+    g = inferred.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        elem_type, dims = _type_dims(vi.type)
+        info.tensors[vi.name] = TensorInfo(elem_type, dims)
+    for t in g.initializer:
+        info.tensors[t.name] = TensorInfo(t.data_type, tuple(int(d) for d in t.dims))
+    return info
