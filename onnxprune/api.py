@@ -1,0 +1,173 @@
+"""The Python API: `analyze` and `prune`, the same operations the CLI runs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import onnx
+
+from .cost import CostReport, count_cost
+from .deps.context import Analysis, analyze as _analyze
+from .deps.rules import Registry, default_registry
+from .errors import NothingToPruneError, OptionError
+from .graph import Graph
+from .importance import channel_scores
+from .io import ModelSource, load_model
+from .oracle import removed_reads
+from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, make_plan, unit_of
+from .report import AnalysisReport, GroupReport, PruneReport, Totals
+from .rewrite import rewrite
+
+NO_RECOVERY_NOTE = (
+    "no calibration data was given: accuracy usually drops sharply right after pruning; "
+    "fine-tune the pruned model or recover it with calibration data"
+)
+
+
+@dataclass
+class PruneResult:
+    model: onnx.ModelProto
+    report: PruneReport
+    analysis: Analysis
+    plan: Plan
+    masked_reads: dict  # (weight, axis) -> removed positions: the masking oracle's input (see oracle.py)
+
+    def save(self, path, **kwargs):
+        from .io import save_model
+
+        return save_model(self.model, path, **kwargs)
+
+
+def _working_copy(source: ModelSource) -> onnx.ModelProto:
+    model = load_model(source)
+    if isinstance(source, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy
+    return model
+
+
+def _analysis(model: onnx.ModelProto, shapes, registry) -> tuple[Graph, Analysis, CostReport]:
+    graph = Graph(model, shapes)  # names unnamed nodes first, so the cost report uses the same names
+    cost = count_cost(model, shapes)
+    return graph, _analyze(graph, registry or default_registry()), cost
+
+
+def _group_reports(analysis: Analysis, plan: Optional[Plan] = None) -> list[GroupReport]:
+    out = []
+    for g in analysis.groups:
+        kept = g.size
+        reasons = list(g.reasons)
+        if plan is not None and g.id in plan.decisions:
+            kept = len(plan.decisions[g.id].kept)
+            if plan.decisions[g.id].note:
+                reasons = reasons or []
+        out.append(GroupReport(g.id, g.size, kept, g.prunable, g.members, reasons, unit_of(g, analysis.spaces)))
+    return out
+
+
+def _prunable_macs(analysis: Analysis, cost: CostReport) -> int:
+    nodes = {p.node for g in analysis.groups if g.prunable for p in g.places if p.role in ("in", "out")}
+    return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
+
+
+def analyze(
+    model: ModelSource,
+    *,
+    shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    registry: Optional[Registry] = None,
+) -> AnalysisReport:
+    """Every channel group of `model`: members, size, and whether it can be pruned (or why not)."""
+    working = _working_copy(model)
+    _, analysis, cost = _analysis(working, shapes, registry)
+    return AnalysisReport(
+        groups=_group_reports(analysis),
+        totals=Totals(cost.params, cost.macs),
+        prunable_macs=_prunable_macs(analysis, cost),
+        input_shapes=cost.input_shapes,
+        notes=list(cost.notes),
+    )
+
+
+def prune(
+    model: ModelSource,
+    *,
+    ratio: float = 0.5,
+    scope: str = "uniform",
+    criterion: str = "l1",
+    max_ratio: float = 0.9,
+    round_to: int = DEFAULT_ROUND_TO,
+    min_channels: int = 1,
+    exclude: Sequence[str] = (),
+    shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    registry: Optional[Registry] = None,
+) -> PruneResult:
+    """Remove the lowest-scoring `ratio` of channels from every prunable group; returns the smaller model.
+
+    `model` is a path or a ModelProto (which is not modified). See PlanOptions for the selection options.
+    """
+    options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, tuple(exclude))
+    options.validate()
+    working = _working_copy(model)
+    size_before = working.ByteSize() if _serializable(working) else None
+    graph, analysis, cost_before = _analysis(working, shapes, registry)
+    prunable = [g for g in analysis.groups if g.prunable]
+    if not prunable:
+        reasons = sorted({g.reasons[0] for g in analysis.groups if g.reasons})
+        hint = f"; first reason: {reasons[0]}" if reasons else ""
+        raise NothingToPruneError(f"nothing to prune: no channel group of this model can be pruned{hint}")
+    scores = channel_scores(analysis, prunable, criterion)
+    plan = make_plan(analysis.groups, scores, options, analysis.spaces)
+    keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
+    reads = removed_reads(analysis, keep)
+    pruned = rewrite(analysis, keep)
+    remove_unused_initializers(pruned)
+    cost_after = count_cost(pruned, shapes)
+    size_after = pruned.ByteSize() if _serializable(pruned) else None
+    notes = list(cost_before.notes)
+    if plan.pruned:
+        notes.append(NO_RECOVERY_NOTE)
+    else:
+        notes.append("no channel was removed: the groups are too small for --ratio/--round-to/--min-channels")
+    report = PruneReport(
+        before=Totals(cost_before.params, cost_before.macs, size_before),
+        after=Totals(cost_after.params, cost_after.macs, size_after),
+        groups=_group_reports(analysis, plan),
+        options={**asdict(options), "exclude": list(options.exclude), "criterion": criterion},
+        input_shapes=cost_before.input_shapes,
+        notes=notes,
+    )
+    return PruneResult(pruned, report, analysis, plan, reads)
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {vi.name for vi in model.graph.output}
+    for node in model.graph.node:
+        for a in node.attribute:
+            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                from .graph import subgraph_outer_names
+
+                used |= subgraph_outer_names(node)
+                break
+    kept = [t for t in model.graph.initializer if t.name in used]
+    if len(kept) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+
+
+def _serializable(model: onnx.ModelProto) -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except Exception:  # pragma: no cover - past the protobuf limit
+        return False
+
+
+def validate_criterion(criterion: str) -> None:
+    from .importance import CRITERIA
+
+    if criterion not in CRITERIA:
+        raise OptionError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")

@@ -1,0 +1,240 @@
+"""Runs the op rules over a graph and collects channel groups.
+
+`analyze(graph, registry)` visits nodes in order. Each tracked activation carries a `Track`: which axis is
+its channel axis and the layout of that axis. Rules read tracks of inputs, set tracks of outputs, attach
+constant slices (`Place`s) to layouts and block layouts they cannot follow. At the end every leaf space
+is one `Group`: the places that must be sliced together, or the reasons it cannot be pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import onnx
+
+from ..graph import DEFAULT_DOMAINS, Graph, subgraph_outer_names
+from .layout import Layout, Space, Spaces, length
+from .rules import Registry
+
+ROLES = ("out", "in", "bias", "param")  # weight rows that produce / weight slices that read / bias / per-channel
+SCORED_ROLES = ("out", "in")
+QUANTIZED_OPS = {
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearConcat",
+}
+
+
+@dataclass
+class Track:
+    axis: int
+    layout: Layout
+
+
+@dataclass
+class Place:
+    """Axis `axis` of constant `root` holds the channels of `layout`; node `node` reads it as `role`."""
+
+    root: str
+    axis: int
+    layout: Layout
+    role: str
+    node: str
+
+
+@dataclass
+class ShapeRead:
+    """A Shape output whose entry `position` is the channel count of `layout`."""
+
+    layout: Layout
+    position: int
+    node: str
+
+
+@dataclass
+class Group:
+    id: int
+    space: Space
+    size: int
+    places: list[Place]
+    reasons: list[str]
+
+    @property
+    def prunable(self) -> bool:
+        return not self.reasons
+
+    @property
+    def members(self) -> list[str]:
+        return list(dict.fromkeys(p.node for p in self.places))
+
+
+RewriteFn = Callable[["object"], None]  # receives the Rewriter
+
+
+@dataclass
+class Analysis:
+    graph: Graph
+    spaces: Spaces
+    tracks: dict[str, Track]
+    places: list[Place]
+    groups: list[Group]
+    fixes: list[tuple[str, RewriteFn]] = field(default_factory=list)
+
+    def group_of(self, space: Space) -> Optional[Group]:
+        leaf = self.spaces.find(space)
+        return next((g for g in self.groups if g.space is leaf), None)
+
+
+class Context:
+    """What a rule can see and record while the analysis visits one node after another."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.spaces = Spaces()
+        self.tracks: dict[str, Track] = {}
+        self.places: list[Place] = []
+        self.shape_reads: dict[str, ShapeRead] = {}
+        self.fixes: list[tuple[str, RewriteFn]] = []
+        self._place_layouts: dict[tuple[str, int], Layout] = {}
+        self._covered: dict[str, set[str]] = {}
+        self.uses: dict[str, set[str]] = {}
+
+    # ---- reading -----------------------------------------------------------------------------------
+    def track(self, name: str) -> Optional[Track]:
+        return self.tracks.get(name) if name else None
+
+    def rank(self, name: str) -> Optional[int]:
+        return self.graph.rank(name)
+
+    def dims(self, name: str):
+        return self.graph.dims(name)
+
+    def is_constant(self, name: str) -> bool:
+        return self.graph.is_constant(name)
+
+    def length(self, layout: Layout) -> int:
+        return length(layout)
+
+    # ---- recording ---------------------------------------------------------------------------------
+    def set_track(self, name: str, axis: int, layout: Layout) -> None:
+        if name:
+            self.tracks[name] = Track(axis, layout)
+
+    def new_layout(self, size: int, node: onnx.NodeProto) -> Layout:
+        return self.spaces.layout(size, origin=node.name)
+
+    def param(self, node: onnx.NodeProto, index: int, axis: int, layout: Layout, role: str) -> bool:
+        """Axis `axis` of the constant at input `index` of `node` carries `layout`'s channels."""
+        assert role in ROLES
+        name = node.input[index] if index < len(node.input) else ""
+        root = self.graph.constant_root(name) if name else None
+        if root is None:
+            return False
+        shape = self.graph.const_shape(name)
+        if not 0 <= axis < len(shape) or shape[axis] != length(layout):
+            self.block(layout, node, f"input {index} ({name}) does not have {length(layout)} channels on axis {axis}")
+            return False
+        key = (root, axis)
+        if key in self._place_layouts and not self.align(self._place_layouts[key], layout, node, f"shared weight {root}"):
+            return False
+        self._place_layouts.setdefault(key, layout)
+        self.places.append(Place(root, axis, layout, role, node.name))
+        self._covered.setdefault(root, set()).add(node.name)
+        return True
+
+    def align(self, a: Layout, b: Layout, node: onnx.NodeProto, what: str = "inputs") -> bool:
+        if self.spaces.align(a, b):
+            return True
+        reason = f"cannot match the channels of its {what}"
+        self.block(a, node, reason)
+        self.block(b, node, reason)
+        return False
+
+    def block(self, layout: Layout, node: Optional[onnx.NodeProto], reason: str) -> None:
+        where = f"{node.op_type} '{node.name}': " if node is not None else ""
+        self.spaces.block(layout, where + reason)
+
+    def block_input(self, node: onnx.NodeProto, index: int, reason: str) -> None:
+        name = node.input[index] if index < len(node.input) else ""
+        track = self.track(name)
+        if track is not None:
+            self.block(track.layout, node, reason)
+        read = self.shape_reads.get(name)
+        if read is not None:
+            self.block(read.layout, node, reason)
+        root = self.graph.constant_root(name) if name else None
+        if root is not None:
+            self.uses.setdefault(root, set()).add(f"{node.name} ({reason})")
+
+    def block_tracked_inputs(self, node: onnx.NodeProto, reason: str, skip: tuple[int, ...] = ()) -> None:
+        for i, name in enumerate(node.input):
+            if i not in skip and (self.track(name) is not None or name in self.shape_reads):
+                self.block_input(node, i, reason)
+
+    def on_rewrite(self, node: onnx.NodeProto, fn: RewriteFn) -> None:
+        self.fixes.append((node.name, fn))
+
+
+def unsupported_reason(node: onnx.NodeProto) -> str:
+    if node.domain not in DEFAULT_DOMAINS:
+        return f"custom-domain op {node.domain}::{node.op_type} is not supported"
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        return f"{node.op_type} holds subgraphs, which onnxprune does not enter"
+    if node.op_type in QUANTIZED_OPS:
+        return "quantized ops are not pruned (prune the float model, then quantize it)"
+    return f"{node.op_type} is not supported (no pruning rule)"
+
+
+def analyze(graph: Graph, registry: Registry) -> Analysis:
+    ctx = Context(graph)
+    for node in graph.nodes():
+        if graph.is_alias(node) or node.output[0] in graph.constant_nodes:
+            continue
+        for name in node.input:
+            root = graph.constant_root(name) if name else None
+            if root is not None:
+                ctx.uses.setdefault(root, set()).add(node.name)
+        for name in subgraph_outer_names(node):
+            if graph.constant_root(name) is not None or ctx.track(name) or name in ctx.shape_reads:
+                _block_name(ctx, node, name, "read inside a subgraph, which onnxprune does not enter")
+        rule = registry.get(node)
+        if rule is None:
+            ctx.block_tracked_inputs(node, unsupported_reason(node))
+            continue
+        if not rule.reads_shapes:
+            for i, name in enumerate(node.input):
+                if name in ctx.shape_reads:
+                    ctx.block_input(node, i, "computes with a shape that holds a channel count")
+        rule.apply(node, ctx)
+    for name in graph.output_names:
+        _block_name(ctx, None, name, f"graph output '{name}' keeps its shape")
+    for place in ctx.places:
+        others = ctx.uses.get(place.root, set()) - ctx._covered.get(place.root, set())
+        if others:
+            ctx.block(place.layout, None, f"weight '{place.root}' is also read by {sorted(others)[0]}")
+    return Analysis(graph, ctx.spaces, ctx.tracks, ctx.places, _groups(ctx), ctx.fixes)
+
+
+def _block_name(ctx: Context, node: Optional[onnx.NodeProto], name: str, reason: str) -> None:
+    track = ctx.track(name)
+    if track is not None:
+        ctx.block(track.layout, node, reason)
+    if name in ctx.shape_reads:
+        ctx.block(ctx.shape_reads[name].layout, node, reason)
+    root = ctx.graph.constant_root(name)
+    if root is not None:
+        ctx.uses.setdefault(root, set()).add(reason)
+
+
+def _groups(ctx: Context) -> list[Group]:
+    by_leaf: dict[Space, Group] = {}
+    for place in ctx.places:
+        for seg in ctx.spaces.resolve(place.layout):
+            group = by_leaf.get(seg.space)
+            if group is None:
+                group = by_leaf[seg.space] = Group(len(by_leaf), seg.space, seg.space.size, [], seg.space.blocks)
+            group.places.append(place)
+    for group in by_leaf.values():
+        if not any(p.role == "out" for p in group.places) and not group.reasons:
+            group.reasons.append("no weights produce these channels")
+    return list(by_leaf.values())

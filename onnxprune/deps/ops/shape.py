@@ -1,0 +1,36 @@
+"""Shape and Size of tracked tensors.
+
+`Shape` output entries are harmless as long as nobody reads the channel count out of them: the Shape
+output is recorded as a *shape read* at the channel position, and only Gather/Slice rules (which check
+the position they extract) may consume it; any other consumer blocks the group. `Size` always depends on
+the channel count and blocks.
+"""
+
+from __future__ import annotations
+
+from ...graph import attr
+from ..context import ShapeRead
+from ..rules import OpRule
+
+
+def _shape(node, ctx) -> None:
+    track = ctx.track(node.input[0])
+    if track is None:
+        return
+    rank = ctx.rank(node.input[0])
+    if rank is None:
+        ctx.block_input(node, 0, "the rank of its input is unknown")
+        return
+    start = int(attr(node, "start", 0))
+    end = int(attr(node, "end", rank))
+    start = max(0, start + rank if start < 0 else start)
+    end = min(rank, end + rank if end < 0 else end)
+    if start <= track.axis < end:
+        ctx.shape_reads[node.output[0]] = ShapeRead(track.layout, track.axis - start, node.name)
+
+
+def _size(node, ctx) -> None:
+    ctx.block_tracked_inputs(node, "it reads the number of elements, which includes the channel count")
+
+
+RULES = [OpRule(("Shape",), _shape), OpRule(("Size",), _size)]

@@ -1,0 +1,172 @@
+"""A read-mostly index over a ModelProto: producers, consumers, constants (through aliases) and shapes.
+
+The index never copies weights. Constants are initializers or `Constant` nodes; an `Identity` or `Cast` of
+a constant is an *alias* of it, so exporters' Identity chains and fp16 -> fp32 casts of weights resolve to
+the tensor that actually holds the data (the *root*), which is what the rewriter slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .shapes import ShapeInfo, infer_shapes
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+ALIAS_OPS = ("Identity", "Cast")
+
+
+@dataclass(frozen=True)
+class Use:
+    node: str  # node name, or "<graph output>" / "<subgraph of NAME>"
+    index: int
+
+
+class Graph:
+    def __init__(self, model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None):
+        self.model = model
+        self.graph = model.graph
+        _name_nodes(self.graph)
+        self.opset = next(
+            (o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), onnx.defs.onnx_opset_version()
+        )
+        self.initializers = {t.name: t for t in self.graph.initializer}
+        self.constant_nodes: dict[str, onnx.NodeProto] = {}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        for node in self.graph.node:
+            for name in node.output:
+                if name:
+                    self.producer[name] = node
+            for i, name in enumerate(node.input):
+                if name:
+                    self.consumers.setdefault(name, []).append((node, i))
+            if _is_constant_node(node):
+                self.constant_nodes[node.output[0]] = node
+        self.input_names = [vi.name for vi in self.graph.input if vi.name not in self.initializers]
+        self.output_names = [vi.name for vi in self.graph.output]
+        self.shapes: ShapeInfo = infer_shapes(model, input_shapes)
+        self._root_cache: dict[str, Optional[str]] = {}
+
+    # ---- nodes -------------------------------------------------------------------------------------
+    def nodes(self) -> Iterator[onnx.NodeProto]:
+        return iter(self.graph.node)
+
+    def node_by_name(self, name: str) -> onnx.NodeProto:
+        for node in self.graph.node:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    # ---- constants ---------------------------------------------------------------------------------
+    def is_alias(self, node: onnx.NodeProto) -> bool:
+        """An Identity/Cast whose input is a constant: its output is the same constant."""
+        return (
+            node.op_type in ALIAS_OPS
+            and node.domain in DEFAULT_DOMAINS
+            and len(node.input) == 1
+            and self.constant_root(node.input[0]) is not None
+        )
+
+    def constant_root(self, name: str) -> Optional[str]:
+        """The initializer or Constant-node output that holds `name`'s data, or None for activations."""
+        if name in self._root_cache:
+            return self._root_cache[name]
+        root: Optional[str] = None
+        if name in self.initializers or name in self.constant_nodes:
+            root = name
+        else:
+            node = self.producer.get(name)
+            if node is not None and node.op_type in ALIAS_OPS and node.domain in DEFAULT_DOMAINS and node.input:
+                root = self.constant_root(node.input[0])
+        self._root_cache[name] = root
+        return root
+
+    def is_constant(self, name: str) -> bool:
+        return bool(name) and self.constant_root(name) is not None
+
+    def root_proto(self, root: str) -> onnx.TensorProto:
+        if root in self.initializers:
+            return self.initializers[root]
+        return self.constant_nodes[root].attribute[0].t
+
+    def const_shape(self, name: str) -> Optional[tuple[int, ...]]:
+        root = self.constant_root(name)
+        if root is None:
+            return None
+        return tuple(int(d) for d in self.root_proto(root).dims)
+
+    def value(self, name: str) -> Optional[np.ndarray]:
+        """The constant's data (a fresh array), or None for an activation or an empty name."""
+        if not name:
+            return None
+        root = self.constant_root(name)
+        if root is None:
+            return None
+        return numpy_helper.to_array(self.root_proto(root))
+
+    def int_values(self, name: str) -> Optional[list[int]]:
+        value = self.value(name)
+        if value is None:
+            return None
+        return [int(v) for v in np.asarray(value).reshape(-1)]
+
+    # ---- shapes ------------------------------------------------------------------------------------
+    def rank(self, name: str) -> Optional[int]:
+        shape = self.const_shape(name)
+        if shape is not None:
+            return len(shape)
+        return self.shapes.rank(name)
+
+    def dims(self, name: str):
+        shape = self.const_shape(name)
+        if shape is not None:
+            return shape
+        return self.shapes.dims(name)
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _is_constant_node(node: onnx.NodeProto) -> bool:
+    return (
+        node.op_type == "Constant"
+        and node.domain in DEFAULT_DOMAINS
+        and len(node.attribute) == 1
+        and node.attribute[0].name == "value"
+    )
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give every node a unique name: reports, --exclude and fixes all refer to nodes by name."""
+    seen: set[str] = set()
+    for i, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        node.name = name
+        seen.add(name)
+
+
+def subgraph_outer_names(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing graph."""
+    names: set[str] = set()
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in graphs:
+            defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+            for inner in g.node:
+                for name in inner.input:
+                    if name and name not in defined:
+                        names.add(name)
+                names |= {n for n in subgraph_outer_names(inner) if n not in defined}
+                defined |= set(inner.output)
+    return names

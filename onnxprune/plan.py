@@ -1,0 +1,133 @@
+"""Which channels each group keeps.
+
+- scope "uniform": every prunable group removes `ratio` of its channels.
+- scope "global": scores are divided by their group's mean so groups compare, the lowest channels across
+  all groups are removed until `ratio` of all prunable channels are gone, and no group loses more than
+  `max_ratio` of its channels.
+Kept counts are then rounded *up* so that the channels a tensor keeps are a multiple of `round_to`
+(onnxruntime's blocked CPU convolutions work on 8 or 16 channels at a time; see docs/benchmarks.md), and
+never fall below `min_channels`. Within a group the highest-scoring channels are kept, in their order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .deps.context import Group
+from .errors import OptionError
+
+SCOPES = ("uniform", "global")
+DEFAULT_ROUND_TO = 16
+
+
+@dataclass
+class PlanOptions:
+    ratio: float = 0.5
+    scope: str = "uniform"
+    max_ratio: float = 0.9
+    round_to: int = DEFAULT_ROUND_TO
+    min_channels: int = 1
+    exclude: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise OptionError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if not 0.0 < self.max_ratio < 1.0:
+            raise OptionError(f"--max-ratio must be in (0, 1), got {self.max_ratio}")
+        if self.scope not in SCOPES:
+            raise OptionError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if self.round_to < 1:
+            raise OptionError(f"--round-to must be at least 1, got {self.round_to}")
+        if self.min_channels < 1:
+            raise OptionError(f"--min-channels must be at least 1, got {self.min_channels}")
+
+
+@dataclass
+class GroupDecision:
+    group: int
+    size: int
+    kept: np.ndarray
+    note: str = ""
+
+    @property
+    def removed(self) -> int:
+        return self.size - len(self.kept)
+
+
+@dataclass
+class Plan:
+    options: PlanOptions
+    decisions: dict[int, GroupDecision] = field(default_factory=dict)
+
+    @property
+    def pruned(self) -> list[GroupDecision]:
+        return [d for d in self.decisions.values() if d.removed > 0]
+
+
+def excluded(group: Group, patterns) -> str:
+    for pattern in patterns:
+        for member in group.members:
+            if fnmatch.fnmatchcase(member, pattern):
+                return pattern
+    return ""
+
+
+def unit_of(group: Group, spaces) -> int:
+    """Channels of a tensor per group index (1 for plain channels, head_dim for heads, ...)."""
+    inners = [
+        seg.inner for p in group.places if p.role == "out" for seg in spaces.resolve(p.layout) if seg.space is group.space
+    ]
+    return min(inners) if inners else 1
+
+
+def make_plan(groups: list[Group], scores: dict[int, np.ndarray], options: PlanOptions, spaces) -> Plan:
+    options.validate()
+    plan = Plan(options)
+    candidates = []
+    for group in groups:
+        if not group.prunable:
+            continue
+        pattern = excluded(group, options.exclude)
+        if pattern:
+            plan.decisions[group.id] = GroupDecision(group.id, group.size, np.arange(group.size), f"excluded by {pattern}")
+            continue
+        candidates.append(group)
+    removals = _global_removals(candidates, scores, options) if options.scope == "global" else {
+        g.id: g.size - math.ceil(g.size * (1.0 - options.ratio) - 1e-9) for g in candidates
+    }
+    for group in candidates:
+        n_keep = _rounded(group.size - removals[group.id], group, options, unit_of(group, spaces))
+        order = np.argsort(-scores[group.id], kind="stable")
+        kept = np.sort(order[:n_keep])
+        plan.decisions[group.id] = GroupDecision(group.id, group.size, kept)
+    return plan
+
+
+def _rounded(n_keep: int, group: Group, options: PlanOptions, unit: int) -> int:
+    step = options.round_to // math.gcd(options.round_to, unit)
+    n_keep = -(-n_keep // step) * step
+    return min(group.size, max(n_keep, options.min_channels))
+
+
+def _global_removals(groups: list[Group], scores: dict[int, np.ndarray], options: PlanOptions) -> dict[int, int]:
+    pool = []
+    for group in groups:
+        s = scores[group.id]
+        mean = float(np.mean(s)) if s.size else 0.0
+        normalized = s / mean if mean > 0 else np.zeros_like(s)
+        pool.extend((float(v), group.id) for v in normalized)
+    pool.sort(key=lambda item: item[0])
+    budget = int(round(options.ratio * sum(g.size for g in groups)))
+    cap = {g.id: min(int(g.size * options.max_ratio), g.size - options.min_channels) for g in groups}
+    removed = {g.id: 0 for g in groups}
+    for _, gid in pool:
+        if budget <= 0:
+            break
+        if removed[gid] < cap[gid]:
+            removed[gid] += 1
+            budget -= 1
+    return removed

@@ -1,0 +1,138 @@
+"""Reports of `analyze` and `prune`: dataclasses with `to_dict()` and plain-text tables."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+
+@dataclass
+class GroupReport:
+    id: int
+    channels: int
+    kept: int
+    prunable: bool
+    members: list[str]
+    reasons: list[str] = field(default_factory=list)
+    unit: int = 1  # tensor channels per group index (head_dim for attention heads)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Totals:
+    params: int
+    macs: int
+    size_bytes: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AnalysisReport:
+    groups: list[GroupReport]
+    totals: Totals
+    prunable_macs: int  # MACs of nodes whose weights belong to a prunable group
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def prunable_groups(self) -> list[GroupReport]:
+        return [g for g in self.groups if g.prunable]
+
+    @property
+    def prunable_mac_share(self) -> float:
+        return self.prunable_macs / self.totals.macs if self.totals.macs else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "groups": [g.to_dict() for g in self.groups],
+            "totals": self.totals.to_dict(),
+            "prunable_groups": len(self.prunable_groups),
+            "blocked_groups": len(self.groups) - len(self.prunable_groups),
+            "prunable_macs": self.prunable_macs,
+            "prunable_mac_share": round(self.prunable_mac_share, 4),
+            "input_shapes": self.input_shapes,
+            "notes": self.notes,
+        }
+
+    def format(self, members: int = 4) -> str:
+        lines = [f"{'group':>5}  {'channels':>8}  {'unit':>4}  {'status':<8}  members / reason"]
+        for g in self.groups:
+            shown = ", ".join(g.members[:members]) + (f", +{len(g.members) - members} more" if len(g.members) > members else "")
+            status = "prunable" if g.prunable else "blocked"
+            lines.append(f"{g.id:>5}  {g.channels:>8}  {g.unit:>4}  {status:<8}  {shown}")
+            if not g.prunable:
+                lines.append(f"{'':>33}why: {g.reasons[0]}" + (f" (+{len(g.reasons) - 1} more)" if len(g.reasons) > 1 else ""))
+        t = self.totals
+        lines += [
+            "",
+            f"groups: {len(self.groups)} ({len(self.prunable_groups)} prunable, {len(self.groups) - len(self.prunable_groups)} blocked)",
+            f"params: {t.params:,}   MACs: {t.macs:,} at {_shapes(self.input_shapes)}",
+            f"MACs in prunable groups: {self.prunable_mac_share:.1%}",
+        ]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass
+class PruneReport:
+    before: Totals
+    after: Totals
+    groups: list[GroupReport]
+    options: dict
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pruned_groups(self) -> list[GroupReport]:
+        return [g for g in self.groups if g.kept < g.channels]
+
+    @property
+    def blocked_groups(self) -> list[GroupReport]:
+        return [g for g in self.groups if not g.prunable]
+
+    def to_dict(self) -> dict:
+        return {
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "params_ratio": _ratio(self.after.params, self.before.params),
+            "macs_ratio": _ratio(self.after.macs, self.before.macs),
+            "groups": [g.to_dict() for g in self.groups],
+            "pruned_groups": len(self.pruned_groups),
+            "blocked_groups": len(self.blocked_groups),
+            "options": self.options,
+            "input_shapes": self.input_shapes,
+            "notes": self.notes,
+        }
+
+    def format(self) -> str:
+        b, a = self.before, self.after
+        rows = [("params", b.params, a.params), ("MACs", b.macs, a.macs)]
+        if b.size_bytes is not None and a.size_bytes is not None:
+            rows.append(("file size (bytes)", b.size_bytes, a.size_bytes))
+        lines = [f"{'':<18}{'before':>16}{'after':>16}{'ratio':>8}"]
+        for label, x, y in rows:
+            lines.append(f"{label:<18}{x:>16,}{y:>16,}{_ratio(y, x):>8.3f}")
+        lines.append("")
+        lines.append(
+            f"groups: {len(self.groups)}, pruned {len(self.pruned_groups)}, blocked {len(self.blocked_groups)}"
+            f"   (MACs counted at {_shapes(self.input_shapes)})"
+        )
+        reasons: dict[str, int] = {}
+        for g in self.blocked_groups:
+            reasons[g.reasons[0]] = reasons.get(g.reasons[0], 0) + 1
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
+            lines.append(f"  blocked x{count}: {reason}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _ratio(x: int, y: int) -> float:
+    return round(x / y, 4) if y else 1.0
+
+
+def _shapes(shapes: dict[str, list[int]]) -> str:
+    return ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items()) or "the declared input shapes"
