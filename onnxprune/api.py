@@ -11,8 +11,9 @@ import onnx
 from .cost import CostReport, count_cost
 from .deps.context import Analysis, analyze as _analyze
 from .deps.rules import Registry, default_registry
-from .errors import NothingToPruneError, OptionError
-from .graph import Graph
+from .errors import NothingToPruneError
+from .fold import fold_constants
+from .graph import Graph, drop_unused
 from .importance import channel_scores
 from .io import ModelSource, load_model
 from .oracle import removed_reads
@@ -50,6 +51,7 @@ def _working_copy(source: ModelSource) -> onnx.ModelProto:
 
 
 def _analysis(model: onnx.ModelProto, shapes, registry) -> tuple[Graph, Analysis, CostReport]:
+    fold_constants(model)
     graph = Graph(model, shapes)  # names unnamed nodes first, so the cost report uses the same names
     cost = count_cost(model, shapes)
     return graph, _analyze(graph, registry or default_registry()), cost
@@ -123,7 +125,7 @@ def prune(
     keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
     reads = removed_reads(analysis, keep)
     pruned = rewrite(analysis, keep)
-    remove_unused_initializers(pruned)
+    drop_unused(pruned)
     cost_after = count_cost(pruned, shapes)
     size_after = pruned.ByteSize() if _serializable(pruned) else None
     notes = list(cost_before.notes)
@@ -142,32 +144,9 @@ def prune(
     return PruneResult(pruned, report, analysis, plan, reads)
 
 
-def remove_unused_initializers(model: onnx.ModelProto) -> None:
-    used = {name for node in model.graph.node for name in node.input}
-    used |= {vi.name for vi in model.graph.output}
-    for node in model.graph.node:
-        for a in node.attribute:
-            if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                from .graph import subgraph_outer_names
-
-                used |= subgraph_outer_names(node)
-                break
-    kept = [t for t in model.graph.initializer if t.name in used]
-    if len(kept) != len(model.graph.initializer):
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept)
-
-
 def _serializable(model: onnx.ModelProto) -> bool:
     try:
         model.ByteSize()
         return True
     except Exception:  # pragma: no cover - past the protobuf limit
         return False
-
-
-def validate_criterion(criterion: str) -> None:
-    from .importance import CRITERIA
-
-    if criterion not in CRITERIA:
-        raise OptionError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")

@@ -170,3 +170,19 @@ def subgraph_outer_names(node: onnx.NodeProto) -> set[str]:
                 names |= {n for n in subgraph_outer_names(inner) if n not in defined}
                 defined |= set(inner.output)
     return names
+
+
+def drop_unused(model: onnx.ModelProto) -> None:
+    """Remove initializers and Constant nodes that nothing reads any more."""
+    graph = model.graph
+    used = {n for node in graph.node for n in node.input} | {vi.name for vi in graph.output}
+    for node in graph.node:
+        used |= subgraph_outer_names(node)
+    kept = [t for t in graph.initializer if t.name in used]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    nodes = [n for n in graph.node if not (_is_constant_node(n) and n.output[0] not in used)]
+    if len(nodes) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(nodes)

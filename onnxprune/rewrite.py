@@ -20,6 +20,7 @@ class Rewriter:
         self.graph = analysis.graph
         self.keep = keep
         self._fresh = 0
+        self._sliced: set[str] = set()
 
     # ---- used by the rules' fixes -----------------------------------------------------------------------
     def new_length(self, layout: Layout) -> int:
@@ -87,10 +88,24 @@ class Rewriter:
             for axis, positions in cuts.items():
                 array = np.take(array, positions, axis=axis)
             proto.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), proto.name))
+            self._sliced.add(root)
+            self._update_declared_input(root, array.shape)
+
+    def _update_declared_input(self, name: str, shape) -> None:
+        """Models of IR < 4 also declare initializers as graph inputs, with their shapes."""
+        for vi in self.graph.graph.input:
+            if vi.name == name and vi.type.HasField("tensor_type"):
+                elem = vi.type.tensor_type.elem_type
+                vi.type.tensor_type.shape.CopyFrom(helper.make_tensor_type_proto(elem, list(shape)).tensor_type.shape)
 
     def _drop_stale_value_info(self) -> None:
-        tracked = self.analysis.tracks
-        kept = [vi for vi in self.graph.graph.value_info if vi.name not in tracked]
+        """Declared shapes of narrowed tensors are stale: drop them (onnx and onnxruntime re-infer)."""
+        tracked, graph = self.analysis.tracks, self.graph
+
+        def stale(name: str) -> bool:
+            return name in tracked or (graph.constant_root(name) in self._sliced)
+
+        kept = [vi for vi in self.graph.graph.value_info if not stale(vi.name)]
         del self.graph.graph.value_info[:]
         self.graph.graph.value_info.extend(kept)
 

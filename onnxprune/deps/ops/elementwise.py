@@ -18,7 +18,7 @@ UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
     "Softsign", "Mish", "Gelu", "Erf", "ThresholdedRelu", "Swish", "Abs", "Neg", "Exp", "Log", "Sqrt",
     "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sinh",
-    "Cosh", "Asinh", "Acosh", "Atanh", "Not", "IsNaN", "IsInf", "Identity", "Cast", "CastLike", "Clip",
+    "Cosh", "Asinh", "Acosh", "Atanh", "Not", "IsNaN", "IsInf", "CastLike", "Clip",
     "Dropout", "Shrink",
 )
 ELEMENTWISE = (
@@ -41,6 +41,14 @@ def _unary(node, ctx) -> None:
         return
     for out in node.output:  # Dropout's mask has the data's shape too
         ctx.set_track(out, track.axis, track.layout)
+
+
+def _identity(node, ctx) -> None:
+    """Identity and Cast also carry shape vectors unchanged (Shape -> Cast -> Gather in Paddle exports)."""
+    read = ctx.shape_reads.get(node.input[0])
+    if read is not None:
+        ctx.shape_reads[node.output[0]] = read
+    _unary(node, ctx)
 
 
 def _numel(ctx, name: str):
@@ -92,4 +100,8 @@ def _elementwise(node, ctx) -> None:
     ctx.set_track(node.output[0], axis, layout)
 
 
-RULES = [OpRule(UNARY, _unary), OpRule(ELEMENTWISE, _elementwise)]
+RULES = [
+    OpRule(UNARY, _unary),
+    OpRule(("Identity", "Cast"), _identity, reads_shapes=True),
+    OpRule(ELEMENTWISE, _elementwise),
+]

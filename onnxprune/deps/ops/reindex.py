@@ -236,6 +236,9 @@ def _reshape(node, ctx) -> None:
         ctx.block_input(node, 0, "its target shape holds the channel count in a computed value")
         return
     value, source = entry
+    if not isinstance(value, int):
+        ctx.block_input(node, 0, "its target copies an input dimension into the channel position")
+        return
     if value == 0 and b != a:
         ctx.block_input(node, 0, "its target copies an input dimension into the channel position")
         return
@@ -245,8 +248,9 @@ def _reshape(node, ctx) -> None:
 
 
 def _target_entries(ctx, node):
-    """Per entry of a Reshape target: (value, (node, input index, position)) where the value is a constant,
-    or None for entries computed at run time. Follows Concat of 1-D pieces (PyTorch's view(x.size(0), -1))."""
+    """Per entry of a Reshape target: (value, (node, input index, position)). The value is an int for
+    constants, ("dim", j) for a copy of dimension j of the data (PyTorch's view(x.size(0), -1)), or the
+    entry is None when computed otherwise. Follows Concat of 1-D pieces."""
     name = node.input[1]
     values = ctx.graph.int_values(name)
     if values is not None:
@@ -259,6 +263,10 @@ def _target_entries(ctx, node):
         piece_values = _piece_values(ctx, piece)
         if piece_values is not None:
             entries.extend((v, (producer, index, i)) for i, v in enumerate(piece_values))
+            continue
+        dim = _copied_dim(ctx, piece, node.input[0])
+        if dim is not None:
+            entries.append((("dim", dim), None))
             continue
         dims = ctx.dims(piece)
         if dims is None or len(dims) != 1 or not isinstance(dims[0], int):
@@ -277,18 +285,45 @@ def _piece_values(ctx, name):
     return None
 
 
-def _keep_channel_axis(a, channels, in_dims, target):
-    """Target entries before the channel axis copy the input (0 or the same static size) and the entry at
-    the channel axis is the channel count: the channel axis stays where it is, whatever follows."""
-    if target is None or in_dims is None or len(target) <= a or target[a] is None:
+def _copied_dim(ctx, piece, data):
+    """j when `piece` is the 1-element vector Shape(data)[j] (through Unsqueeze of a Gather, or a Slice)."""
+    node = ctx.graph.producer.get(piece)
+    if node is not None and node.op_type == "Unsqueeze":
+        node = ctx.graph.producer.get(node.input[0])
+        if node is None or node.op_type != "Gather":
+            return None
+    if node is None or node.op_type not in ("Gather", "Slice"):
         return None
-    if target[a][0] not in (channels, 0):
+    shape = ctx.graph.producer.get(node.input[0])
+    if shape is None or shape.op_type != "Shape" or shape.input[0] != data or attr(shape, "start", 0):
+        return None
+    if node.op_type == "Gather":
+        index = ctx.graph.int_values(node.input[1])
+        return index[0] if index is not None and len(index) == 1 and index[0] >= 0 else None
+    starts, ends = ctx.graph.int_values(node.input[1]), ctx.graph.int_values(node.input[2])
+    if starts and ends and len(starts) == 1 and ends[0] == starts[0] + 1 and starts[0] >= 0:
+        return starts[0]
+    return None
+
+
+def _keep_channel_axis(a, channels, in_dims, target):
+    """Target entries before the channel axis copy the input (0, the same static size, or Shape(x)[j]);
+    the entry at the channel axis is the channel count (the axis stays, whatever follows) or a final -1
+    (the channel axis absorbs the static axes after it)."""
+    if target is None or in_dims is None or len(target) <= a or target[a] is None:
         return None
     for j in range(a):
         entry = target[j]
-        if entry is None or not (entry[0] == 0 or (isinstance(in_dims[j], int) and entry[0] == in_dims[j])):
+        if entry is None or not (
+            entry[0] == 0 or entry[0] == ("dim", j) or (isinstance(in_dims[j], int) and entry[0] == in_dims[j])
+        ):
             return None
-    return a, "merge", 1
+    value = target[a][0]
+    if value in (channels, 0):
+        return a, "merge", 1
+    if value == -1 and len(target) == a + 1 and _static(in_dims[a + 1:]):
+        return a, "merge", prod(in_dims[a + 1:])
+    return None
 
 
 def _merge_or_split(a, channels, in_dims, out_dims):
