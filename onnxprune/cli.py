@@ -1,0 +1,161 @@
+"""The `onnxprune` command line: a thin layer over the Python API.
+
+Exit codes: 0 success, 1 bad input or option, 2 command-line usage, 3 nothing to prune,
+4 a verification gate failed, 5 an internal error (a bug: please report it with --debug output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import api
+from .cli_measure import bench_cmd, verify_cmd
+from .cost import parse_shapes
+from .errors import OnnxPruneError, OptionError
+from .io import save_model
+from .plan import DEFAULT_ROUND_TO, SCOPES
+from .validate import check_runnable
+
+INTERNAL_ERROR_EXIT = 5
+SHAPE_HELP = "Pin an input's shape for shape inference and MAC counts, e.g. input=1x3x224x224 (repeatable)."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="onnxprune")
+def cli() -> None:
+    """Structured channel pruning of ONNX models, directly on the graph.
+
+    Pass --debug anywhere to see a traceback instead of a one-line error.
+    """
+
+
+@cli.command("inspect")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--members", type=int, default=4, show_default=True, help="Members shown per group in the table.")
+def inspect_cmd(model, shapes, as_json, members):
+    """List every channel group of MODEL: members, channels, prunable or why not."""
+    report = api.analyze(model, shapes=parse_shapes(shapes) or None)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format(members))
+
+
+@cli.command("prune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
+@click.option("--ratio", type=float, default=0.5, show_default=True, help="Fraction of channels to remove per group.")
+@click.option("--criterion", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
+              help="Channel score: norm of the weights that produce and read the channel.")
+@click.option("--scope", type=click.Choice(list(SCOPES)), default="uniform", show_default=True,
+              help="uniform: every group loses --ratio; global: rank normalized scores across groups.")
+@click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Global scope: most any group loses.")
+@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
+              help="Kept channel counts are multiples of this (1: no rounding).")
+@click.option("--min-channels", type=int, default=1, show_default=True, help="Fewest channels a group keeps.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave groups with a member node matching GLOB.")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
+@click.option("--unstructured", is_flag=True, help="Zero weights by magnitude instead (shapes unchanged).")
+@click.option("--sparsity", type=float, default=None, help="Unstructured: fraction of weights zeroed.")
+@click.option("--pattern", default=None, metavar="N:M", help="Unstructured: keep N of every M weights (e.g. 2:4).")
+@click.option("--force", is_flag=True, help="Allow writing over the input model.")
+@click.option("--no-check", is_flag=True, help="Skip the checker and onnxruntime run of the written model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_channels, exclude, shapes,
+              unstructured, sparsity, pattern, force, no_check, as_json):
+    """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT."""
+    _refuse_overwrite(model, output, force)
+    pinned = parse_shapes(shapes) or None
+    if unstructured:
+        report = _prune_unstructured(model, output, sparsity, scope, pattern, exclude, force)
+        click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())
+        return
+    if sparsity is not None or pattern is not None:
+        raise OptionError("--sparsity and --pattern are for --unstructured; structured pruning uses --ratio")
+    result = api.prune(
+        model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
+        min_channels=min_channels, exclude=exclude, shapes=pinned,
+    )
+    path = save_model(result.model, output, inputs=(model,), force=force)
+    report = result.report
+    del result  # the written file is what gets checked; free the in-memory model first
+    report.before.size_bytes = _size_on_disk(Path(model))
+    report.after.size_bytes = _size_on_disk(path)
+    if not no_check:
+        try:
+            check_runnable(model, path, pinned)
+        except Exception:
+            path.unlink(missing_ok=True)
+            raise
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+
+
+def _refuse_overwrite(model: str, output: str, force: bool) -> None:
+    if Path(model).exists() and Path(output).exists() and Path(model).resolve() == Path(output).resolve() and not force:
+        raise OptionError(f"{output}: output is the input model; choose another path or pass --force")
+
+
+def _size_on_disk(path: Path) -> int:
+    """The model file plus its external data files."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    total = path.stat().st_size
+    model = onnx.load(str(path), load_external_data=False)
+    files = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
+    return total + sum((path.parent / f).stat().st_size for f in files if (path.parent / f).exists())
+
+
+def _prune_unstructured(model, output, sparsity, scope, pattern, exclude, force):
+    from .io import load_model
+    from .unstructured import parse_pattern, prune_unstructured
+
+    if sparsity is None and pattern is None:
+        raise OptionError("--unstructured needs --sparsity S or --pattern N:M")
+    pruned, report = prune_unstructured(
+        load_model(model), sparsity if sparsity is not None else 0.0,
+        scope="global" if scope == "global" else "layer",
+        pattern=parse_pattern(pattern) if pattern else None, exclude=exclude,
+    )
+    save_model(pruned, output, inputs=(model,), force=force)
+    return report
+
+
+cli.add_command(verify_cmd)
+cli.add_command(bench_cmd)
+
+
+def main(argv=None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("ONNXPRUNE_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        cli.main(args=args, prog_name="onnxprune", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OnnxPruneError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line by default, the traceback with --debug
+        if debug:
+            raise
+        text = str(exc).strip().splitlines()
+        click.echo(f"internal error: {type(exc).__name__}: {text[0] if text else ''} (rerun with --debug)", err=True)
+        sys.exit(INTERNAL_ERROR_EXIT)
+
+
+if __name__ == "__main__":
+    main()
