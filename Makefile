@@ -1,0 +1,37 @@
+# Every target creates .venv when it is missing and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_MODEL := models/demo_resnet18.onnx
+OUT := out
+
+.PHONY: demo test bench models clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(OUT)
+	$(VENV)/bin/onnxprune inspect $(DEMO_MODEL) | tail -n 4
+	$(VENV)/bin/onnxprune prune $(DEMO_MODEL) -o $(OUT)/demo_pruned.onnx --ratio 0.5
+	$(VENV)/bin/onnxprune verify $(DEMO_MODEL) $(OUT)/demo_pruned.onnx --samples 4
+	$(VENV)/bin/onnxprune bench $(DEMO_MODEL) $(OUT)/demo_pruned.onnx --threads 1 --rounds 5 --runs 5
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+models: $(STAMP)
+	$(PY) -m pip install --quiet torch==2.13.0 onnxscript
+	$(PY) -m models.export_torch models
+	$(PY) -c "from models import zoo; import onnx; m = zoo.resnet18(width=16, image=96, num_classes=100); m.graph.name = 'demo_resnet18'; onnx.save(m, '$(DEMO_MODEL)')"
+	$(PY) -m pytest -q tests/test_models_zoo.py
+
+clean:
+	rm -rf $(OUT) bench-out .pytest_cache
