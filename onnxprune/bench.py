@@ -1,0 +1,558 @@
+"""Latency of several models side by side, the way shared/BENCHMARKING.md says it must be measured.
+
+- One process; every session ORT_ENABLE_ALL, intra_op_num_threads set explicitly, inter_op_num_threads=1,
+  sequential execution.
+- Sessions are interleaved in blocks: each round visits every model once in a shuffled order, and a visit is a
+  short pause, 2 untimed runs, then a few timed runs. The median is taken over all timed runs of all rounds.
+  (Alternating sessions run by run makes onnxruntime's spinning threads fight and reads several times slower.)
+- Warm-up runs are never timed; the inputs are fixed (seeded) and the same for every model.
+- A control row, a second session on the first model, shows the noise floor ("dense vs dense").
+- On a GPU, inputs are bound once with I/O binding, outputs are bound on the device, and the clock is read only
+  after synchronizing.
+
+Speedup is against the first model; mac_ratio = MACs / MACs of the first model at the same batch;
+efficiency = speedup / (1 / mac_ratio): 1.0 means the time fell exactly as much as the MACs did.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import onnx
+
+from .cost import count_cost, default_input_shapes, model_inputs
+from .errors import OnnxPruneError, OptionError
+from .io import load_model
+from .verify import ModelSource, make_inputs, open_session
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+DEVICE_OF = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}
+# The control row's deviation from 1.00x is the noise; below this floor a single run cannot resolve anything.
+NOISE_FLOOR = 0.01
+
+
+@dataclass
+class BenchConfig:
+    providers: Sequence[str] = ("cpu",)
+    batches: Optional[Sequence[int]] = None  # None: the model's own batch (1 when the first dim is dynamic)
+    threads: Sequence[int] = (1,)  # intra_op_num_threads, one measurement group per value
+    warmup: int = 5  # untimed runs per session before the rounds (per batch)
+    runs: int = 5  # timed runs per visit
+    rounds: int = 10  # shuffled rounds; timed runs per model = runs * rounds
+    untimed_per_visit: int = 2
+    pause_s: float = 0.05  # pause before each visit
+    shapes: dict = field(default_factory=dict)  # --shape overrides for dynamic dims other than the batch
+    seed: int = 0  # inputs and the round order
+    require_provider: bool = False  # an unavailable provider raises instead of reporting "unavailable"
+    trt_sparsity: bool = False  # TensorRT: trt_sparsity_enable
+    control: bool = True
+
+    def validate(self) -> None:
+        for p in self.providers:
+            if p not in PROVIDERS:
+                raise OptionError(f"unknown provider {p!r}: choose from {', '.join(PROVIDERS)}")
+        if not self.providers:
+            raise OptionError("no provider given")
+        for name, values in (("--batch", self.batches or ()), ("--threads", self.threads)):
+            for v in values:
+                if int(v) < 1:
+                    raise OptionError(f"{name} must be at least 1, got {v}")
+        if not self.threads:
+            raise OptionError("--threads needs at least one value")
+        if self.runs < 1 or self.rounds < 1:
+            raise OptionError(f"--runs and --rounds must be at least 1, got {self.runs} and {self.rounds}")
+        if self.warmup < 0 or self.untimed_per_visit < 0 or self.pause_s < 0:
+            raise OptionError("--warmup, untimed runs per visit and the pause must not be negative")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["providers"], d["threads"] = list(self.providers), list(self.threads)
+        d["batches"] = None if self.batches is None else list(self.batches)
+        return d
+
+
+@dataclass
+class BenchRow:
+    model: str  # label
+    source: str  # the path (or the graph name of an in-memory model)
+    provider: str  # cpu | cuda | tensorrt
+    threads: int
+    batch: int
+    status: str = "ok"  # ok | unavailable | error
+    control: bool = False
+    median_ms: Optional[float] = None
+    p10_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    runs: int = 0  # timed runs
+    throughput: Optional[float] = None  # samples per second at the median
+    speedup: Optional[float] = None  # vs the first model in the same provider/threads/batch group
+    macs: Optional[int] = None
+    mac_ratio: Optional[float] = None
+    efficiency: Optional[float] = None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BenchReport:
+    rows: list[BenchRow]
+    config: BenchConfig
+    environment: dict = field(default_factory=dict)
+
+    def groups(self) -> list[tuple[tuple[str, int, int], list[BenchRow]]]:
+        """Rows grouped by (provider, threads, batch), in order."""
+        out: dict[tuple[str, int, int], list[BenchRow]] = {}
+        for r in self.rows:
+            out.setdefault((r.provider, r.threads, r.batch), []).append(r)
+        return list(out.items())
+
+    def noise(self, group: Sequence[BenchRow]) -> Optional[float]:
+        """The group's noise: how far the control row's speedup is from 1.00 (at least NOISE_FLOOR)."""
+        for r in group:
+            if r.control and r.speedup is not None:
+                return max(abs(r.speedup - 1.0), NOISE_FLOOR)
+        return None
+
+    def to_dict(self) -> dict:
+        groups = []
+        for (provider, threads, batch), rows in self.groups():
+            groups.append({"provider": provider, "threads": threads, "batch": batch, "noise": self.noise(rows)})
+        return {
+            "config": self.config.to_dict(),
+            "environment": dict(self.environment),
+            "method": method_text(self.config),
+            "groups": groups,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sessions and runners
+
+
+def session_options(threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 4
+    return so
+
+
+def provider_list(provider: str, trt_sparsity: bool = False) -> list:
+    if provider == "tensorrt":
+        return [
+            ("TensorrtExecutionProvider", {"trt_sparsity_enable": bool(trt_sparsity)}),
+            "CUDAExecutionProvider",
+            "CPUExecutionProvider",
+        ]
+    if provider == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class _Runner:
+    """One session with its inputs prepared; `__call__` runs once and returns when the results are ready."""
+
+    def __init__(self, session, feeds: dict[str, np.ndarray], device: str = "cpu", use_iobinding: bool = False,
+                 label: str = "model"):
+        self.session = session
+        self.label = label
+        self.feeds = feeds
+        self.binding = None
+        if device != "cpu" or use_iobinding:
+            self._bind(device)
+
+    def _bind(self, device: str) -> None:
+        import onnxruntime as ort
+
+        io = self.session.io_binding()
+        self._values = []  # keep the device copies alive for as long as the binding
+        for name, arr in self.feeds.items():
+            value = ort.OrtValue.ortvalue_from_numpy(arr, device, 0)
+            self._values.append(value)
+            io.bind_ortvalue_input(name, value)
+        for out in self.session.get_outputs():
+            io.bind_output(out.name, device, 0)
+        io.synchronize_inputs()
+        self.binding = io
+
+    def __call__(self) -> None:
+        try:
+            if self.binding is None:
+                self.session.run(None, self.feeds)
+            else:
+                self.session.run_with_iobinding(self.binding)
+                self.binding.synchronize_outputs()
+        except Exception as exc:  # onnxruntime's own exception classes
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise OnnxPruneError(f"{self.label}: onnxruntime failed to run: {first_line}") from None
+
+
+def interleave(
+    runners: Sequence[Callable[[], None]],
+    *,
+    warmup: int,
+    runs: int,
+    rounds: int,
+    untimed_per_visit: int = 2,
+    pause_s: float = 0.05,
+    seed: int = 0,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> list[list[float]]:
+    """Block-interleaved timing; returns the timed latencies (ms) of each runner.
+
+    Warm-up: `warmup` untimed runs of each runner. Then `rounds` rounds; each visits every runner once in a
+    shuffled (seeded) order: pause, `untimed_per_visit` untimed runs, `runs` timed runs.
+    """
+    order_rng = random.Random(seed)
+    for run in runners:
+        for _ in range(warmup):
+            run()
+    times: list[list[float]] = [[] for _ in runners]
+    indices = list(range(len(runners)))
+    for _ in range(rounds):
+        order_rng.shuffle(indices)
+        for i in indices:
+            run = runners[i]
+            if pause_s:
+                time.sleep(pause_s)
+            for _ in range(untimed_per_visit):
+                run()
+            for _ in range(runs):
+                t0 = clock()
+                run()
+                times[i].append((clock() - t0) / 1e6)
+    return times
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shapes
+
+
+def _native_batch(proto: onnx.ModelProto, overrides: dict) -> int:
+    """The batch used when none is asked for: a fixed first dim, else the --shape override's, else 1."""
+    specs = [s for s in model_inputs(proto) if s.dims]
+    for s in specs:
+        first = s.dims[0]
+        if not (isinstance(first, int) and first > 0):
+            return int(overrides[s.name][0]) if s.name in overrides else 1
+    return int(specs[0].dims[0]) if specs else 1
+
+
+def shapes_for_batch(proto: onnx.ModelProto, overrides: dict, batch: int) -> dict[str, list[int]]:
+    """Input shapes at `batch`: the batch replaces every dynamic first dim; overrides fill the other dynamic dims."""
+    shapes = default_input_shapes(proto, overrides)
+    specs = [s for s in model_inputs(proto) if s.dims]
+    dynamic_first = [s.name for s in specs if not (isinstance(s.dims[0], int) and s.dims[0] > 0)]
+    if dynamic_first:
+        for name in dynamic_first:
+            shapes[name][0] = int(batch)
+    elif specs and batch != specs[0].dims[0]:
+        raise OptionError(
+            f"input {specs[0].name!r} has a fixed first dim {specs[0].dims[0]}; --batch {batch} needs a model "
+            "whose first (batch) dim is dynamic"
+        )
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The benchmark
+
+
+@dataclass
+class _Model:
+    label: str
+    source: ModelSource
+    control: bool = False
+
+
+def _labels(models: Sequence[ModelSource]) -> list[str]:
+    names = []
+    for i, m in enumerate(models):
+        names.append(m.graph.name or f"model{i}" if isinstance(m, onnx.ModelProto) else Path(m).name)
+    if len(set(names)) < len(names):  # same file name in different folders: use what the user typed
+        names = [f"model{i}" if isinstance(m, onnx.ModelProto) else str(m) for i, m in enumerate(models)]
+    if len(set(names)) < len(names):
+        names = [f"{n} #{i + 1}" for i, n in enumerate(names)]
+    return names
+
+
+def _source_text(source: ModelSource) -> str:
+    return f"<in-memory {source.graph.name or 'model'}>" if isinstance(source, onnx.ModelProto) else str(source)
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def environment() -> dict:
+    import onnxruntime as ort
+
+    return {
+        "onnxruntime": ort.__version__,
+        "available_providers": list(ort.get_available_providers()),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+    }
+
+
+def bench(
+    models: Sequence[ModelSource],
+    config: Optional[BenchConfig] = None,
+    *,
+    progress: Optional[Callable[[str], None]] = None,
+) -> BenchReport:
+    """Time `models` side by side for every provider x threads x batch of `config`; the first model is the base."""
+    import onnxruntime as ort
+
+    cfg = config or BenchConfig()
+    cfg.validate()
+    if not models:
+        raise OptionError("no model to benchmark")
+    say = progress or (lambda _msg: None)
+    labels = _labels(models)
+    entries = [_Model(label, src) for label, src in zip(labels, models)]
+    first = entries[0]
+    first_proto = load_model(first.source)
+    base_inputs = [s.name for s in model_inputs(first_proto)]
+    overrides = dict(cfg.shapes)
+    batches = list(cfg.batches) if cfg.batches else [_native_batch(first_proto, overrides)]
+    shapes = {b: shapes_for_batch(first_proto, overrides, b) for b in batches}  # validates before timing
+    feeds = {b: make_inputs(first_proto, shapes[b], samples=1, seed=cfg.seed)[0] for b in batches}
+    macs: dict[tuple[int, int], Optional[int]] = {}
+    for i, e in enumerate(entries):  # one model's weights in memory at a time; sessions read the files
+        proto = first_proto if i == 0 else load_model(e.source)
+        names = [s.name for s in model_inputs(proto)]
+        if sorted(names) != sorted(base_inputs):
+            raise OnnxPruneError(f"{e.label}: inputs {names} differ from {first.label}'s {base_inputs}")
+        for b in batches:
+            try:
+                macs[i, b] = count_cost(proto, shapes[b]).macs
+            except OnnxPruneError:
+                macs[i, b] = None
+        del proto
+    del first_proto
+    timed = entries + ([_Model(f"{first.label} (control)", first.source, True)] if cfg.control else [])
+    macs.update({(len(entries), b): macs[0, b] for b in batches})
+
+    available = list(ort.get_available_providers())
+    rows: list[BenchRow] = []
+
+    def blank(k: int, e: _Model, provider: str, threads: int, batch: int, status: str, note: str) -> BenchRow:
+        m, m0 = macs[k, batch], macs[0, batch]
+        return BenchRow(e.label, _source_text(e.source), provider, threads, batch, status=status, control=e.control,
+                        macs=m, mac_ratio=m / m0 if m is not None and m0 else None, note=note)
+
+    for provider in cfg.providers:
+        ep = PROVIDERS[provider]
+        if ep not in available:
+            msg = f"{ep} is not available in this onnxruntime (available: {', '.join(available)})"
+            if cfg.require_provider:
+                raise OnnxPruneError(f"--provider {provider}: {msg}")
+            say(f"{provider}: unavailable")
+            rows += [blank(k, e, provider, t, b, "unavailable", msg)
+                     for t in cfg.threads for b in batches for k, e in enumerate(timed)]
+            continue
+        for threads in cfg.threads:
+            sessions = []
+            fallback = ""
+            for e in timed:
+                try:
+                    sess = open_session(e.source, session_options(threads), provider_list(provider, cfg.trt_sparsity))
+                except OnnxPruneError as exc:
+                    if provider == "cpu" or cfg.require_provider:
+                        raise
+                    fallback = f"{ep} failed to create a session: {exc}"
+                    break
+                if sess.get_providers()[0] != ep:
+                    fallback = f"onnxruntime fell back to {sess.get_providers()[0]} ({ep} could not start)"
+                    break
+                sessions.append(sess)
+            if fallback:
+                if cfg.require_provider:
+                    raise OnnxPruneError(f"--provider {provider}: {fallback}")
+                say(f"{provider}: {fallback}")
+                rows += [blank(k, e, provider, threads, b, "unavailable", fallback)
+                         for b in batches for k, e in enumerate(timed)]
+                continue
+            for b in batches:
+                say(f"{provider} threads={threads} batch={b}: {len(timed)} sessions x {cfg.rounds} rounds")
+                try:
+                    runners = [_Runner(s, feeds[b], DEVICE_OF[provider], label=e.label)
+                               for s, e in zip(sessions, timed)]
+                except OnnxPruneError:
+                    raise
+                except Exception as exc:  # binding inputs on the device
+                    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise OnnxPruneError(f"{provider}: cannot bind the inputs on the device: {first_line}") from None
+                times = interleave(
+                    runners, warmup=cfg.warmup, runs=cfg.runs, rounds=cfg.rounds,
+                    untimed_per_visit=cfg.untimed_per_visit, pause_s=cfg.pause_s, seed=cfg.seed,
+                )
+                rows += _rows(timed, times, provider, threads, b, [macs[k, b] for k in range(len(timed))])
+            del sessions
+    return BenchReport(rows=rows, config=cfg, environment=environment())
+
+
+def _rows(timed, times, provider, threads, batch, macs) -> list[BenchRow]:
+    rows = []
+    base_median = float(np.median(times[0]))
+    for e, t, m in zip(timed, times, macs):
+        median = float(np.median(t))
+        row = BenchRow(
+            e.label, _source_text(e.source), provider, threads, batch, control=e.control,
+            median_ms=median, p10_ms=_pct(t, 10), p90_ms=_pct(t, 90), runs=len(t),
+            throughput=batch * 1000.0 / median if median > 0 else None,
+            speedup=base_median / median if median > 0 else None,
+            macs=m,
+        )
+        if m is not None and macs[0]:
+            row.mac_ratio = m / macs[0]
+            if row.speedup is not None:
+                row.efficiency = row.speedup * row.mac_ratio
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def method_text(cfg: BenchConfig) -> str:
+    return (
+        f"one process; ORT_ENABLE_ALL, intra_op_num_threads as listed, inter_op_num_threads=1, sequential; "
+        f"{cfg.warmup} untimed warm-up runs per session, then {cfg.rounds} shuffled rounds, each visiting every "
+        f"model once ({cfg.pause_s * 1000:g} ms pause, {cfg.untimed_per_visit} untimed runs, {cfg.runs} timed runs); "
+        f"median and p10-p90 over all timed runs; same seeded inputs (seed {cfg.seed}) for every model"
+    )
+
+
+def _f(x: Optional[float], spec: str, suffix: str = "") -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:{spec}}{suffix}"
+
+
+def _verdict(row: BenchRow, index: int, noise: Optional[float]) -> str:
+    if row.status != "ok":
+        return row.status
+    if row.control:
+        return "control (noise)" if noise is None else f"control: noise ±{noise * 100:.1f}%"
+    if index == 0:
+        return "baseline"
+    if row.speedup is None:
+        return "-"
+    if noise is None:
+        return "no control row: noise unknown"
+    if abs(row.speedup - 1.0) <= noise:
+        return "within noise"
+    return "faster" if row.speedup > 1 else "slower"
+
+
+def _table_rows(report: BenchReport, rows: Sequence[BenchRow], noise) -> list[list[str]]:
+    out = []
+    for i, r in enumerate(rows):
+        if r.status != "ok":
+            out.append([r.model, r.status, "-", "-", "-", "-", _f(r.mac_ratio, ".3f"), "-", _verdict(r, i, noise)])
+            continue
+        out.append([
+            r.model, _f(r.median_ms, ".3f"), f"{_f(r.p10_ms, '.3f')}-{_f(r.p90_ms, '.3f')}", str(r.runs),
+            _f(r.throughput, ".1f"), _f(r.speedup, ".2f", "x"), _f(r.mac_ratio, ".3f"), _f(r.efficiency, ".2f"),
+            _verdict(r, i, noise),
+        ])
+    return out
+
+
+HEADER = ["model", "median ms", "p10-p90 ms", "runs", "samples/s", "speedup", "MAC ratio", "efficiency", "verdict"]
+
+
+def _group_title(provider: str, threads: int, batch: int) -> str:
+    return f"{provider}, {threads} thread{'s' if threads != 1 else ''}, batch {batch}"
+
+
+def _noise_sentence(report: BenchReport, rows: Sequence[BenchRow]) -> list[str]:
+    ok = [r for r in rows if r.status == "ok"]
+    if not ok:
+        return [f"{rows[0].provider}: not measured: {rows[0].note}"] if rows else []
+    noise = report.noise(rows)
+    control = next((r for r in rows if r.control), None)
+    if noise is None or control is None:
+        return ["No control row: the noise floor is unknown, so no speedup here can be called real."]
+    lines = [
+        f"Control (a second session on {rows[0].model}): {control.speedup:.2f}x, so speedups within "
+        f"±{noise * 100:.1f}% of 1.00x are noise."
+    ]
+    for i, r in enumerate(rows):
+        if i == 0 or r.control or r.speedup is None:
+            continue
+        if abs(r.speedup - 1.0) <= noise:
+            lines.append(f"{r.model}: {r.speedup:.2f}x is within the control's noise: no measurable speedup.")
+        else:
+            word = "faster" if r.speedup > 1 else "slower"
+            eff = f", efficiency {r.efficiency:.2f}" if r.efficiency is not None else ""
+            lines.append(f"{r.model}: {r.speedup:.2f}x ({word}) is beyond the control's noise{eff}.")
+    return lines
+
+
+def format_table(report: BenchReport) -> str:
+    """A plain-text table per provider/threads/batch group, with the noise statement under each."""
+    lines = []
+    for (provider, threads, batch), rows in report.groups():
+        noise = report.noise(rows)
+        body = [HEADER] + _table_rows(report, rows, noise)
+        widths = [max(len(r[i]) for r in body) for i in range(len(HEADER))]
+        lines.append(f"== {_group_title(provider, threads, batch)}")
+        for r in body:
+            lines.append("  ".join(c.ljust(w) if i in (0, 8) else c.rjust(w)
+                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        lines.extend(_noise_sentence(report, rows))
+        lines.append("")
+    lines.append("method: " + method_text(report.config))
+    lines.append("Ratios are measured side by side in this run; do not compare absolute times across runs.")
+    return "\n".join(lines)
+
+
+def format_markdown(report: BenchReport) -> str:
+    """Markdown tables, one per group, each followed by a plain statement of what is and is not noise."""
+    env = report.environment
+    lines = [
+        "## Benchmark",
+        "",
+        f"onnxruntime {env.get('onnxruntime', '?')}, {env.get('cpu_count', '?')} CPUs ({env.get('machine', '?')}). "
+        f"Method: {method_text(report.config)}.",
+        "",
+    ]
+    for (provider, threads, batch), rows in report.groups():
+        noise = report.noise(rows)
+        lines.append(f"### {_group_title(provider, threads, batch)}")
+        lines.append("")
+        lines.append("| " + " | ".join(HEADER) + " |")
+        lines.append("|" + "|".join(["---"] + ["---:"] * 7 + ["---"]) + "|")
+        for r in _table_rows(report, rows, noise):
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+        lines.append("")
+        lines.extend(_noise_sentence(report, rows))
+        lines.append("")
+    lines.append(
+        "Speedup is against the first model; efficiency = speedup / (1 / MAC ratio). "
+        "Ratios are measured side by side in one run; absolute times from different runs are not comparable."
+    )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,100 @@
+"""The `verify` and `bench` commands. The main CLI adds them to its group:
+
+    main.add_command(verify_cmd)
+    main.add_command(bench_cmd)
+
+User errors are raised as OnnxPruneError subclasses; the main CLI prints their one-line message and exits with
+their `exit_code` (a failed verification gate: VerificationError, exit code 4, after the table is printed).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import click
+
+from .bench import PROVIDERS, BenchConfig, bench, format_markdown
+from .bench import format_table as format_bench_table
+from .cost import parse_shapes
+from .errors import OptionError, VerificationError
+from .verify import Gates, compare, format_table, load_inputs_npz, make_inputs
+
+SHAPE_HELP = "Pin a dynamic input shape, NAME=1x3x224x224 (repeatable)."
+
+
+@click.command("verify")
+@click.argument("dense", type=click.Path(dir_okay=False))
+@click.argument("pruned", type=click.Path(dir_okay=False))
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
+@click.option("--samples", type=int, default=None, help="Random input samples to compare on (default 4).")
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="Inputs from an .npz: one array per input, samples stacked on a new axis 0.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--min-cosine", type=float, default=None, help="Fail if any output's cosine similarity is lower.")
+@click.option("--min-top1", type=float, default=None, help="Fail if top-1 agreement of [N, classes] outputs is lower.")
+@click.option("--max-abs", type=float, default=None, help="Fail if any output's max absolute error is larger.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+def verify_cmd(dense, pruned, shapes, samples, data, seed, min_cosine, min_top1, max_abs, as_json):
+    """Compare DENSE and PRUNED on the same inputs with onnxruntime; exit 4 if a gate fails."""
+    gates = Gates(min_cosine=min_cosine, min_top1=min_top1, max_abs=max_abs)
+    gates.validate()
+    if data is not None:
+        if shapes or samples is not None:
+            raise OptionError("--data gives the inputs and their shapes: drop --shape and --samples")
+        feeds = load_inputs_npz(data, dense)
+    else:
+        feeds = make_inputs(dense, parse_shapes(shapes), samples=4 if samples is None else samples, seed=seed)
+    report = compare(dense, pruned, feeds, gates=gates)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
+    if not report.passed:
+        raise VerificationError(
+            f"verification failed: {len(report.failures)} gate(s): " + "; ".join(str(f) for f in report.failures)
+        )
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--provider", "providers", multiple=True, type=click.Choice(list(PROVIDERS)),
+              help="Execution provider (repeatable; default cpu). Missing ones are reported as unavailable.")
+@click.option("--batch", "batches", multiple=True, type=int,
+              help="Batch size (repeatable); replaces the first dim. Default: the model's own batch, else 1.")
+@click.option("--threads", multiple=True, type=int, help="intra_op_num_threads (repeatable; default 1).")
+@click.option("--warmup", type=int, default=5, show_default=True, help="Untimed warm-up runs per session.")
+@click.option("--runs", type=int, default=5, show_default=True, help="Timed runs per visit of a model.")
+@click.option("--rounds", type=int, default=10, show_default=True, help="Shuffled rounds visiting every model.")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC",
+              help="Pin other dynamic dims, NAME=1x3x224x224 (repeatable); the first dim is set by --batch.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and the round order.")
+@click.option("--require-provider", is_flag=True, help="Fail instead of reporting an unavailable provider.")
+@click.option("--trt-sparsity", is_flag=True, help="TensorRT: enable sparse kernels (trt_sparsity_enable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--markdown", is_flag=True, help="Print the report as Markdown tables.")
+def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes, seed, require_provider,
+              trt_sparsity, as_json, markdown):
+    """Time MODEL [MODEL ...] side by side; the first is the baseline, and a control row shows the noise."""
+    if as_json and markdown:
+        raise OptionError("--json and --markdown are exclusive: choose one")
+    config = BenchConfig(
+        providers=tuple(providers) or ("cpu",),
+        batches=tuple(batches) or None,
+        threads=tuple(threads) or (1,),
+        warmup=warmup,
+        runs=runs,
+        rounds=rounds,
+        shapes=parse_shapes(shapes),
+        seed=seed,
+        require_provider=require_provider,
+        trt_sparsity=trt_sparsity,
+    )
+    report = bench(list(models), config, progress=_progress)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    elif markdown:
+        click.echo(format_markdown(report), nl=False)
+    else:
+        click.echo(format_bench_table(report))
+
+
+def _progress(message: str) -> Optional[None]:
+    click.echo(f"bench: {message}", err=True)

@@ -1,0 +1,465 @@
+"""Parameters and multiply-accumulates (MACs) per node, from the real tensor shapes.
+
+MACs are counted for the ops that carry almost all of a network's arithmetic: Conv, ConvTranspose, Gemm and
+MatMul (weight x activation and activation x activation, e.g. attention), plus their integer / quantized twins.
+Elementwise ops, normalizations, pooling and softmax count 0 MACs: they are cheap per element but not free,
+which is one reason a measured speedup can fall short of the MAC reduction (see shared/BENCHMARKING.md).
+
+Dynamic dims that the caller does not pin are taken as 1; `CostReport.unknown_dims` and `notes` say so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import onnx
+
+from .errors import OptionError
+from .shapes import Dim, ShapeInfo, TensorInfo, infer_shapes, skeleton
+
+FLOAT_TYPES = frozenset(
+    t
+    for t in (
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+        getattr(onnx.TensorProto, "FLOAT8E4M3FN", None),
+        getattr(onnx.TensorProto, "FLOAT8E4M3FNUZ", None),
+        getattr(onnx.TensorProto, "FLOAT8E5M2", None),
+        getattr(onnx.TensorProto, "FLOAT8E5M2FNUZ", None),
+    )
+    if t is not None
+)
+
+
+@dataclass
+class NodeCost:
+    op_type: str
+    params: int  # floating-point constant elements this node reads (a shared weight counts in each reader)
+    macs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CostReport:
+    params: int  # every floating-point initializer and Constant tensor of the model, each counted once
+    macs: int
+    per_node: dict[str, NodeCost] = field(default_factory=dict)
+    unknown_dims: bool = False  # some dim was dynamic or not inferred and was counted as 1 (or a node as 0)
+    notes: list[str] = field(default_factory=list)
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)  # the shapes the MACs were counted at
+
+    def to_dict(self) -> dict:
+        return {
+            "params": self.params,
+            "macs": self.macs,
+            "unknown_dims": self.unknown_dims,
+            "notes": list(self.notes),
+            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+            "per_node": {name: cost.to_dict() for name, cost in self.per_node.items()},
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input shapes
+
+
+def parse_shape(text: str) -> tuple[str, list[int]]:
+    """Parse ``NAME=1x3x224x224`` into ``("NAME", [1, 3, 224, 224])``; raise OptionError on bad syntax."""
+    if not isinstance(text, str) or "=" not in text:
+        raise OptionError(f"bad shape {text!r}: expected NAME=DIMS, e.g. input=1x3x224x224")
+    name, _, dims_text = text.rpartition("=")
+    name, dims_text = name.strip(), dims_text.strip()
+    if not name:
+        raise OptionError(f"bad shape {text!r}: the input name before '=' is empty")
+    if not dims_text:
+        raise OptionError(f"bad shape {text!r}: no dims after '=' (expected e.g. {name}=1x3x224x224)")
+    dims: list[int] = []
+    for part in dims_text.replace(",", "x").split("x"):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise OptionError(
+                f"bad shape {text!r}: dim {part!r} is not a positive integer (expected e.g. {name}=1x3x224x224)"
+            )
+        dims.append(int(part))
+    return name, dims
+
+
+def parse_shapes(texts: Sequence[str]) -> dict[str, list[int]]:
+    """Parse several ``NAME=DIMS`` options into a dict; the same name twice is an OptionError."""
+    shapes: dict[str, list[int]] = {}
+    for text in texts:
+        name, dims = parse_shape(text)
+        if name in shapes:
+            raise OptionError(f"--shape given twice for input {name!r}")
+        shapes[name] = dims
+    return shapes
+
+
+@dataclass
+class InputSpec:
+    name: str
+    elem_type: int
+    dims: Optional[tuple[Dim, ...]]  # None when the model does not state the rank
+
+
+def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The model's real inputs (initializers listed as inputs by old exporters excluded), in order."""
+    init_names = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in init_names:
+            continue
+        elem_type, dims = 0, None
+        if vi.type.HasField("tensor_type"):
+            tt = vi.type.tensor_type
+            elem_type = tt.elem_type
+            if tt.HasField("shape"):
+                dims = tuple(
+                    int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+                )
+        specs.append(InputSpec(vi.name, elem_type, dims))
+    return specs
+
+
+def _dim_text(dims: Sequence[Dim]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def default_input_shapes(
+    model: onnx.ModelProto, overrides: Optional[Mapping[str, Sequence[int]]] = None
+) -> dict[str, list[int]]:
+    """Concrete shapes for the model's inputs: `overrides` where given, else the model's dims with dynamic ones = 1.
+
+    Raises OptionError for an override naming no input, with the wrong rank, or contradicting a fixed dim.
+    Inputs whose rank the model does not state and that have no override are left out.
+    """
+    overrides = dict(overrides or {})
+    specs = {spec.name: spec for spec in model_inputs(model)}
+    unknown = [name for name in overrides if name not in specs]
+    if unknown:
+        names = ", ".join(repr(n) for n in specs) or "(none)"
+        raise OptionError(f"--shape names no input of the model: {', '.join(map(repr, unknown))}; inputs are {names}")
+    shapes: dict[str, list[int]] = {}
+    for name, spec in specs.items():
+        if name in overrides:
+            dims = [int(d) for d in overrides[name]]
+            if any(d < 1 for d in dims):
+                raise OptionError(f"--shape {name}: every dim must be a positive integer, got {dims}")
+            if spec.dims is not None:
+                if len(dims) != len(spec.dims):
+                    raise OptionError(
+                        f"--shape {name}: rank {len(dims)} {dims} does not match the model's input rank "
+                        f"{len(spec.dims)} {_dim_text(spec.dims)}"
+                    )
+                for axis, (given, fixed) in enumerate(zip(dims, spec.dims)):
+                    if isinstance(fixed, int) and fixed > 0 and given != fixed:
+                        raise OptionError(
+                            f"--shape {name}: dim {axis} is fixed to {fixed} in the model "
+                            f"{_dim_text(spec.dims)}, got {given}"
+                        )
+            shapes[name] = dims
+    # a symbolic dim pinned in one input ("batch" = 4) takes the same value wherever else that name appears
+    symbols: dict[str, int] = {}
+    for name, dims in shapes.items():
+        for given, declared in zip(dims, specs[name].dims or ()):
+            if isinstance(declared, str):
+                symbols.setdefault(declared, given)
+    for name, spec in specs.items():
+        if name not in shapes and spec.dims is not None:
+            shapes[name] = [
+                d if isinstance(d, int) and d > 0 else symbols.get(d, 1) if isinstance(d, str) else 1
+                for d in spec.dims
+            ]
+    return shapes
+
+
+def dynamic_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """For each input, the axes whose size the model leaves open (symbolic or unknown)."""
+    return {
+        spec.name: [axis for axis, d in enumerate(spec.dims) if not (isinstance(d, int) and d > 0)]
+        for spec in model_inputs(model)
+        if spec.dims is not None
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters
+
+
+def _numel(dims: Sequence[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def _constant_node_params(node: onnx.NodeProto) -> int:
+    total = 0
+    for attr in node.attribute:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in FLOAT_TYPES:
+            total += _numel(attr.t.dims)
+        elif attr.name == "sparse_value" and attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+            if attr.sparse_tensor.values.data_type in FLOAT_TYPES:
+                total += _numel(attr.sparse_tensor.dims)
+        elif attr.name == "value_float":
+            total += 1
+        elif attr.name == "value_floats":
+            total += len(attr.floats)
+    return total
+
+
+def _graph_params(graph: onnx.GraphProto) -> tuple[dict[str, int], int]:
+    """(float constant elements by tensor name for this graph, total including nested subgraphs)."""
+    by_name: dict[str, int] = {}
+    for t in graph.initializer:
+        if t.data_type in FLOAT_TYPES:
+            by_name[t.name] = _numel(t.dims)
+    for st in graph.sparse_initializer:
+        if st.values.data_type in FLOAT_TYPES:
+            by_name[st.values.name] = _numel(st.dims)
+    nested = 0
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            n = _constant_node_params(node)
+            if n:
+                by_name[node.output[0]] = n
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                nested += _graph_params(attr.g)[1]
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                nested += sum(_graph_params(g)[1] for g in attr.graphs)
+    return by_name, sum(by_name.values()) + nested
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MACs
+
+
+class _Dims:
+    """Resolves inferred dims to ints (dynamic -> 1) and remembers whether anything was guessed."""
+
+    def __init__(self, info: ShapeInfo):
+        self.info = info
+        self.guessed = False
+
+    def get(self, name: str) -> Optional[list[int]]:
+        if not name:
+            return None
+        dims = self.info.dims(name)
+        if dims is None:
+            return None
+        out = []
+        for d in dims:
+            if isinstance(d, int) and d >= 0:
+                out.append(d)
+            else:
+                self.guessed = True
+                out.append(1)
+        return out
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _conv_macs(node, dims: _Dims, x: int, w: int) -> Optional[int]:
+    # Y [N, Cout, *spatial]; W [Cout, Cin/group, *kernel]: MACs = N*Cout*prod(spatial) * Cin/group * prod(kernel)
+    y = dims.get(node.output[0])
+    wd = dims.get(node.input[w]) if len(node.input) > w else None
+    if y is None or len(y) < 2:
+        return None
+    if wd is None or len(wd) < 2:
+        xd = dims.get(node.input[x])
+        kernel = _attr(node, "kernel_shape", None)
+        if xd is None or len(xd) < 2 or kernel is None:
+            return None
+        group = int(_attr(node, "group", 1))
+        wd = [y[1], xd[1] // max(group, 1), *kernel]
+    return _numel(y) * _numel(wd[1:])
+
+
+def _conv_transpose_macs(node, dims: _Dims) -> Optional[int]:
+    # every input element is multiplied into Cout/group * prod(kernel) outputs; W [Cin, Cout/group, *kernel]
+    xd = dims.get(node.input[0])
+    wd = dims.get(node.input[1]) if len(node.input) > 1 else None
+    if xd is None or wd is None or len(xd) < 2 or len(wd) < 2:
+        return None
+    return _numel(xd) * _numel(wd[1:])
+
+
+def _gemm_macs(node, dims: _Dims) -> Optional[int]:
+    a, b = dims.get(node.input[0]), dims.get(node.input[1])
+    if a is None or b is None or len(a) != 2 or len(b) != 2:
+        return None
+    trans_a, trans_b = int(_attr(node, "transA", 0)), int(_attr(node, "transB", 0))
+    m, k = (a[1], a[0]) if trans_a else (a[0], a[1])
+    n = b[0] if trans_b else b[1]
+    return m * k * n
+
+
+def _matmul_macs(node, dims: _Dims, ia: int, ib: int) -> Optional[int]:
+    a, b = dims.get(node.input[ia]), dims.get(node.input[ib])
+    if a is None or b is None or not a or not b:
+        return None
+    a = [1, *a] if len(a) == 1 else a
+    b = [*b, 1] if len(b) == 1 else b
+    batch_a, batch_b = a[:-2], b[:-2]
+    rank = max(len(batch_a), len(batch_b))
+    batch_a = [1] * (rank - len(batch_a)) + batch_a
+    batch_b = [1] * (rank - len(batch_b)) + batch_b
+    batch = [max(p, q) if 1 in (p, q) else p for p, q in zip(batch_a, batch_b)]
+    return _numel(batch) * a[-2] * a[-1] * b[-1]
+
+
+_MAC_RULES = {
+    "Conv": lambda n, d: _conv_macs(n, d, 0, 1),
+    "ConvInteger": lambda n, d: _conv_macs(n, d, 0, 1),
+    "QLinearConv": lambda n, d: _conv_macs(n, d, 0, 3),
+    "ConvTranspose": _conv_transpose_macs,
+    "Gemm": _gemm_macs,
+    "MatMul": lambda n, d: _matmul_macs(n, d, 0, 1),
+    "MatMulInteger": lambda n, d: _matmul_macs(n, d, 0, 1),
+    "QLinearMatMul": lambda n, d: _matmul_macs(n, d, 0, 3),
+}
+
+
+def _node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
+    """Unique names by the same scheme as graph.Graph: the node's name, else op_type_index; a clash gets _index."""
+    names, seen = [], set()
+    for i, node in enumerate(nodes):
+        name = node.name or f"{node.op_type}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _symbolic_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> ShapeInfo:
+    """Second opinion from onnxruntime's symbolic shape inference, on the weight-free skeleton.
+
+    onnx's own inference loses dims behind shape arithmetic it cannot evaluate (Slice bounds computed with Div, as
+    in torch's `chunk`; Mod in torch's MultiheadAttention); onnxruntime's evaluates more of it. Best effort: any
+    failure returns an empty ShapeInfo.
+    """
+    log = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(
+            skeleton(model, shapes), auto_merge=True, guess_output_rank=False, verbose=0
+        )
+    except Exception:  # an op it does not know, an assertion inside it, a missing sympy ...
+        return ShapeInfo()
+    finally:
+        log.setLevel(level)
+    info = ShapeInfo()
+    if inferred is None:
+        return info
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            dims = tuple(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+            info.tensors[vi.name] = TensorInfo(tt.elem_type, dims)
+    return info
+
+
+def _merge(info: ShapeInfo, extra: ShapeInfo) -> None:
+    """Fill the dims `info` left symbolic or unknown with the numbers `extra` found."""
+    for name, more in extra.tensors.items():
+        have = info.tensors.get(name)
+        if more.dims is None:
+            continue
+        if have is None or have.dims is None:
+            info.tensors[name] = more
+        elif len(have.dims) == len(more.dims):
+            dims = tuple(h if isinstance(h, int) else m for h, m in zip(have.dims, more.dims))
+            info.tensors[name] = TensorInfo(have.elem_type, dims)
+
+
+def _node_macs(nodes, names, dims: _Dims) -> dict[str, tuple[Optional[int], bool]]:
+    """MACs (None: not inferable) and whether a dim was guessed, for every node with a MAC rule."""
+    out = {}
+    for name, node in zip(names, nodes):
+        rule = _MAC_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is not None:
+            dims.guessed = False
+            value = rule(node, dims)
+            out[name] = (None if value is None else int(value), dims.guessed)
+    return out
+
+
+def count_cost(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> CostReport:
+    """Parameters and MACs of `model` at `input_shapes` (partial is fine: dynamic dims left open count as 1)."""
+    shapes = default_input_shapes(model, input_shapes)
+    notes: list[str] = []
+    unknown = False
+    pinned = dict(input_shapes or {})
+    for name, axes in dynamic_dims(model).items():
+        if axes and name not in pinned:
+            unknown = True
+            notes.append(f"input {name!r}: dynamic dims {axes} counted as 1 (pin them with --shape)")
+    for spec in model_inputs(model):
+        if spec.dims is None and spec.name not in shapes:
+            unknown = True
+            notes.append(f"input {spec.name!r}: the model does not state its shape")
+
+    graph = model.graph
+    names = _node_names(graph.node)
+    by_name, total_params = _graph_params(graph)
+    info = infer_shapes(model, shapes)
+    macs_of = _node_macs(graph.node, names, _Dims(info))
+    if any(value is None or guessed for value, guessed in macs_of.values()):
+        _merge(info, _symbolic_shapes(model, shapes))
+        macs_of = _node_macs(graph.node, names, _Dims(info))
+
+    per_node: dict[str, NodeCost] = {}
+    total_macs = 0
+    has_subgraph = False
+    guessed_nodes: list[str] = []
+    for name, node in zip(names, graph.node):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            continue  # its tensor counts in the nodes that read it
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            has_subgraph = True
+        params = sum(by_name.get(i, 0) for i in dict.fromkeys(node.input) if i)
+        macs = 0
+        if name in macs_of:
+            value, guessed = macs_of[name]
+            if guessed:
+                guessed_nodes.append(name)
+            if value is None:
+                unknown = True
+                notes.append(f"node {name!r} ({node.op_type}): shapes could not be inferred, MACs counted as 0")
+            else:
+                macs = value
+        per_node[name] = NodeCost(node.op_type, int(params), macs)
+        total_macs += macs
+    if guessed_nodes:
+        unknown = True
+        shown = ", ".join(repr(n) for n in guessed_nodes[:5]) + (" ..." if len(guessed_nodes) > 5 else "")
+        notes.append(
+            f"{len(guessed_nodes)} node(s) read dims that shape inference left symbolic, counted as 1 "
+            f"(MACs are a lower bound): {shown}"
+        )
+    if has_subgraph:
+        notes.append("nodes inside subgraphs (If/Loop/Scan) are not counted in MACs")
+    return CostReport(
+        params=int(total_params),
+        macs=int(total_macs),
+        per_node=per_node,
+        unknown_dims=unknown,
+        notes=notes,
+        input_shapes=shapes,
+    )

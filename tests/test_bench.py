@@ -1,0 +1,276 @@
+"""bench: the structure of the report (never timing values), providers, shapes, formatters and the command."""
+
+import json
+import sys
+
+import click
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from onnxprune import bench as bench_mod
+from onnxprune.bench import (
+    BenchConfig,
+    BenchReport,
+    BenchRow,
+    bench,
+    format_markdown,
+    format_table,
+    interleave,
+    shapes_for_batch,
+)
+from onnxprune.cli_measure import bench_cmd
+from onnxprune.errors import OnnxPruneError, OptionError
+
+FAST = dict(warmup=1, runs=2, rounds=2, pause_s=0.0)
+
+
+def conv_net(width: int, batch="N") -> onnx.ModelProto:
+    """x[batch, 3, 8, 8] -Conv(width, 3x3, pad 1)-Relu-Conv(4, 1x1)-> y[batch, 4, 8, 8]."""
+    rng = np.random.default_rng(0)
+    graph = h.make_graph(
+        [
+            h.make_node("Conv", ["x", "W1"], ["a"], pads=[1, 1, 1, 1]),
+            h.make_node("Relu", ["a"], ["r"]),
+            h.make_node("Conv", ["r", "W2"], ["y"]),
+        ],
+        "net",
+        [h.make_tensor_value_info("x", T.FLOAT, [batch, 3, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, [batch, 4, 8, 8])],
+        [
+            nh.from_array(rng.standard_normal((width, 3, 3, 3)).astype(np.float32), "W1"),
+            nh.from_array(rng.standard_normal((4, width, 1, 1)).astype(np.float32), "W2"),
+        ],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+
+
+def macs(width: int, batch: int) -> int:
+    return batch * width * 64 * 27 + batch * 4 * 64 * width
+
+
+@pytest.fixture
+def two(tmp_path):
+    dense, pruned = tmp_path / "dense.onnx", tmp_path / "pruned.onnx"
+    onnx.save(conv_net(16), dense)
+    onnx.save(conv_net(8), pruned)
+    return dense, pruned
+
+
+def test_rows_include_control_and_ratios(two):
+    dense, pruned = two
+    report = bench([dense, pruned], BenchConfig(batches=(1, 2), threads=(1,), **FAST))
+    assert [(r.model, r.batch, r.control) for r in report.rows] == [
+        ("dense.onnx", 1, False), ("pruned.onnx", 1, False), ("dense.onnx (control)", 1, True),
+        ("dense.onnx", 2, False), ("pruned.onnx", 2, False), ("dense.onnx (control)", 2, True),
+    ]
+    for r in report.rows:
+        assert r.status == "ok" and r.provider == "cpu" and r.threads == 1
+        assert r.runs == FAST["runs"] * FAST["rounds"]
+        assert r.median_ms > 0 and r.p10_ms <= r.median_ms <= r.p90_ms
+        assert r.throughput == pytest.approx(r.batch * 1000 / r.median_ms)
+    base, small, control = report.rows[3:6]
+    assert base.speedup == 1.0 and base.efficiency == 1.0
+    assert base.macs == macs(16, 2) and small.macs == macs(8, 2) and control.macs == base.macs
+    assert small.mac_ratio == pytest.approx(0.5)
+    assert small.efficiency == pytest.approx(small.speedup * 0.5)
+    assert control.mac_ratio == 1.0
+    d = report.to_dict()
+    json.loads(json.dumps(d))
+    assert len(d["rows"]) == 6 and d["groups"][0]["noise"] >= bench_mod.NOISE_FLOOR
+    assert d["environment"]["onnxruntime"] == ort.__version__
+    assert "shuffled rounds" in d["method"]
+
+
+def test_session_options_follow_benchmarking_md():
+    so = bench_mod.session_options(2)
+    assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+
+
+def test_interleave_blocks_warmup_and_shuffle():
+    calls = []
+    runners = [lambda i=i: calls.append(i) for i in range(3)]
+    ticks = iter(range(0, 10**9, 1000))
+    times = interleave(runners, warmup=2, runs=3, rounds=4, untimed_per_visit=2, pause_s=0, seed=1,
+                       clock=lambda: next(ticks))
+    assert [len(t) for t in times] == [12, 12, 12]
+    assert calls[:6] == [0, 0, 1, 1, 2, 2]  # warm-up, never timed
+    visits = calls[6:]
+    blocks = [visits[k:k + 5] for k in range(0, len(visits), 5)]  # 2 untimed + 3 timed per visit
+    assert all(len(set(b)) == 1 for b in blocks)
+    rounds = [[b[0] for b in blocks[k:k + 3]] for k in range(0, 12, 3)]
+    assert all(sorted(r) == [0, 1, 2] for r in rounds)  # every round visits every model once
+    assert len({tuple(r) for r in rounds}) > 1  # in a shuffled order
+
+
+def test_unavailable_cuda_is_reported(two, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    report = bench(list(two), BenchConfig(providers=("cpu", "cuda"), **FAST))
+    cuda = [r for r in report.rows if r.provider == "cuda"]
+    assert len(cuda) == 3 and all(r.status == "unavailable" and r.median_ms is None for r in cuda)
+    assert "CUDAExecutionProvider" in cuda[0].note
+    assert cuda[1].mac_ratio == pytest.approx(0.5)
+    assert [r.status for r in report.rows if r.provider == "cpu"] == ["ok"] * 3
+    assert "unavailable" in format_table(report) and "unavailable" in format_markdown(report)
+    assert json.loads(json.dumps(report.to_dict()))["rows"][3]["status"] == "unavailable"
+
+
+def test_require_provider_raises(two, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(OnnxPruneError, match="--provider tensorrt.*not available"):
+        bench(list(two), BenchConfig(providers=("tensorrt",), require_provider=True, **FAST))
+
+
+def test_provider_fallback_is_unavailable(two, monkeypatch):
+    # onnxruntime claims CUDA, but the session falls back to the CPU (a GPU build without a GPU)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(bench_mod, "provider_list", lambda provider, trt_sparsity=False: ["CPUExecutionProvider"])
+    report = bench(list(two), BenchConfig(providers=("cuda",), **FAST))
+    assert all(r.status == "unavailable" and "fell back" in r.note for r in report.rows)
+    with pytest.raises(OnnxPruneError, match="fell back"):
+        bench(list(two), BenchConfig(providers=("cuda",), require_provider=True, **FAST))
+
+
+def test_trt_provider_options():
+    trt = bench_mod.provider_list("tensorrt", trt_sparsity=True)
+    assert trt[0] == ("TensorrtExecutionProvider", {"trt_sparsity_enable": True})
+    assert trt[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert bench_mod.provider_list("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_iobinding_runner_on_cpu():
+    # the GPU path (inputs bound once, outputs bound on the device, synchronize) exercised on the CPU device
+    sess = ort.InferenceSession(conv_net(4).SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"x": np.ones((2, 3, 8, 8), np.float32)}
+    runner = bench_mod._Runner(sess, feeds, "cpu", use_iobinding=True)
+    runner()
+    runner()
+    (out,) = runner.binding.copy_outputs_to_cpu()
+    np.testing.assert_allclose(out, sess.run(None, feeds)[0], rtol=1e-6)
+
+
+def test_shapes_for_batch():
+    m = conv_net(4)
+    assert shapes_for_batch(m, {}, 8) == {"x": [8, 3, 8, 8]}
+    fixed = conv_net(4, batch=1)
+    assert shapes_for_batch(fixed, {}, 1) == {"x": [1, 3, 8, 8]}
+    with pytest.raises(OptionError, match="fixed first dim 1"):
+        shapes_for_batch(fixed, {}, 4)
+    with pytest.raises(OptionError, match="names no input"):
+        shapes_for_batch(m, {"nope": [1]}, 1)
+
+
+def test_default_batch_follows_the_model(tmp_path):
+    p = tmp_path / "fixed.onnx"
+    onnx.save(conv_net(4, batch=2), p)
+    report = bench([p], BenchConfig(**FAST))
+    assert [r.batch for r in report.rows] == [2, 2] and report.rows[0].macs == macs(4, 2)
+
+
+def test_different_inputs_are_refused(tmp_path, two):
+    other = conv_net(4)
+    other.graph.input[0].name = "image"
+    other.graph.node[0].input[0] = "image"
+    with pytest.raises(OnnxPruneError, match="inputs"):
+        bench([two[0], other], BenchConfig(**FAST))
+
+
+def test_bad_config():
+    with pytest.raises(OptionError, match="--threads"):
+        bench([conv_net(4)], BenchConfig(threads=(0,), **FAST))
+    with pytest.raises(OptionError, match="unknown provider"):
+        bench([conv_net(4)], BenchConfig(providers=("rocm",), **FAST))
+
+
+def _fake(speedups, control):
+    rows = [BenchRow("dense.onnx", "dense.onnx", "cpu", 1, 1, median_ms=2.0, p10_ms=1.9, p90_ms=2.1, runs=50,
+                     throughput=500.0, speedup=1.0, macs=100, mac_ratio=1.0, efficiency=1.0)]
+    for i, s in enumerate(speedups):
+        rows.append(BenchRow(f"p{i}.onnx", f"p{i}.onnx", "cpu", 1, 1, median_ms=2.0 / s, p10_ms=1.0, p90_ms=3.0,
+                             runs=50, throughput=500.0 * s, speedup=s, macs=50, mac_ratio=0.5, efficiency=s * 0.5))
+    rows.append(BenchRow("dense.onnx (control)", "dense.onnx", "cpu", 1, 1, control=True, median_ms=2.0 / control,
+                         p10_ms=1.9, p90_ms=2.1, runs=50, throughput=1.0, speedup=control, macs=100, mac_ratio=1.0,
+                         efficiency=control))
+    return BenchReport(rows=rows, config=BenchConfig(), environment={"onnxruntime": "x", "cpu_count": 2})
+
+
+def test_markdown_states_noise_plainly():
+    md = format_markdown(_fake([1.02, 1.8], control=0.97))
+    assert "| dense.onnx (control) |" in md and "|---|" in md
+    assert "within ±3.0% of 1.00x are noise" in md
+    assert "p0.onnx: 1.02x is within the control's noise: no measurable speedup." in md
+    assert "p1.onnx: 1.80x (faster) is beyond the control's noise, efficiency 0.90." in md
+    text = format_table(_fake([1.005], control=1.0))
+    assert "within noise" in text  # the floor: a control of exactly 1.00x still means ±1%
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command
+
+
+class _Main(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OnnxPruneError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Main)
+def main():
+    pass
+
+
+main.add_command(bench_cmd)
+
+
+def _args(two, *extra):
+    return ["bench", str(two[0]), str(two[1]), "--warmup", "1", "--runs", "1", "--rounds", "2", *extra]
+
+
+def test_cli_json_and_markdown(two, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    r = CliRunner().invoke(main, _args(two, "--json", "--batch", "2", "--threads", "1", "--threads", "2",
+                                       "--provider", "cpu", "--provider", "cuda", "--shape", "x=1x3x8x8"))
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    keys = [(row["provider"], row["threads"], row["batch"], row["status"]) for row in d["rows"]]
+    assert keys == [("cpu", 1, 2, "ok")] * 3 + [("cpu", 2, 2, "ok")] * 3 + [("cuda", 1, 2, "unavailable")] * 3 \
+        + [("cuda", 2, 2, "unavailable")] * 3
+    assert "bench:" in r.stderr  # progress goes to stderr, the report alone to stdout
+    r = CliRunner().invoke(main, _args(two, "--markdown"))
+    assert r.exit_code == 0 and "### cpu, 1 thread, batch 1" in r.stdout and "noise" in r.stdout
+    r = CliRunner().invoke(main, _args(two))
+    assert r.exit_code == 0 and "dense.onnx (control)" in r.stdout
+
+
+def test_cli_errors(two, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    r = CliRunner().invoke(main, _args(two, "--provider", "cuda", "--require-provider"))
+    assert r.exit_code == 1 and "not available" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, _args(two, "--shape", "x=1x3"))
+    assert r.exit_code == 1 and "rank" in r.output
+    r = CliRunner().invoke(main, _args(two, "--json", "--markdown"))
+    assert r.exit_code == 1 and "exclusive" in r.output
+    r = CliRunner().invoke(main, ["bench", "missing.onnx"])
+    assert r.exit_code == 1 and "no such file" in r.output
+
+
+def test_run_failure_is_a_one_line_user_error():
+    # claims a dynamic batch but reshapes to a fixed [1, 192]: batch 2 cannot run
+    graph = h.make_graph(
+        [h.make_node("Reshape", ["x", "s"], ["y"])], "bad",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+        [nh.from_array(np.array([1, 192], np.int64), "s")],
+    )
+    bad = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+    with pytest.raises(OnnxPruneError, match="bad: onnxruntime failed to run"):
+        bench([bad], BenchConfig(batches=(2,), **FAST))

@@ -1,0 +1,257 @@
+"""MAC and parameter counts against hand-computed numbers, and the --shape helpers."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from onnxprune.cost import count_cost, default_input_shapes, parse_shape, parse_shapes
+from onnxprune.errors import OptionError
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    graph = h.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", opset)], ir_version=9)
+
+
+def _w(name, shape, dtype=np.float32):
+    return nh.from_array(np.ones(shape, dtype=dtype), name)
+
+
+def _vi(name, dims, elem=T.FLOAT):
+    return h.make_tensor_value_info(name, elem, dims)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MACs
+
+
+def test_conv_macs():
+    #   x[1,3,8,8] -Conv(W[4,3,3,3], pad 1)-> y[1,4,8,8]
+    m = _model([h.make_node("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1], name="conv")],
+               [_vi("x", [1, 3, 8, 8])], [_vi("y", None)], [_w("W", (4, 3, 3, 3))])
+    r = count_cost(m)
+    assert r.per_node["conv"].macs == 1 * 4 * 8 * 8 * 3 * 3 * 3  # N*Cout*H*W*Cin*k*k = 6912
+    assert r.macs == 6912
+    assert r.params == 4 * 3 * 3 * 3
+    assert r.per_node["conv"].params == 108
+    assert not r.unknown_dims
+
+
+def test_grouped_and_strided_conv_macs():
+    # x[2,4,9,9] -Conv(W[6,2,3,3], group 2, stride 2)-> y[2,6,4,4]: MACs = 2*6*16 * (4/2)*9
+    m = _model([h.make_node("Conv", ["x", "W", "B"], ["y"], group=2, strides=[2, 2], name="g")],
+               [_vi("x", [2, 4, 9, 9])], [_vi("y", None)], [_w("W", (6, 2, 3, 3)), _w("B", (6,))])
+    r = count_cost(m)
+    assert r.macs == 2 * 6 * 4 * 4 * 2 * 9 == 3456
+    assert r.params == 6 * 2 * 9 + 6
+
+
+def test_depthwise_conv_macs():
+    m = _model([h.make_node("Conv", ["x", "W"], ["y"], group=8, pads=[1, 1, 1, 1], name="dw")],
+               [_vi("x", [1, 8, 5, 5])], [_vi("y", None)], [_w("W", (8, 1, 3, 3))])
+    assert count_cost(m).macs == 8 * 25 * 9
+
+
+def test_conv_transpose_macs():
+    # x[1,4,5,5] -ConvTranspose(W[4,2,3,3], stride 2)-> y[1,2,11,11]; each input element feeds Cout/g*k*k outputs
+    m = _model([h.make_node("ConvTranspose", ["x", "W"], ["y"], strides=[2, 2], name="up")],
+               [_vi("x", [1, 4, 5, 5])], [_vi("y", None)], [_w("W", (4, 2, 3, 3))])
+    assert count_cost(m).macs == 1 * 4 * 5 * 5 * 2 * 3 * 3 == 1800
+
+
+def test_grouped_conv_transpose_macs():
+    # W[4,1,3,3] with group 2: Cout = 2, each input channel feeds 1 output channel
+    m = _model([h.make_node("ConvTranspose", ["x", "W"], ["y"], group=2, name="up")],
+               [_vi("x", [1, 4, 5, 5])], [_vi("y", None)], [_w("W", (4, 1, 3, 3))])
+    assert count_cost(m).macs == 4 * 25 * 1 * 9 == 900
+
+
+def test_gemm_trans_b_macs():
+    # A[2,5] x B[3,5]^T -> [2,3]: M*K*N = 2*5*3
+    m = _model([h.make_node("Gemm", ["a", "B", "C"], ["y"], transB=1, name="fc")],
+               [_vi("a", [2, 5])], [_vi("y", None)], [_w("B", (3, 5)), _w("C", (3,))])
+    r = count_cost(m)
+    assert r.macs == 30
+    assert r.params == 15 + 3
+
+
+def test_gemm_trans_a_macs():
+    m = _model([h.make_node("Gemm", ["a", "B"], ["y"], transA=1, name="fc")],
+               [_vi("a", [5, 2])], [_vi("y", None)], [_w("B", (5, 7))])
+    assert count_cost(m).macs == 2 * 5 * 7
+
+
+def test_matmul_weight_macs():
+    # [2,4,5] x [5,6] -> [2,4,6]: 2*4 rows, each 5*6
+    m = _model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+               [_vi("x", [2, 4, 5])], [_vi("y", None)], [_w("W", (5, 6))])
+    assert count_cost(m).macs == 2 * 4 * 5 * 6
+
+
+def test_attention_matmul_activation_x_activation():
+    # scores = Q[2,3,4,8] x K^T[2,3,8,4] -> [2,3,4,4]; ctx = scores x V[2,3,4,8] -> [2,3,4,8]
+    nodes = [
+        h.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+        h.make_node("MatMul", ["q", "kt"], ["s"], name="qk"),
+        h.make_node("Softmax", ["s"], ["p"], axis=-1),
+        h.make_node("MatMul", ["p", "v"], ["ctx"], name="pv"),
+    ]
+    m = _model(nodes, [_vi("q", [2, 3, 4, 8]), _vi("k", [2, 3, 4, 8]), _vi("v", [2, 3, 4, 8])], [_vi("ctx", None)])
+    r = count_cost(m)
+    assert r.per_node["qk"].macs == 2 * 3 * 4 * 8 * 4
+    assert r.per_node["pv"].macs == 2 * 3 * 4 * 4 * 8
+    assert r.per_node["Softmax_2"].macs == 0
+    assert r.params == 0
+
+
+def test_matmul_broadcast_and_vector():
+    nodes = [h.make_node("MatMul", ["a", "b"], ["y"], name="bc"), h.make_node("MatMul", ["v", "b2"], ["z"], name="vec")]
+    m = _model(nodes,
+               [_vi("a", [1, 3, 4, 8]), _vi("b", [2, 1, 8, 5]), _vi("v", [8]), _vi("b2", [8, 6])],
+               [_vi("y", None), _vi("z", None)])
+    r = count_cost(m)
+    assert r.per_node["bc"].macs == 2 * 3 * 4 * 8 * 5
+    assert r.per_node["vec"].macs == 8 * 6
+
+
+def test_dynamic_batch_counts_as_one_unless_pinned():
+    m = _model([h.make_node("Conv", ["x", "W"], ["y"], name="conv")],
+               [_vi("x", ["N", 3, 6, 6])], [_vi("y", None)], [_w("W", (2, 3, 3, 3))])
+    one = count_cost(m)
+    assert one.macs == 2 * 4 * 4 * 27
+    assert one.unknown_dims and any("'x'" in n for n in one.notes)
+    assert one.input_shapes == {"x": [1, 3, 6, 6]}
+    four = count_cost(m, {"x": [4, 3, 6, 6]})
+    assert four.macs == 4 * one.macs
+    assert not four.unknown_dims
+
+
+def test_macs_through_reshape_with_pinned_batch():
+    # Flatten -> Gemm: the Gemm's M comes from inference through the Flatten
+    nodes = [h.make_node("Flatten", ["x"], ["f"]), h.make_node("Gemm", ["f", "W"], ["y"], transB=1, name="fc")]
+    m = _model(nodes, [_vi("x", ["N", 2, 3])], [_vi("y", None)], [_w("W", (5, 6))])
+    assert count_cost(m, {"x": [3, 2, 3]}).macs == 3 * 6 * 5
+
+
+def test_unknown_shapes_are_noted_not_crashing():
+    # the input states no shape: the Conv cannot be counted
+    x = onnx.ValueInfoProto()
+    x.name = "x"
+    x.type.tensor_type.elem_type = T.FLOAT
+    m = _model([h.make_node("Conv", ["x", "W"], ["y"], name="conv")], [x], [_vi("y", None)], [_w("W", (2, 3, 3, 3))])
+    r = count_cost(m)
+    assert r.macs == 0 and r.unknown_dims
+    assert any("conv" in n for n in r.notes)
+    assert r.params == 54
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters
+
+
+def test_params_shared_constant_node_fp16_and_ints():
+    nodes = [
+        h.make_node("Constant", [], ["cw"], value=nh.from_array(np.ones((4, 4), np.float32), "cw"), name="const"),
+        h.make_node("MatMul", ["x", "W"], ["a"], name="m1"),
+        h.make_node("MatMul", ["a", "W"], ["b"], name="m2"),  # the same W: counted once in the total
+        h.make_node("MatMul", ["b", "cw"], ["c"], name="m3"),
+        h.make_node("Cast", ["c"], ["c16"], to=T.FLOAT16),
+        h.make_node("Mul", ["c16", "H"], ["d"], name="half"),
+        h.make_node("Reshape", ["d", "shape"], ["y"], name="rs"),
+    ]
+    inits = [_w("W", (4, 4)), _w("H", (4,), np.float16), nh.from_array(np.array([2, 4], np.int64), "shape")]
+    m = _model(nodes, [_vi("x", [2, 4])], [_vi("y", None, T.FLOAT16)], inits)
+    r = count_cost(m)
+    assert r.params == 16 + 16 + 4  # W once, the Constant node, the fp16 vector; the int64 shape is no parameter
+    assert r.per_node["m1"].params == 16 and r.per_node["m2"].params == 16
+    assert r.per_node["m3"].params == 16  # read through the Constant node
+    assert r.per_node["rs"].params == 0
+    assert "const" not in r.per_node
+    assert r.macs == 3 * 2 * 4 * 4
+
+
+def test_unnamed_and_duplicate_node_names_are_unique():
+    nodes = [h.make_node("Relu", ["x"], ["a"]), h.make_node("Relu", ["a"], ["b"], name="r"),
+             h.make_node("Relu", ["b"], ["y"], name="r")]
+    r = count_cost(_model(nodes, [_vi("x", [1, 2])], [_vi("y", None)]))
+    assert list(r.per_node) == ["Relu_0", "r", "r_2"]  # the scheme graph.Graph names nodes by
+
+
+def test_to_dict_is_plain_data():
+    m = _model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [_vi("x", [2, 3])], [_vi("y", None)],
+               [_w("W", (3, 4))])
+    d = count_cost(m).to_dict()
+    assert d["macs"] == 24 and d["params"] == 12
+    assert d["per_node"]["mm"] == {"op_type": "MatMul", "params": 12, "macs": 24}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shapes
+
+
+def test_parse_shape_ok():
+    assert parse_shape("input=1x3x224x224") == ("input", [1, 3, 224, 224])
+    assert parse_shape(" ids = 2x128 ") == ("ids", [2, 128])
+    assert parse_shape("in:0=4") == ("in:0", [4])
+    assert parse_shapes(["a=1x2", "b=3"]) == {"a": [1, 2], "b": [3]}
+
+
+@pytest.mark.parametrize("text", ["input", "=1x3", "input=", "input=1xx3", "input=1x-3", "input=0x3", "input=ax3"])
+def test_parse_shape_bad(text):
+    with pytest.raises(OptionError, match="bad shape"):
+        parse_shape(text)
+
+
+def test_parse_shapes_duplicate():
+    with pytest.raises(OptionError, match="twice"):
+        parse_shapes(["a=1", "a=2"])
+
+
+def _dyn_model():
+    return _model([h.make_node("Add", ["x", "m"], ["y"])],
+                  [_vi("x", ["batch", 3, "seq"]), _vi("m", ["batch", 3, "seq"]), ],
+                  [_vi("y", None)], [_w("bias", (3,))])
+
+
+def test_default_input_shapes_fills_and_overrides():
+    m = _dyn_model()
+    assert default_input_shapes(m) == {"x": [1, 3, 1], "m": [1, 3, 1]}
+    # the symbols "batch" and "seq" pinned through x apply to m as well
+    assert default_input_shapes(m, {"x": [2, 3, 7]}) == {"x": [2, 3, 7], "m": [2, 3, 7]}
+
+
+def test_default_input_shapes_errors():
+    m = _dyn_model()
+    with pytest.raises(OptionError, match="names no input.*'nope'.*inputs are 'x', 'm'"):
+        default_input_shapes(m, {"nope": [1]})
+    with pytest.raises(OptionError, match="rank 2"):
+        default_input_shapes(m, {"x": [1, 3]})
+    with pytest.raises(OptionError, match="dim 1 is fixed to 3"):
+        default_input_shapes(m, {"x": [1, 4, 5]})
+
+
+def test_initializer_listed_as_input_is_not_an_input():
+    m = _model([h.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [_vi("x", [2, 3]), _vi("W", [3, 4])],
+               [_vi("y", None)], [_w("W", (3, 4))])
+    assert default_input_shapes(m) == {"x": [2, 3]}
+    assert count_cost(m).macs == 24
+
+
+def test_dims_behind_shape_arithmetic():
+    # torch's chunk: Slice(x, 0, (Shape(x)[1] + 1) / 2, axis 1) -> Conv; onnx's inference loses the sliced dims
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"]),
+        h.make_node("Gather", ["s", "one"], ["c"]),
+        h.make_node("Add", ["c", "one"], ["c1"]),
+        h.make_node("Div", ["c1", "two"], ["half"]),
+        h.make_node("Slice", ["x", "zero", "half", "one"], ["lo"]),
+        h.make_node("Conv", ["lo", "W"], ["y"], name="conv"),
+    ]
+    ints = [nh.from_array(np.array([v], np.int64), n) for n, v in (("zero", 0), ("one", 1), ("two", 2))]
+    m = _model(nodes, [_vi("x", ["N", 8, 4, 4])], [_vi("y", None)], [*ints, _w("W", (4, 4, 1, 1))])
+    r = count_cost(m, {"x": [2, 8, 4, 4]})
+    assert r.per_node["conv"].macs == 2 * 4 * 16 * 4
+    assert not r.unknown_dims

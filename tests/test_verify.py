@@ -1,0 +1,273 @@
+"""verify: random and .npz inputs, per-output statistics, gates, and the `verify` command's exit codes."""
+
+import json
+import sys
+
+import click
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from onnxprune.cli_measure import verify_cmd
+from onnxprune.errors import OnnxPruneError, OptionError, VerificationError
+from onnxprune.verify import Gates, compare, format_table, load_inputs_npz, make_inputs
+
+
+def classifier(scale: float = 1.0, noise: float = 0.0, out_name: str = "logits") -> onnx.ModelProto:
+    """x[N, 8] -Gemm(W[8, 5]) -> logits[N, 5]; `noise` perturbs W."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((8, 5)).astype(np.float32) * scale
+    w += noise * np.random.default_rng(2).standard_normal((8, 5)).astype(np.float32)
+    graph = h.make_graph(
+        [h.make_node("Gemm", ["x", "W"], [out_name])], "clf",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 8])],
+        [h.make_tensor_value_info(out_name, T.FLOAT, ["N", 5])],
+        [nh.from_array(w, "W")],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+
+
+def text_model() -> onnx.ModelProto:
+    """ids[N, S] int64 and mask[N, S] bool -> Gather from an embedding, masked: out[N, S, 4]."""
+    emb = nh.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "E")
+    nodes = [
+        h.make_node("Gather", ["E", "ids"], ["e"]),
+        h.make_node("Cast", ["mask"], ["mf"], to=T.FLOAT),
+        h.make_node("Unsqueeze", ["mf", "ax"], ["m3"]),
+        h.make_node("Mul", ["e", "m3"], ["out"]),
+    ]
+    graph = h.make_graph(
+        nodes, "txt",
+        [h.make_tensor_value_info("ids", T.INT64, ["N", "S"]), h.make_tensor_value_info("mask", T.BOOL, ["N", "S"])],
+        [h.make_tensor_value_info("out", T.FLOAT, None)],
+        [emb, nh.from_array(np.array([2], np.int64), "ax")],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.fixture
+def files(tmp_path):
+    dense, same, bad = tmp_path / "dense.onnx", tmp_path / "same.onnx", tmp_path / "bad.onnx"
+    onnx.save(classifier(), dense)
+    onnx.save(classifier(), same)
+    onnx.save(classifier(noise=1.0), bad)
+    return dense, same, bad
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def test_make_inputs_shapes_dtypes_and_seed():
+    feeds = make_inputs(text_model(), {"ids": [2, 7], "mask": [2, 7]}, samples=3, seed=5)
+    assert len(feeds) == 3
+    for f in feeds:
+        assert f["ids"].dtype == np.int64 and f["ids"].shape == (2, 7)
+        assert f["ids"].min() >= 0 and f["ids"].max() < 2
+        assert f["mask"].dtype == np.bool_
+    again = make_inputs(text_model(), {"ids": [2, 7], "mask": [2, 7]}, samples=3, seed=5)
+    assert all(np.array_equal(a["ids"], b["ids"]) for a, b in zip(feeds, again))
+    other = make_inputs(classifier(), samples=1, seed=6)[0]["x"]
+    assert other.dtype == np.float32 and other.shape == (1, 8)  # dynamic batch filled with 1
+    assert not np.array_equal(other, make_inputs(classifier(), samples=1, seed=7)[0]["x"])
+
+
+def test_make_inputs_bad_shape_is_option_error():
+    with pytest.raises(OptionError, match="names no input"):
+        make_inputs(classifier(), {"y": [1, 8]})
+    with pytest.raises(OptionError, match="samples"):
+        make_inputs(classifier(), samples=0)
+
+
+def test_load_inputs_npz(tmp_path):
+    p = tmp_path / "in.npz"
+    np.savez(p, x=np.ones((3, 2, 8), np.float32))
+    feeds = load_inputs_npz(p, classifier())
+    assert len(feeds) == 3 and feeds[0]["x"].shape == (2, 8)
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [
+        ({"y": np.ones((1, 1, 8), np.float32)}, "no array for input.*'x'"),
+        ({"x": np.ones((1, 1, 8), np.float64)}, "needs dtype float32"),
+        ({"x": np.ones((1, 8), np.float32)}, "needs rank 3"),
+        ({"x": np.ones((1, 1, 9), np.float32)}, "needs dim 1 = 8"),
+        ({"x": np.ones((1, 1, 8), np.float32), "z": np.ones(2)}, "'z' name no input"),
+    ],
+)
+def test_load_inputs_npz_errors(tmp_path, arrays, match):
+    p = tmp_path / "in.npz"
+    np.savez(p, **arrays)
+    with pytest.raises(OptionError, match=match):
+        load_inputs_npz(p, classifier())
+
+
+def test_load_inputs_npz_missing_and_unreadable(tmp_path):
+    with pytest.raises(OptionError, match="no such file"):
+        load_inputs_npz(tmp_path / "nope.npz", classifier())
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(OptionError, match="not a readable"):
+        load_inputs_npz(junk, classifier())
+    single = tmp_path / "one.npy"
+    np.save(single, np.ones((1, 1, 8), np.float32))
+    with pytest.raises(OptionError, match="single array"):
+        load_inputs_npz(single, classifier())
+
+
+def test_load_inputs_npz_sample_counts_differ(tmp_path):
+    p = tmp_path / "in.npz"
+    np.savez(p, ids=np.zeros((2, 1, 3), np.int64), mask=np.ones((3, 1, 3), bool))
+    with pytest.raises(OptionError, match="different numbers of samples"):
+        load_inputs_npz(p, text_model())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compare
+
+
+def test_identical_models_pass_with_cosine_one(files):
+    dense, same, _ = files
+    feeds = make_inputs(dense, {"x": [16, 8]}, samples=2)
+    report = compare(dense, same, feeds, gates=Gates(min_cosine=0.999, min_top1=1.0, max_abs=0.0))
+    assert report.passed and report.failures == []
+    (out,) = report.outputs
+    assert out.name == "logits" and out.shape == [16, 5]
+    assert out.cosine == 1.0 and out.top1 == 1.0 and out.max_abs == 0.0 and out.rel == 0.0
+    d = report.to_dict()
+    json.dumps(d)
+    assert d["passed"] is True and d["outputs"][0]["would_pass_with"]["min_cosine"] == 1.0
+    assert "PASSED" in format_table(report)
+
+
+def test_protos_and_paths_both_work():
+    feeds = make_inputs(classifier(), {"x": [4, 8]})
+    report = compare(classifier(), classifier(scale=2.0), feeds)
+    (out,) = report.outputs
+    assert report.passed  # no gates: statistics only
+    assert out.cosine == pytest.approx(1.0) and out.top1 == 1.0
+    assert out.rel == pytest.approx(1.0, rel=1e-5)  # max|2y - y| / max|y|
+    assert "statistics only" in format_table(report)
+
+
+def test_perturbed_model_fails_gates(files):
+    dense, _, bad = files
+    feeds = make_inputs(dense, {"x": [32, 8]}, samples=2)
+    report = compare(dense, bad, feeds, gates=Gates(min_cosine=0.999, min_top1=0.99, max_abs=1e-3))
+    assert not report.passed
+    assert {f.gate for f in report.failures} == {"min_cosine", "min_top1", "max_abs"}
+    out = report.outputs[0]
+    assert out.cosine < 0.999 and out.max_abs > 1e-3
+    # the reported tolerances are exactly what would have passed
+    loose = compare(dense, bad, feeds, gates=Gates(min_cosine=out.cosine, min_top1=out.top1, max_abs=out.max_abs))
+    assert loose.passed
+    text = format_table(report)
+    assert "FAILED: 3 gate(s)" in text and "would pass with --max-abs" in text
+
+
+def test_min_top1_without_a_classifier_output_is_an_error():
+    feeds = make_inputs(text_model(), {"ids": [1, 3], "mask": [1, 3]})
+    with pytest.raises(OptionError, match="min-top1"):
+        compare(text_model(), text_model(), feeds, gates=Gates(min_top1=0.9))
+
+
+def test_different_output_names_is_an_error():
+    feeds = make_inputs(classifier(), {"x": [2, 8]})
+    with pytest.raises(OnnxPruneError, match="different outputs"):
+        compare(classifier(), classifier(out_name="probs"), feeds)
+
+
+def test_output_shape_change_fails():
+    pruned = classifier()
+    pruned.graph.initializer[0].CopyFrom(nh.from_array(np.ones((8, 4), np.float32), "W"))
+    pruned.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 4
+    report = compare(classifier(), pruned, make_inputs(classifier(), {"x": [2, 8]}))
+    assert not report.passed and report.failures[0].gate == "shape"
+
+
+def test_nan_fails_every_gate():
+    pruned = classifier()
+    w = nh.to_array(pruned.graph.initializer[0]).copy()
+    w[0, 0] = np.nan
+    pruned.graph.initializer[0].CopyFrom(nh.from_array(w, "W"))
+    report = compare(classifier(), pruned, make_inputs(classifier(), {"x": [4, 8]}),
+                     gates=Gates(min_cosine=-1.0, max_abs=1e9))
+    assert {f.gate for f in report.failures} == {"min_cosine", "max_abs"}
+    json.dumps(report.to_dict())  # NaN is written as a string, the JSON stays standard
+
+
+def test_bad_gates_and_missing_file(tmp_path):
+    with pytest.raises(OptionError, match="min-cosine"):
+        compare(classifier(), classifier(), [], gates=Gates(min_cosine=2.0))
+    with pytest.raises(OnnxPruneError, match="no such file"):
+        compare(tmp_path / "nope.onnx", classifier(), make_inputs(classifier()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command, through a tiny group that handles errors the way the main CLI does
+
+
+class _Main(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OnnxPruneError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Main)
+def main():
+    pass
+
+
+main.add_command(verify_cmd)
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, ["verify", *map(str, args)])
+
+
+def test_cli_identical_passes(files):
+    dense, same, _ = files
+    r = _invoke(dense, same, "--shape", "x=4x8", "--samples", "2", "--min-cosine", "0.999", "--min-top1", "1")
+    assert r.exit_code == 0, r.output
+    assert "PASSED" in r.output
+
+
+def test_cli_perturbed_exits_4_after_the_table(files):
+    dense, _, bad = files
+    r = _invoke(dense, bad, "--shape", "x=16x8", "--min-cosine", "0.999")
+    assert r.exit_code == VerificationError.exit_code == 4
+    assert "cosine" in r.output and "FAILED" in r.output
+    assert r.output.index("FAILED") < r.output.index("error: verification failed")
+
+
+def test_cli_json(files):
+    dense, _, bad = files
+    r = CliRunner().invoke(main, ["verify", str(dense), str(bad), "--json", "--max-abs", "1e-6"])
+    assert r.exit_code == 4
+    payload = r.stdout[: r.stdout.rindex("}") + 1]
+    d = json.loads(payload)
+    assert d["passed"] is False and d["failures"][0]["gate"] == "max_abs"
+
+
+def test_cli_data_and_errors(files, tmp_path):
+    dense, same, _ = files
+    p = tmp_path / "in.npz"
+    np.savez(p, x=np.ones((2, 3, 8), np.float32))
+    assert _invoke(dense, same, "--data", p).exit_code == 0
+    r = _invoke(dense, same, "--data", p, "--samples", "3")
+    assert r.exit_code == 1 and "drop --shape and --samples" in r.output
+    np.savez(p, x=np.ones((2, 3, 8), np.float64))
+    r = _invoke(dense, same, "--data", p)
+    assert r.exit_code == 1 and "dtype" in r.output and "Traceback" not in r.output
+    r = _invoke(dense, same, "--shape", "x=4")
+    assert r.exit_code == 1 and "rank" in r.output
+    r = _invoke(dense, tmp_path / "missing.onnx")
+    assert r.exit_code == 1 and "no such file" in r.output
