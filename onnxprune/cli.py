@@ -16,7 +16,7 @@ import click
 from . import api
 from .cli_measure import bench_cmd, verify_cmd
 from .cost import parse_shapes
-from .errors import OnnxPruneError, OptionError
+from .errors import NothingToPruneError, OnnxPruneError, OptionError
 from .io import save_model
 from .plan import DEFAULT_ROUND_TO, SCOPES
 from .validate import check_runnable
@@ -116,11 +116,20 @@ def _prune_unstructured(model, output, sparsity, scope, pattern, exclude, force)
 
     if sparsity is None and pattern is None:
         raise OptionError("--unstructured needs --sparsity S or --pattern N:M")
+    if sparsity is None:
+        n, m = parse_pattern(pattern)
+        sparsity = 1.0 - n / m
     pruned, report = prune_unstructured(
-        load_model(model), sparsity if sparsity is not None else 0.0,
+        load_model(model), sparsity,
         scope="global" if scope == "global" else "layer",
         pattern=parse_pattern(pattern) if pattern else None, exclude=exclude,
     )
+    if not report.layers:
+        reasons = sorted({s.reason for s in report.skipped})
+        raise NothingToPruneError(
+            "nothing to prune: no Conv, ConvTranspose, Gemm or MatMul has a float constant weight"
+            + (f" ({reasons[0]})" if reasons else "")
+        )
     save_model(pruned, output, inputs=(model,), force=force)
     return report
 
