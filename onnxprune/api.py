@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Mapping, Optional, Sequence
 
-import numpy as np
 import onnx
 
 from .cost import CostReport, count_cost

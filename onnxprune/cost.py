@@ -10,14 +10,13 @@ Dynamic dims that the caller does not pin are taken as 1; `CostReport.unknown_di
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import onnx
 
 from .errors import OptionError
-from .shapes import Dim, ShapeInfo, TensorInfo, infer_shapes, skeleton
+from .shapes import Dim, ShapeInfo, infer_shapes, merge_shapes, symbolic_shapes
 
 FLOAT_TYPES = frozenset(
     t
@@ -344,50 +343,6 @@ def _node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
     return names
 
 
-def _symbolic_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> ShapeInfo:
-    """Second opinion from onnxruntime's symbolic shape inference, on the weight-free skeleton.
-
-    onnx's own inference loses dims behind shape arithmetic it cannot evaluate (Slice bounds computed with Div, as
-    in torch's `chunk`; Mod in torch's MultiheadAttention); onnxruntime's evaluates more of it. Best effort: any
-    failure returns an empty ShapeInfo.
-    """
-    log = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
-    level = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        inferred = SymbolicShapeInference.infer_shapes(
-            skeleton(model, shapes), auto_merge=True, guess_output_rank=False, verbose=0
-        )
-    except Exception:  # an op it does not know, an assertion inside it, a missing sympy ...
-        return ShapeInfo()
-    finally:
-        log.setLevel(level)
-    info = ShapeInfo()
-    if inferred is None:
-        return info
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-        tt = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
-            dims = tuple(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
-            info.tensors[vi.name] = TensorInfo(tt.elem_type, dims)
-    return info
-
-
-def _merge(info: ShapeInfo, extra: ShapeInfo) -> None:
-    """Fill the dims `info` left symbolic or unknown with the numbers `extra` found."""
-    for name, more in extra.tensors.items():
-        have = info.tensors.get(name)
-        if more.dims is None:
-            continue
-        if have is None or have.dims is None:
-            info.tensors[name] = more
-        elif len(have.dims) == len(more.dims):
-            dims = tuple(h if isinstance(h, int) else m for h, m in zip(have.dims, more.dims))
-            info.tensors[name] = TensorInfo(have.elem_type, dims)
-
-
 def _node_macs(nodes, names, dims: _Dims) -> dict[str, tuple[Optional[int], bool]]:
     """MACs (None: not inferable) and whether a dim was guessed, for every node with a MAC rule."""
     out = {}
@@ -421,7 +376,7 @@ def count_cost(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seque
     info = infer_shapes(model, shapes)
     macs_of = _node_macs(graph.node, names, _Dims(info))
     if any(value is None or guessed for value, guessed in macs_of.values()):
-        _merge(info, _symbolic_shapes(model, shapes))
+        merge_shapes(info, symbolic_shapes(model, shapes))
         macs_of = _node_macs(graph.node, names, _Dims(info))
 
     per_node: dict[str, NodeCost] = {}

@@ -9,6 +9,7 @@ Reshape targets and Shape -> Gather chains still propagate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import logging
 from typing import Mapping, Optional, Sequence, Union
 
 import onnx
@@ -123,4 +124,54 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seq
         info.tensors[vi.name] = TensorInfo(elem_type, dims)
     for t in g.initializer:
         info.tensors[t.name] = TensorInfo(t.data_type, tuple(int(d) for d in t.dims))
+    missing = any(
+        name and (info.get(name) is None or info.get(name).dims is None)
+        for node in model.graph.node if node.op_type != "Constant" for name in node.output
+    )
+    if missing:  # onnx lost track behind computed shapes: ask onnxruntime's symbolic inference too
+        merge_shapes(info, symbolic_shapes(model, input_shapes or {}))
     return info
+
+
+def symbolic_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> ShapeInfo:
+    """Second opinion from onnxruntime's symbolic shape inference, on the weight-free skeleton.
+
+    onnx's own inference loses dims behind shape arithmetic it cannot evaluate (Slice bounds computed with Div, as
+    in torch's `chunk`; Mod in torch's MultiheadAttention); onnxruntime's evaluates more of it. Best effort: any
+    failure returns an empty ShapeInfo.
+    """
+    log = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(
+            skeleton(model, shapes), auto_merge=True, guess_output_rank=False, verbose=0
+        )
+    except Exception:  # an op it does not know, an assertion inside it, a missing sympy ...
+        return ShapeInfo()
+    finally:
+        log.setLevel(level)
+    info = ShapeInfo()
+    if inferred is None:
+        return info
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            dims = tuple(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+            info.tensors[vi.name] = TensorInfo(tt.elem_type, dims)
+    return info
+
+
+def merge_shapes(info: ShapeInfo, extra: ShapeInfo) -> None:
+    """Fill the dims `info` left symbolic or unknown with the numbers `extra` found."""
+    for name, more in extra.tensors.items():
+        have = info.tensors.get(name)
+        if more.dims is None:
+            continue
+        if have is None or have.dims is None:
+            info.tensors[name] = more
+        elif len(have.dims) == len(more.dims):
+            dims = tuple(h if isinstance(h, int) else m for h, m in zip(have.dims, more.dims))
+            info.tensors[name] = TensorInfo(have.elem_type, dims)
