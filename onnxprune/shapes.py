@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import logging
+import os
+import tempfile
 from typing import Mapping, Optional, Sequence, Union
 
 import onnx
@@ -146,9 +148,16 @@ def symbolic_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]])
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        inferred = SymbolicShapeInference.infer_shapes(
-            skeleton(model, shapes), auto_merge=True, guess_output_rank=False, verbose=0
-        )
+        with tempfile.TemporaryDirectory(prefix="onnxprune-") as scratch:
+            # onnxruntime's inference saves a debug model into the working folder when it gives up
+            cwd = os.getcwd()
+            os.chdir(scratch)
+            try:
+                inferred = SymbolicShapeInference.infer_shapes(
+                    skeleton(model, shapes), auto_merge=True, guess_output_rank=False, verbose=0
+                )
+            finally:
+                os.chdir(cwd)
     except Exception:  # an op it does not know, an assertion inside it, a missing sympy ...
         return ShapeInfo()
     finally:
