@@ -59,13 +59,10 @@ def _analysis(model: onnx.ModelProto, shapes, registry) -> tuple[Graph, Analysis
 def _group_reports(analysis: Analysis, plan: Optional[Plan] = None) -> list[GroupReport]:
     out = []
     for g in analysis.groups:
-        kept = g.size
-        reasons = list(g.reasons)
-        if plan is not None and g.id in plan.decisions:
-            kept = len(plan.decisions[g.id].kept)
-            if plan.decisions[g.id].note:
-                reasons = reasons or []
-        out.append(GroupReport(g.id, g.size, kept, g.prunable, g.members, reasons, unit_of(g, analysis.spaces)))
+        decision = plan.decisions.get(g.id) if plan is not None else None
+        kept = len(decision.kept) if decision is not None else g.size
+        note = decision.note if decision is not None else ""
+        out.append(GroupReport(g.id, g.size, kept, g.prunable, g.members, list(g.reasons), unit_of(g, analysis.spaces), note))
     return out
 
 

@@ -15,6 +15,7 @@ class GroupReport:
     members: list[str]
     reasons: list[str] = field(default_factory=list)
     unit: int = 1  # tensor channels per group index (head_dim for attention heads)
+    note: str = ""  # why a prunable group was left whole (e.g. excluded by --exclude)
 
     def to_dict(self) -> dict:
         return asdict(self)

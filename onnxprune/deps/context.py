@@ -80,10 +80,6 @@ class Analysis:
     groups: list[Group]
     fixes: list[tuple[str, RewriteFn]] = field(default_factory=list)
 
-    def group_of(self, space: Space) -> Optional[Group]:
-        leaf = self.spaces.find(space)
-        return next((g for g in self.groups if g.space is leaf), None)
-
 
 class Context:
     """What a rule can see and record while the analysis visits one node after another."""
