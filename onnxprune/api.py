@@ -14,7 +14,7 @@ from .errors import NothingToPruneError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
 from .importance import channel_scores
-from .io import ModelSource, load_model
+from .io import ModelSource, load_model, model_nbytes
 from .oracle import removed_reads
 from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, make_plan, unit_of
 from .report import AnalysisReport, GroupReport, PruneReport, Totals
@@ -109,7 +109,7 @@ def prune(
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, tuple(exclude))
     options.validate()
     working = _working_copy(model)
-    size_before = working.ByteSize() if _serializable(working) else None
+    size_before = model_nbytes(working)
     graph, analysis, cost_before = _analysis(working, shapes, registry)
     prunable = [g for g in analysis.groups if g.prunable]
     if not prunable:
@@ -123,7 +123,7 @@ def prune(
     pruned = rewrite(analysis, keep)
     drop_unused(pruned)
     cost_after = count_cost(pruned, shapes)
-    size_after = pruned.ByteSize() if _serializable(pruned) else None
+    size_after = model_nbytes(pruned)
     notes = list(cost_before.notes)
     if plan.pruned:
         notes.append(NO_RECOVERY_NOTE)
@@ -138,11 +138,3 @@ def prune(
         notes=notes,
     )
     return PruneResult(pruned, report, analysis, plan, reads)
-
-
-def _serializable(model: onnx.ModelProto) -> bool:
-    try:
-        model.ByteSize()
-        return True
-    except Exception:  # pragma: no cover - past the protobuf limit
-        return False

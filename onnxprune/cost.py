@@ -375,7 +375,9 @@ def count_cost(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seque
     by_name, total_params = _graph_params(graph)
     info = infer_shapes(model, shapes)
     macs_of = _node_macs(graph.node, names, _Dims(info))
-    if any(value is None or guessed for value, guessed in macs_of.values()):
+    # onnxruntime's symbolic inference is slow to import and run: ask it only where a count is unknown, or
+    # where every input dim was pinned and a node still reads an unresolved dim
+    if any(value is None or (guessed and not unknown) for value, guessed in macs_of.values()):
         merge_shapes(info, symbolic_shapes(model, shapes))
         macs_of = _node_macs(graph.node, names, _Dims(info))
 

@@ -83,7 +83,9 @@ def _with_shape(value_info: onnx.ValueInfoProto, shape: Sequence[int]) -> onnx.V
     return helper.make_tensor_value_info(value_info.name, elem_type, list(shape))
 
 
-def skeleton(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> onnx.ModelProto:
+def skeleton(
+    model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None, fold_shapes: bool = True
+) -> onnx.ModelProto:
     """A copy of `model` without the data of large constants (they become typed graph inputs)."""
     graph = model.graph
     input_shapes = dict(input_shapes or {})
@@ -98,8 +100,18 @@ def skeleton(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequenc
             initializers.append(t)
         else:
             inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    static_inputs = {
+        vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        for vi in inputs
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
+        and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)
+    }
     nodes = []
     for node in graph.node:
+        if fold_shapes and node.op_type == "Shape" and node.domain in ("", "ai.onnx") and node.input[0] in static_inputs:
+            # Shape of a pinned input is a constant: inference then resolves what exporters compute from it
+            nodes.append(_shape_constant(node, static_inputs[node.input[0]]))
+            continue
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
             attr = node.attribute[0]
             if attr.name == "value" and _numel(attr.t.dims) > SMALL_CONSTANT_ELEMENTS:
@@ -110,6 +122,20 @@ def skeleton(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequenc
     sk = helper.make_model(sk_graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
     sk.functions.extend(model.functions)
     return sk
+
+
+def _shape_constant(node: onnx.NodeProto, dims: list[int]) -> onnx.NodeProto:
+    rank = len(dims)
+    start, end = 0, rank
+    for a in node.attribute:
+        if a.name == "start":
+            start = a.i
+        elif a.name == "end":
+            end = a.i
+    start = max(0, min(rank, start + rank if start < 0 else start))
+    end = max(0, min(rank, end + rank if end < 0 else end))
+    value = helper.make_tensor(node.output[0] + "_value", onnx.TensorProto.INT64, [max(0, end - start)], dims[start:end])
+    return helper.make_node("Constant", [], [node.output[0]], name=node.name, value=value)
 
 
 def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> ShapeInfo:
@@ -154,7 +180,7 @@ def symbolic_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]])
             os.chdir(scratch)
             try:
                 inferred = SymbolicShapeInference.infer_shapes(
-                    skeleton(model, shapes), auto_merge=True, guess_output_rank=False, verbose=0
+                    skeleton(model, shapes, fold_shapes=False), auto_merge=True, guess_output_rank=False, verbose=0
                 )
             finally:
                 os.chdir(cwd)
