@@ -163,7 +163,8 @@ def test_committed_files_exist() -> None:
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.name for p in COMMITTED])
 def test_committed_file_is_valid_and_runs(path: Path) -> None:
-    assert path.stat().st_size < MB
+    # the demo model is the one bigger file: make demo prunes and benchmarks it
+    assert path.stat().st_size < (3 * MB if path.name == "demo_resnet18.onnx" else MB)
     model = onnx.load(str(path), load_external_data=False)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     onnx.checker.check_model(model, full_check=True)
