@@ -17,7 +17,7 @@ from . import api
 from .cli_measure import bench_cmd, verify_cmd
 from .cost import parse_shapes
 from .errors import NothingToPruneError, OnnxPruneError, OptionError
-from .io import save_model
+from .io import check_output_path, stage_model
 from .plan import DEFAULT_ROUND_TO, SCOPES
 from .validate import check_runnable
 
@@ -71,7 +71,8 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_c
     _refuse_overwrite(model, output, force)
     pinned = parse_shapes(shapes) or None
     if unstructured:
-        report = _prune_unstructured(model, output, sparsity, scope, pattern, exclude, force)
+        pruned, report = _prune_unstructured(model, sparsity, scope, pattern, exclude)
+        _write_checked([pruned], model, output, force, pinned, skip_check=no_check)
         click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())
         return
     if sparsity is not None or pattern is not None:
@@ -80,23 +81,31 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_c
         model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
         min_channels=min_channels, exclude=exclude, shapes=pinned,
     )
-    path = save_model(result.model, output, inputs=(model,), force=force)
     report = result.report
-    del result  # the written file is what gets checked; free the in-memory model first
-    report.before.size_bytes = _size_on_disk(Path(model))
-    report.after.size_bytes = _size_on_disk(path)
-    if not no_check:
-        try:
-            check_runnable(model, path, pinned)
-        except Exception:
-            path.unlink(missing_ok=True)
-            raise
+    report.before.size_bytes = _size_on_disk(Path(model))  # before writing: --force may write over it
+    pruned = [result.model]
+    del result  # the written file is what gets checked: _write_checked frees the in-memory model first
+    report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
 
 
+def _write_checked(holder: list, model: str, output: str, force: bool, pinned, skip_check: bool) -> int:
+    """Write the model in `holder` (a one-item list, emptied so that the model is freed before the check) beside
+    OUTPUT, check it against MODEL, then move it into place; returns its size on disk.
+
+    A failed check or an interrupted write leaves OUTPUT (and MODEL, under --force) as they were.
+    """
+    with stage_model(holder.pop(), output, inputs=(model,), force=force, keep_model=False) as staged:
+        size = _size_on_disk(staged.path)
+        if not skip_check:
+            check_runnable(model, staged.path, pinned, label=output)
+        staged.commit()
+    return size
+
+
 def _refuse_overwrite(model: str, output: str, force: bool) -> None:
-    if Path(model).exists() and Path(output).exists() and Path(model).resolve() == Path(output).resolve() and not force:
-        raise OptionError(f"{output}: output is the input model; choose another path or pass --force")
+    """Fail early, before any work: OUTPUT is MODEL (without --force) or its folder does not exist."""
+    check_output_path(output, inputs=(model,), force=force)
 
 
 def _size_on_disk(path: Path) -> int:
@@ -110,7 +119,7 @@ def _size_on_disk(path: Path) -> int:
     return total + sum((path.parent / f).stat().st_size for f in files if (path.parent / f).exists())
 
 
-def _prune_unstructured(model, output, sparsity, scope, pattern, exclude, force):
+def _prune_unstructured(model, sparsity, scope, pattern, exclude):
     from .io import load_model
     from .unstructured import parse_pattern, prune_unstructured
 
@@ -130,8 +139,7 @@ def _prune_unstructured(model, output, sparsity, scope, pattern, exclude, force)
             "nothing to prune: no Conv, ConvTranspose, Gemm or MatMul has a float constant weight"
             + (f" ({reasons[0]})" if reasons else "")
         )
-    save_model(pruned, output, inputs=(model,), force=force)
-    return report
+    return pruned, report
 
 
 cli.add_command(verify_cmd)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import onnx
 from google.protobuf.message import DecodeError
 from onnx.external_data_helper import (
     ExternalDataInfo,
     load_external_data_for_model,
+    load_external_data_for_tensor,
     uses_external_data,
 )
 
-from .errors import ModelLoadError, UnsafePathError
+from .errors import ModelLoadError, OnnxPruneError, UnsafePathError
 
 ModelSource = Union[str, os.PathLike, onnx.ModelProto]
 
@@ -46,36 +48,58 @@ def _load_path(path: Path) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: not a readable ONNX model (truncated or not ONNX): {_one_line(exc)}") from None
     if not model.HasField("graph") or (len(model.graph.node) == 0 and not model.opset_import):
         raise ModelLoadError(f"{path}: not an ONNX model (no graph found)")
-    check_external_paths(model, path.parent)
+    check_external_paths(model, path.parent, label=str(path))
     try:
         load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise ModelLoadError(f"{path}: cannot read external data: {_one_line(exc)}") from None
     return model
 
 
-def check_external_paths(model: onnx.ModelProto, folder: Path) -> None:
+def check_external_paths(model: onnx.ModelProto, folder: Path, label: str = "") -> None:
     """Refuse external-data locations that leave `folder` (absolute paths, '..', symlinks out)."""
     root = folder.resolve()
+    where = f"{label}: " if label else ""
     for tensor in _all_tensors(model):
         if not uses_external_data(tensor):
             continue
         location = ExternalDataInfo(tensor).location
-        target = (root / location).resolve()
-        if os.path.isabs(location) or not target.is_relative_to(root):
+        if os.path.isabs(location) or Path(location).drive:
             raise UnsafePathError(
-                f"tensor {tensor.name!r}: external data location {location!r} leaves the model's folder {root}"
+                f"{where}tensor {tensor.name!r}: external data location {location!r} is an absolute path; "
+                f"only files inside the model's folder {root} are read"
             )
-        if not target.exists():
-            raise ModelLoadError(f"tensor {tensor.name!r}: external data file {location!r} not found in {root}")
+        target = (root / location).resolve()
+        if not target.is_relative_to(root):
+            how = "" if not Path(os.path.normpath(root / location)).is_relative_to(root) else f" (a link to {target})"
+            raise UnsafePathError(
+                f"{where}tensor {tensor.name!r}: external data location {location!r}{how} "
+                f"leaves the model's folder {root}"
+            )
+        if not target.is_file():
+            raise ModelLoadError(
+                f"{where}tensor {tensor.name!r}: external data file {location!r} not found in {root}"
+                + (" (it is a folder)" if target.is_dir() else "")
+            )
 
 
 def _all_tensors(model: onnx.ModelProto):
-    yield from model.graph.initializer
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
+    """Every TensorProto of the model: initializers, sparse initializers and node attributes, subgraphs included."""
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
 
 
 def check_opset(model: onnx.ModelProto) -> None:
@@ -92,12 +116,30 @@ def check_opset(model: onnx.ModelProto) -> None:
 
 
 def model_nbytes(model: onnx.ModelProto) -> int:
-    """Serialized size, estimated without serializing (which fails past 2 GiB)."""
-    weights = sum(len(t.raw_data) for t in model.graph.initializer)
-    try:
-        return model.ByteSize()
-    except (ValueError, OverflowError):  # pragma: no cover - protobuf builds differ
-        return weights
+    """Serialized size, estimated without serializing the model (slow, and impossible past 2 GiB):
+    the tensors' data plus the nodes' own size."""
+    total = 1024
+    for t in model.graph.initializer:
+        total += _tensor_nbytes(t) + 64
+    for node in model.graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+            total += _tensor_nbytes(node.attribute[0].t) + 64
+        else:
+            total += node.ByteSize()
+    return total
+
+
+def _tensor_nbytes(t: onnx.TensorProto) -> int:
+    if t.raw_data:
+        return len(t.raw_data)
+    count = 1
+    for d in t.dims:
+        count *= d
+    return count * 8 if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.DOUBLE) else count * 4
+
+
+class OutputError(OnnxPruneError):
+    """The output cannot be written: its folder is missing or read-only, the disk is full, ..."""
 
 
 def save_model(
@@ -107,38 +149,118 @@ def save_model(
     inputs: tuple[Union[str, os.PathLike], ...] = (),
     force: bool = False,
     external_data_threshold: int = PROTOBUF_LIMIT,
+    keep_model: bool = True,
 ) -> Path:
     """Write `model` to `path` atomically. Refuses to overwrite any of `inputs` unless `force`.
 
     Models whose serialized size reaches `external_data_threshold` keep their weights in `<name>.data` beside it.
+    `model` is left as it was unless `keep_model` is False (then, when external data is written, its tensors
+    point to the written file and hold no data: cheaper when the caller drops the model right after).
     """
+    with stage_model(
+        model, path, inputs=inputs, force=force, external_data_threshold=external_data_threshold,
+        keep_model=keep_model,
+    ) as staged:
+        return staged.commit()
+
+
+def check_output_path(path: Union[str, os.PathLike], inputs=(), force: bool = False) -> Path:
+    """Refuse an output that is one of `inputs` (unless `force`) or whose folder does not exist."""
     out = Path(path)
     for src in inputs:
-        if out.exists() and Path(src).exists() and out.resolve() == Path(src).resolve() and not force:
+        if not force and out.exists() and Path(src).exists() and os.path.samefile(out, src):
             raise UnsafePathError(f"{out}: output is the input model; choose another path or pass --force")
-    folder = out.parent if str(out.parent) else Path(".")
+    folder = out.parent
     if not folder.is_dir():
-        raise UnsafePathError(f"{out}: folder {folder} does not exist")
-    external = model_nbytes(model) >= external_data_threshold
-    tmpdir = tempfile.mkdtemp(prefix=".onnxprune-", dir=folder)
-    try:
-        tmp_model = Path(tmpdir) / out.name
-        if external:
-            data_name = out.name + ".data"
-            onnx.save_model(
-                model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                location=data_name, size_threshold=1024,
-            )
-            os.replace(Path(tmpdir) / data_name, folder / data_name)
-        else:
-            onnx.save_model(model, str(tmp_model))
-        os.replace(tmp_model, out)
-    finally:
-        for leftover in Path(tmpdir).iterdir() if Path(tmpdir).exists() else ():
-            leftover.unlink()
-        if Path(tmpdir).exists():
-            os.rmdir(tmpdir)
+        raise OutputError(f"{out}: folder {folder} does not exist")
+    if out.is_dir():
+        raise OutputError(f"{out}: is a folder, expected a file name")
     return out
+
+
+class StagedModel:
+    """A model written into a temporary folder beside its destination; `commit()` moves it into place.
+
+    Leaving the `with` block without `commit()` removes everything written, so a failed check or an
+    interrupted write leaves no partial file and keeps an existing output intact.
+    """
+
+    def __init__(self, out: Path, tmpdir: Path, data_name: Optional[str]):
+        self.out = out
+        self.tmpdir = tmpdir
+        self.data_name = data_name  # the external data file, or None
+        self.path = tmpdir / out.name  # the written model, to check before committing
+
+    def commit(self) -> Path:
+        try:
+            if self.data_name is not None:
+                os.replace(self.tmpdir / self.data_name, self.out.parent / self.data_name)
+            os.replace(self.path, self.out)
+        except OSError as exc:
+            raise OutputError(f"{self.out}: cannot write: {_one_line(exc)}") from None
+        return self.out
+
+    def discard(self) -> None:
+        if self.tmpdir.exists():
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def __enter__(self) -> "StagedModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+
+def stage_model(
+    model: onnx.ModelProto,
+    path: Union[str, os.PathLike],
+    *,
+    inputs: tuple[Union[str, os.PathLike], ...] = (),
+    force: bool = False,
+    external_data_threshold: int = PROTOBUF_LIMIT,
+    keep_model: bool = True,
+) -> StagedModel:
+    """Write `model` into a temporary folder beside `path` (see save_model); use as a context manager."""
+    out = check_output_path(path, inputs, force)
+    folder = out.parent
+    external = model_nbytes(model) >= external_data_threshold
+    data_name = out.name + ".data" if external else None
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=folder))
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write in {folder}: {_one_line(exc)}") from None
+    staged = StagedModel(out, tmpdir, data_name)
+    try:
+        if external:
+            try:
+                onnx.save_model(
+                    model, str(staged.path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_name, size_threshold=1024,
+                )
+            finally:
+                if keep_model:  # onnx moved the weights out of `model`: read them back from what was written
+                    _restore_weights(model, tmpdir, data_name)
+        else:
+            onnx.save_model(model, str(staged.path))
+    except OSError as exc:
+        staged.discard()
+        raise OutputError(f"{out}: cannot write: {_one_line(exc)}") from None
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def _restore_weights(model: onnx.ModelProto, folder: Path, data_name: str) -> None:
+    """Undo onnx.save_model's conversion of `model` to external data `data_name` (also after a failed save)."""
+    for tensor in _all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL or ExternalDataInfo(tensor).location != data_name:
+            continue
+        if tensor.HasField("raw_data"):  # marked but not written yet: the data is still here
+            del tensor.external_data[:]
+        else:
+            load_external_data_for_tensor(tensor, str(folder))
+        tensor.ClearField("data_location")  # DEFAULT, as before the save (not written out explicitly)
 
 
 def _one_line(exc: BaseException) -> str:

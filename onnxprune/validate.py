@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import onnx
 
 from .errors import OnnxPruneError
@@ -13,6 +15,13 @@ class InvalidOutputError(OnnxPruneError):
     exit_code = 5
 
 
+class UncheckableError(OnnxPruneError):
+    """The dense model itself fails the same check (custom ops, an invalid input model): --no-check skips it."""
+
+
+NO_CHECK_HINT = "pass --no-check to write the pruned model without this check"
+
+
 def _io(model: onnx.ModelProto):
     inits = {t.name for t in model.graph.initializer}
 
@@ -22,23 +31,64 @@ def _io(model: onnx.ModelProto):
     return describe(model.graph.input), describe(model.graph.output)
 
 
-def check_runnable(dense_path, pruned_path, shapes=None) -> None:
-    """Checker (full), unchanged I/O names, types and shapes, and one onnxruntime run on random inputs."""
+def check_runnable(dense_path, pruned_path, shapes=None, label=None) -> None:
+    """Checker (full), unchanged I/O names, types and shapes, and one onnxruntime run on random inputs.
+
+    `label` names the pruned model in messages (its final path when `pruned_path` is a staged copy). A check
+    that the dense model fails too raises UncheckableError (exit 1), not InvalidOutputError (exit 5, a bug).
+    """
     from .verify import make_inputs, open_session, run_session
+
+    label = str(label or pruned_path)
+
+    def line(exc: BaseException) -> str:
+        return _line(exc).replace(str(pruned_path), label)
 
     try:
         onnx.checker.check_model(str(pruned_path), full_check=True)
     except Exception as exc:
-        raise InvalidOutputError(f"the pruned model fails the ONNX checker and was not kept: {_line(exc)}") from None
+        dense_failure = _checker_failure(dense_path)
+        if dense_failure is not None:
+            raise UncheckableError(
+                f"the input model fails the ONNX checker too ({dense_failure}); {NO_CHECK_HINT}"
+            ) from None
+        raise InvalidOutputError(f"the pruned model fails the ONNX checker and was not kept: {line(exc)}") from None
     dense = onnx.load(str(dense_path), load_external_data=False)
     pruned = onnx.load(str(pruned_path), load_external_data=False)
     if _io(dense) != _io(pruned):
         raise InvalidOutputError("the pruned model's inputs or outputs differ from the dense model's; it was not kept")
+    del dense
     feeds = make_inputs(pruned, shapes=shapes, samples=1, seed=0)[0]
     try:
-        run_session(open_session(str(pruned_path)), feeds, "pruned")
+        run_session(open_session(str(pruned_path)), feeds, label)
     except Exception as exc:
-        raise InvalidOutputError(f"the pruned model does not run in onnxruntime and was not kept: {_line(exc)}") from None
+        dense_failure = _run_failure(dense_path, feeds)
+        if dense_failure is not None:
+            raise UncheckableError(
+                f"onnxruntime cannot run the input model either ({dense_failure}); {NO_CHECK_HINT}"
+            ) from None
+        raise InvalidOutputError(
+            f"the pruned model does not run in onnxruntime and was not kept: {line(exc)}"
+        ) from None
+
+
+def _checker_failure(path) -> Optional[str]:
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        return _line(exc)
+    return None
+
+
+def _run_failure(path, feeds) -> Optional[str]:
+    """Why onnxruntime cannot run the dense model on the feeds the pruned one got (same I/O), or None."""
+    from .verify import open_session, run_session
+
+    try:
+        run_session(open_session(str(path)), feeds, str(path))
+    except Exception as exc:
+        return _line(exc)
+    return None
 
 
 def _line(exc: BaseException) -> str:
