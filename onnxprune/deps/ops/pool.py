@@ -3,7 +3,8 @@
 Pools (Max, Average, Lp, Global*) keep axis 1 as it is. MaxPool's optional Indices output encodes flat
 positions that include the channel count, so a used Indices output blocks.
 Reduce* ops pass the channels through when the channel axis is not reduced, shifting the axis when
-earlier axes are dropped (keepdims=0). Reducing over channels (or over all axes) blocks.
+earlier axes are dropped (keepdims=0). Reducing over channels (or over all axes: no axes, or an empty
+axes list without noop_with_empty_axes) blocks.
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ def _reduce(node, ctx) -> None:
             return
     else:
         axes = attr(node, "axes", None)
-        if axes is None:
-            if int(attr(node, "noop_with_empty_axes", 0)):
-                ctx.set_track(node.output[0], track.axis, track.layout)
-                return
-            axes = list(range(rank))
+    if not axes:  # absent or empty (an empty axes input too): every axis, or none with noop_with_empty_axes
+        if int(attr(node, "noop_with_empty_axes", 0)):
+            ctx.set_track(node.output[0], track.axis, track.layout)
+            return
+        axes = list(range(rank))
     axes = sorted({a % rank for a in axes})
     if track.axis in axes:
         ctx.block_input(node, 0, "it reduces over the channel axis")

@@ -6,7 +6,8 @@
   boundaries); the rewriter recomputes split sizes and slice bounds from what each part keeps.
 - Flatten / Reshape merging the channel axis with the axes after it: channel i owns `inner` consecutive
   positions. Reshape splitting the channel axis into [blocks, block_size] (attention heads) tracks the
-  blocks. Reshape targets holding the channel count are rewritten.
+  blocks. Reshape targets holding the channel count are rewritten (a target built by a Concat that other
+  nodes read too cannot be rewritten for one of them, and blocks).
 - Transpose, Squeeze, Unsqueeze, Gather on other axes: the channel axis moves.
 - Resize, Upsample, Pad: spatial only; scale 1 / zero padding on the channel axis, Resize sizes rewritten.
 Concat, Split, Slice and Gather on other axes pass the channels through.
@@ -199,7 +200,8 @@ def _flatten(node, ctx) -> None:
     if dims is None:
         ctx.block_input(node, 0, "the shape of its input is unknown")
         return
-    f = int(attr(node, "axis", 1)) % (len(dims) + 1) if dims else 1
+    f = int(attr(node, "axis", 1))
+    f = f + len(dims) if f < 0 else f  # axis is in [-r, r]: -1 flattens all axes but the last
     a = track.axis
     if a < f and a == 0 and _static(dims[1:f]):
         ctx.set_track(node.output[0], 0, _scaled(track.layout, prod(dims[1:f])))
@@ -242,9 +244,18 @@ def _reshape(node, ctx) -> None:
     if value == 0 and b != a:
         ctx.block_input(node, 0, "its target copies an input dimension into the channel position")
         return
+    if value > 0 and source[0] is not node and _read_elsewhere(ctx, source[0].output[0], node):
+        # the entry lives in a Concat whose output another node reads too: rewriting it would change both
+        ctx.block_input(node, 0, "its target shape comes from a node whose output other nodes read too")
+        return
     ctx.set_track(node.output[0], b, out)
     if value > 0:
         ctx.on_rewrite(node, lambda rw: rw.set_int_entry(source[0], source[1], source[2], rw.new_length(out)))
+
+
+def _read_elsewhere(ctx, name: str, node) -> bool:
+    """Whether tensor `name` is read by a node other than `node`, or is a graph output."""
+    return name in ctx.graph.output_names or any(c is not node for c, _ in ctx.graph.consumers.get(name, []))
 
 
 def _target_entries(ctx, node):
@@ -285,16 +296,31 @@ def _piece_values(ctx, name):
     return None
 
 
-def _copied_dim(ctx, piece, data):
-    """j when `piece` is the 1-element vector Shape(data)[j] (through Unsqueeze of a Gather, or a Slice)."""
-    node = ctx.graph.producer.get(piece)
-    if node is not None and node.op_type == "Unsqueeze":
+INT_CASTS = (6, 7)  # TensorProto.INT32, INT64: a dimension passes through these casts unchanged
+
+
+def _producer(ctx, name):
+    """The node producing `name`, looking through Identity and Casts to int32/int64 (Paddle and some
+    PyTorch exports cast shape vectors and their entries)."""
+    node = ctx.graph.producer.get(name)
+    while node is not None and (
+        node.op_type == "Identity" or (node.op_type == "Cast" and int(attr(node, "to", 0)) in INT_CASTS)
+    ):
         node = ctx.graph.producer.get(node.input[0])
+    return node
+
+
+def _copied_dim(ctx, piece, data):
+    """j when `piece` is the 1-element vector Shape(data)[j] (through Unsqueeze of a Gather, or a Slice;
+    Identity and integer Casts between them are looked through)."""
+    node = _producer(ctx, piece)
+    if node is not None and node.op_type == "Unsqueeze":
+        node = _producer(ctx, node.input[0])
         if node is None or node.op_type != "Gather":
             return None
     if node is None or node.op_type not in ("Gather", "Slice"):
         return None
-    shape = ctx.graph.producer.get(node.input[0])
+    shape = _producer(ctx, node.input[0])
     if shape is None or shape.op_type != "Shape" or shape.input[0] != data or attr(shape, "start", 0):
         return None
     if node.op_type == "Gather":

@@ -1,0 +1,168 @@
+r"""Op rules for Shape and Size and the Gather/Slice reads of shapes (onnxprune/deps/ops/shape.py and the
+shape-reading parts of reindex.py), checked against the masking oracle."""
+
+import numpy as np
+import pytest
+
+from graphs import Builder, assert_blocked_by, initializer, out_group
+from oracle_check import assert_matches_oracle
+
+
+def prune(model, **kw):
+    return assert_matches_oracle(model, ratio=0.5, round_to=1, **kw)
+
+
+def flatten_by_shape(b, h, gather_op: str = "Gather"):
+    """Shape(h) -> Gather(0) -> Unsqueeze -> Concat([n, -1]) -> Reshape(h): PyTorch's x.view(x.size(0), -1)."""
+    shape = b.op("Shape", [h], name="shape")
+    if gather_op == "Gather":
+        n = b.op("Unsqueeze", [b.op("Gather", [shape, b.const(np.int64(0), "zero")],
+                                    name="gather", axis=0), b.ints([0], "ax")])
+    else:
+        n = b.op("Slice", [shape, b.ints([0], "s0"), b.ints([1], "s1")], name="slice")
+    target = b.op("Concat", [n, b.ints([-1], "minus1")], name="target", axis=0)
+    return b.op("Reshape", [h, target], name="reshape")
+
+
+@pytest.mark.parametrize("read", ["Gather", "Slice"])
+def test_shape_gather_batch_unsqueeze_concat_reshape(read):
+    r"""x -> Conv(8) -> Relu -+-> Reshape -> Gemm(10) -> y
+                             \-> Shape -> Gather(0) -> Unsqueeze -> Concat([n, -1]) -/
+
+    Only the batch entry is read: the channels are pruned and the Reshape target needs no change."""
+    b = Builder()
+    x = b.input("x", ["N", 3, 4, 4])
+    h = b.op("Relu", [b.conv(x, 3, 8, name="conv1")])
+    b.output(b.gemm(flatten_by_shape(b, h, read), 128, 10, name="fc"))
+    result = prune(b.build())
+    g = out_group(result, "conv1")
+    assert g.prunable and g.kept == 4 and g.members == ["conv1", "fc"]
+    assert initializer(result.model, "fc.w").shape == (64, 10)
+
+
+def test_shape_gather_channel_is_blocked():
+    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Reshape -> Conv(4) -> y
+                                        \-> Shape -> Gather(1) -> Unsqueeze -> Concat([n, c, -1]) -/
+
+    Gather(1) reads the channel count into a computed target: blocked."""
+    b = Builder()
+    x = b.input("x", ["N", 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    shape = b.op("Shape", [h], name="shape")
+    c = b.op("Unsqueeze", [b.op("Gather", [shape, b.const(np.int64(1), "one")], name="gather"),
+                           b.ints([0], "ax")])
+    target = b.op("Concat", [b.ints([1]), c, b.ints([-1])], axis=0)
+    h = b.op("Reshape", [h, target], name="reshape")  # [1, 8, 16]
+    b.output(b.conv(h, 8, 4, dims=1, name="conv3"))
+    result = prune(b.build(), shapes={"x": [1, 3, 4, 4]})
+    assert out_group(result, "conv1").prunable
+    assert_blocked_by(out_group(result, "conv2"), "Gather 'gather'", "reads the channel count")
+
+
+def test_shape_gather_negative_channel_index_is_blocked():
+    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Reshape([1, c, -1]) -> Conv1d(4) -> y
+                                        \-> Shape -> Gather(-3) -/                (-3 is the channel axis)"""
+    b = Builder()
+    x = b.input("x", [1, 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    c = b.op("Gather", [b.op("Shape", [h]), b.ints([-3], "idx")], name="gather")
+    h = b.op("Reshape", [h, b.op("Concat", [b.ints([1]), c, b.ints([-1])], axis=0)])
+    b.output(b.conv(h, 8, 4, dims=1, name="conv3"))
+    result = prune(b.build())
+    assert_blocked_by(out_group(result, "conv2"), "Gather 'gather'", "reads the channel count")
+
+
+def test_shape_slice_over_the_channel_entry_is_blocked():
+    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Reshape -> Conv1d(4) -> y
+                                        \-> Shape -> Slice(0:2) -> Concat([n, c, -1]) -/"""
+    b = Builder()
+    x = b.input("x", [1, 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    nc = b.op("Slice", [b.op("Shape", [h]), b.ints([0]), b.ints([2])], name="slice")
+    h = b.op("Reshape", [h, b.op("Concat", [nc, b.ints([-1])], axis=0)])
+    b.output(b.conv(h, 8, 4, dims=1, name="conv3"))
+    result = prune(b.build())
+    assert_blocked_by(out_group(result, "conv2"), "Slice 'slice'", "reads the channel count")
+
+
+@pytest.mark.parametrize("start, end, blocked", [(2, None, False), (0, 1, False), (1, 2, True), (-3, None, True),
+                                                  (-2, None, False)])
+def test_shape_with_start_end(start, end, blocked):
+    r"""opset 15: x -> Conv(8) -> Relu -> Conv(8) -+-> ... -> Conv(4) -> y
+                                                  \-> Shape(start, end) -> Gather(0) -> Cast -> s (graph output)
+
+    Gather(0) of Shape(start, end) reads dimension `start`: the channel count when start is 1 or -3."""
+    b = Builder(15)
+    x = b.input("x", [1, 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    attrs = {"start": start} if end is None else {"start": start, "end": end}
+    s = b.op("Gather", [b.op("Shape", [h], name="shape", **attrs), b.ints([0], "zero")], name="gather")
+    b.output(b.conv(b.op("Relu", [h]), 8, 4, name="conv3"), b.op("Cast", [s], to=1))
+    result = prune(b.build())
+    g = out_group(result, "conv2")
+    if blocked:
+        assert_blocked_by(g, "Gather 'gather'", "reads the channel count")
+    else:
+        assert g.prunable and g.kept == 4
+
+
+def test_shape_as_graph_output_is_blocked():
+    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Conv(4) -> y
+                                        \-> Shape -> s (graph output holds the channel count)"""
+    b = Builder()
+    x = b.input("x", ["N", 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    b.output(b.conv(h, 8, 4, name="conv3"), b.op("Shape", [h], name="shape"))
+    result = prune(b.build())
+    assert out_group(result, "conv1").prunable
+    assert_blocked_by(out_group(result, "conv2"), "graph output")
+
+
+def test_shape_into_an_op_that_computes_with_it_is_blocked():
+    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Conv(4) -> y
+                                        \-> Shape -> ConstantOfShape -> ReduceSum -> s"""
+    b = Builder()
+    x = b.input("x", ["N", 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    z = b.op("ConstantOfShape", [b.op("Shape", [h])], name="cos")
+    b.output(b.conv(h, 8, 4, name="conv3"))
+    b.output(b.op("ReduceSum", [z], keepdims=0), shape=[])
+    result = prune(b.build())
+    assert_blocked_by(out_group(result, "conv2"), "ConstantOfShape 'cos'")
+
+
+@pytest.mark.parametrize("where", ["before-gather", "after-gather"])
+def test_shape_through_casts_then_gather_batch(where):
+    r"""x -> Conv(8) -> Relu -+-> Reshape -> Gemm(10) -> y
+                             \-> Shape -> Cast(int32) -> Cast(int64) -> Gather(0) -> Unsqueeze -> Concat([n,-1]) -/
+                                 (or Shape -> Gather(0) -> Cast(int32) -> Cast(int64) -> Unsqueeze ...)
+
+    Paddle-style casts of the shape vector: the target still copies dimension 0 only."""
+    b = Builder()
+    x = b.input("x", ["N", 3, 4, 4])
+    h = b.op("Relu", [b.conv(x, 3, 8, name="conv1")])
+    shape = b.op("Shape", [h])
+
+    def casts(t):
+        return b.op("Cast", [b.op("Cast", [t], to=6)], to=7)
+
+    if where == "before-gather":
+        n = b.op("Gather", [casts(shape), b.const(np.int64(0))])
+    else:
+        n = casts(b.op("Gather", [shape, b.const(np.int64(0))]))
+    y = b.op("Reshape", [h, b.op("Concat", [b.op("Unsqueeze", [n, b.ints([0])]), b.ints([-1])], axis=0)])
+    b.output(b.gemm(y, 128, 10, name="fc"))
+    result = prune(b.build())
+    assert out_group(result, "conv1").prunable and out_group(result, "conv1").kept == 4
+
+
+def test_size_is_blocked():
+    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Conv(4) -> y
+                                        \-> Size -> Cast -> s"""
+    b = Builder()
+    x = b.input("x", ["N", 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    b.output(b.conv(h, 8, 4, name="conv3"), b.op("Cast", [b.op("Size", [h], name="size")], to=1))
+    result = prune(b.build())
+    assert out_group(result, "conv1").prunable
+    assert_blocked_by(out_group(result, "conv2"), "Size 'size'", "number of elements")
