@@ -8,7 +8,7 @@ from typing import Mapping, Optional, Sequence
 import onnx
 
 from .cost import CostReport, count_cost
-from .deps.context import Analysis, analyze as _analyze
+from .deps.context import Analysis, analyze as _analyze, no_group_reason
 from .deps.rules import Registry, default_registry
 from .errors import NothingToPruneError
 from .fold import fold_constants
@@ -79,13 +79,14 @@ def analyze(
 ) -> AnalysisReport:
     """Every channel group of `model`: members, size, and whether it can be pruned (or why not)."""
     working = _working_copy(model)
-    _, analysis, cost = _analysis(working, shapes, registry)
+    graph, analysis, cost = _analysis(working, shapes, registry)
+    notes = list(cost.notes) + ([] if analysis.groups else [f"no channel groups: {no_group_reason(graph)}"])
     return AnalysisReport(
         groups=_group_reports(analysis),
         totals=Totals(cost.params, cost.macs),
         prunable_macs=_prunable_macs(analysis, cost),
         input_shapes=cost.input_shapes,
-        notes=list(cost.notes),
+        notes=notes,
     )
 
 
@@ -113,9 +114,8 @@ def prune(
     graph, analysis, cost_before = _analysis(working, shapes, registry)
     prunable = [g for g in analysis.groups if g.prunable]
     if not prunable:
-        reasons = sorted({g.reasons[0] for g in analysis.groups if g.reasons})
-        hint = f"; first reason: {reasons[0]}" if reasons else ""
-        raise NothingToPruneError(f"nothing to prune: no channel group of this model can be pruned{hint}")
+        reasons = sorted({g.reasons[0] for g in analysis.groups if g.reasons}) or [no_group_reason(graph)]
+        raise NothingToPruneError(f"nothing to prune: no channel group of this model can be pruned; {reasons[0]}")
     scores = channel_scores(analysis, prunable, criterion)
     plan = make_plan(analysis.groups, scores, options, analysis.spaces)
     keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}

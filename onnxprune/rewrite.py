@@ -48,8 +48,8 @@ class Rewriter:
             dtype = old_value.dtype
         self._fresh += 1
         name = f"{node.name}__pruned_{index}_{self._fresh}"
-        tensor = numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
-        self.graph.graph.initializer.append(tensor)
+        self.graph.graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
+        self.graph.initializers[name] = self.graph.graph.initializer[-1]
         while len(node.input) <= index:
             node.input.append("")
         node.input[index] = name

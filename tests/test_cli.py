@@ -503,8 +503,6 @@ def test_dequantized_conv_weight_blocks_with_reason(work):
     assert out["c.wq"].dims == [C, C, 3, 3]  # the quantized weight is not touched
 
 
-@pytest.mark.xfail(strict=True, reason="deps/ops/conv.py: a Conv weight from DequantizeLinear is blocked as "
-                   "'its weight is not a constant'; the reason does not say the weight is quantized")
 def test_dequantized_conv_weight_reason_says_quantized(work):
     report = json.loads(run("inspect", work.put("dq"), "--json").stdout)
     reasons = [r for g in report["groups"] for r in g["reasons"] if "Conv 'c'" in r]
@@ -520,8 +518,6 @@ def test_fully_quantized_model_nothing_to_prune(work):
     assert snapshot(work) == before
 
 
-@pytest.mark.xfail(strict=True, reason="api.prune/analyze: QLinearConv forms no group at all, so inspect lists "
-                   "0 groups and 'nothing to prune' gives no reason; it should say that quantized ops are not pruned")
 def test_fully_quantized_model_says_why(work):
     line = assert_error(run("prune", work.put("qlinear"), "-o", work / "out.onnx"), 3, "nothing to prune")
     assert "quantiz" in line.lower()

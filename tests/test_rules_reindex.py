@@ -455,8 +455,6 @@ def test_reshape_target_concat_read_by_one_reshape_is_rewritten():
     assert initializer(result.model, concat.input[1]).tolist() == [4]
 
 
-@pytest.mark.xfail(strict=True, reason="rewrite.py: Rewriter.set_ints adds a constant the Graph index does not "
-                   "know, so a second set_int_entry on the same input reads None and fails")
 def test_rewriter_set_int_entry_twice_on_one_input():
     r"""x[N,8,4,4] -> Reshape(t = [0, 8, 16]) -> y;   set entry 1 to 4, then entry 2 to 32.
 

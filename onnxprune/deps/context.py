@@ -23,6 +23,7 @@ QUANTIZED_OPS = {
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
     "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearConcat",
 }
+QUANTIZED_REASON = "quantized ops are not pruned (prune the float model, then quantize it)"
 
 
 @dataclass
@@ -167,8 +168,25 @@ class Context:
             if i not in skip and (self.track(name) is not None or name in self.shape_reads):
                 self.block_input(node, i, reason)
 
+    def not_constant_reason(self, name: str, what: str = "weight") -> str:
+        """Why input `name` is not a constant weight, in words a user can act on."""
+        producer = self.graph.producer.get(name)
+        if producer is not None and producer.op_type in QUANTIZED_OPS:
+            return f"its {what} comes from {producer.op_type} '{producer.name}': " + QUANTIZED_REASON
+        if producer is not None:
+            return f"its {what} is not a constant (computed by {producer.op_type} '{producer.name}')"
+        return f"its {what} is not a constant"
+
     def on_rewrite(self, node: onnx.NodeProto, fn: RewriteFn) -> None:
         self.fixes.append((node.name, fn))
+
+
+def no_group_reason(graph: Graph) -> str:
+    """Why a model has no channel group at all."""
+    quantized = sorted({n.op_type for n in graph.nodes() if n.op_type in QUANTIZED_OPS})
+    if quantized:
+        return f"the model is quantized ({', '.join(quantized)}); " + QUANTIZED_REASON
+    return "no Conv, ConvTranspose, Gemm or MatMul reads a constant weight"
 
 
 def unsupported_reason(node: onnx.NodeProto) -> str:
@@ -177,7 +195,7 @@ def unsupported_reason(node: onnx.NodeProto) -> str:
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         return f"{node.op_type} holds subgraphs, which onnxprune does not enter"
     if node.op_type in QUANTIZED_OPS:
-        return "quantized ops are not pruned (prune the float model, then quantize it)"
+        return QUANTIZED_REASON
     return f"{node.op_type} is not supported (no pruning rule)"
 
 

@@ -21,7 +21,7 @@ def _conv(node, ctx, transpose: bool) -> None:
     x_track = ctx.track(x)
     w_shape = ctx.graph.const_shape(w)
     if w_shape is None:
-        ctx.block_tracked_inputs(node, "its weight is not a constant")
+        ctx.block_tracked_inputs(node, ctx.not_constant_reason(w))
         return
     if x_track is not None and x_track.axis != 1:
         ctx.block_input(node, 0, "its input's channel axis is not axis 1")

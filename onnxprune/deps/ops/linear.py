@@ -16,7 +16,8 @@ def _gemm(node, ctx) -> None:
     a, b = node.input[0], node.input[1]
     b_shape = ctx.graph.const_shape(b)
     if b_shape is None or len(b_shape) != 2:
-        ctx.block_tracked_inputs(node, "its weight B is not a 2-D constant")
+        reason = "its weight B is not 2-D" if b_shape is not None else ctx.not_constant_reason(b, "weight B")
+        ctx.block_tracked_inputs(node, reason)
         return
     trans_a, trans_b = int(attr(node, "transA", 0)), int(attr(node, "transB", 0))
     a_track = ctx.track(a)
