@@ -14,11 +14,12 @@ from .errors import NothingToPruneError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
 from .importance import channel_scores
-from .io import ModelSource, load_model, model_nbytes
+from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
 from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, make_plan, unit_of
 from .report import AnalysisReport, GroupReport, PruneReport, Totals
 from .rewrite import rewrite
+from .validate import io_signature
 
 NO_RECOVERY_NOTE = (
     "no calibration data was given: accuracy usually drops sharply right after pruning; "
@@ -33,6 +34,7 @@ class PruneResult:
     analysis: Analysis
     plan: Plan
     masked_reads: dict  # (weight, axis) -> removed positions: the masking oracle's input (see oracle.py)
+    dense_io: tuple  # the dense model's inputs and outputs (validate.io_signature), which must not change
 
     def save(self, path, **kwargs):
         from .io import save_model
@@ -40,13 +42,14 @@ class PruneResult:
         return save_model(self.model, path, **kwargs)
 
 
-def _working_copy(source: ModelSource) -> onnx.ModelProto:
-    model = load_model(source)
+def _working_copy(source: ModelSource) -> tuple[onnx.ModelProto, Optional[int]]:
+    """A model prune() may change, and the bytes it takes on disk (None for a ModelProto)."""
+    model, disk_bytes = load_model_sized(source)
     if isinstance(source, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
-        return copy
-    return model
+        return copy, None
+    return model, disk_bytes
 
 
 def _analysis(model: onnx.ModelProto, shapes, registry) -> tuple[Graph, Analysis, CostReport]:
@@ -78,7 +81,7 @@ def analyze(
     registry: Optional[Registry] = None,
 ) -> AnalysisReport:
     """Every channel group of `model`: members, size, and whether it can be pruned (or why not)."""
-    working = _working_copy(model)
+    working, _ = _working_copy(model)
     graph, analysis, cost = _analysis(working, shapes, registry)
     notes = list(cost.notes) + ([] if analysis.groups else [f"no channel groups: {no_group_reason(graph)}"])
     return AnalysisReport(
@@ -109,8 +112,9 @@ def prune(
     """
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, tuple(exclude))
     options.validate()
-    working = _working_copy(model)
-    size_before = model_nbytes(working)
+    working, disk_bytes = _working_copy(model)
+    size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
+    dense_io = io_signature(working)
     graph, analysis, cost_before = _analysis(working, shapes, registry)
     prunable = [g for g in analysis.groups if g.prunable]
     if not prunable:
@@ -137,4 +141,4 @@ def prune(
         input_shapes=cost_before.input_shapes,
         notes=notes,
     )
-    return PruneResult(pruned, report, analysis, plan, reads)
+    return PruneResult(pruned, report, analysis, plan, reads, dense_io)

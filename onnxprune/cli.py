@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -19,7 +18,8 @@ from .cost import parse_shapes
 from .errors import NothingToPruneError, OnnxPruneError, OptionError
 from .io import check_output_path, stage_model
 from .plan import DEFAULT_ROUND_TO, SCOPES
-from .validate import check_runnable
+from .validate import check_io, check_runnable
+from .verify import make_inputs
 
 INTERNAL_ERROR_EXIT = 5
 SHAPE_HELP = "Pin an input's shape for shape inference and MAC counts, e.g. input=1x3x224x224 (repeatable)."
@@ -82,23 +82,26 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_c
         min_channels=min_channels, exclude=exclude, shapes=pinned,
     )
     report = result.report
-    report.before.size_bytes = _size_on_disk(Path(model))  # before writing: --force may write over it
+    feeds = None
+    if not no_check:  # what needs the models in memory, before the pruned one is freed
+        check_io(result.dense_io, result.model)
+        feeds = make_inputs(result.model, shapes=pinned, samples=1, seed=0)[0]
     pruned = [result.model]
     del result  # the written file is what gets checked: _write_checked frees the in-memory model first
-    report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check)
+    report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check, feeds=feeds)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
 
 
-def _write_checked(holder: list, model: str, output: str, force: bool, pinned, skip_check: bool) -> int:
+def _write_checked(holder: list, model: str, output: str, force: bool, pinned, skip_check: bool, feeds=None) -> int:
     """Write the model in `holder` (a one-item list, emptied so that the model is freed before the check) beside
     OUTPUT, check it against MODEL, then move it into place; returns its size on disk.
 
     A failed check or an interrupted write leaves OUTPUT (and MODEL, under --force) as they were.
     """
     with stage_model(holder.pop(), output, inputs=(model,), force=force, keep_model=False) as staged:
-        size = _size_on_disk(staged.path)
+        size = staged.size()
         if not skip_check:
-            check_runnable(model, staged.path, pinned, label=output)
+            check_runnable(model, staged.path, pinned, label=output, feeds=feeds, io_checked=feeds is not None)
         staged.commit()
     return size
 
@@ -106,17 +109,6 @@ def _write_checked(holder: list, model: str, output: str, force: bool, pinned, s
 def _refuse_overwrite(model: str, output: str, force: bool) -> None:
     """Fail early, before any work: OUTPUT is MODEL (without --force) or its folder does not exist."""
     check_output_path(output, inputs=(model,), force=force)
-
-
-def _size_on_disk(path: Path) -> int:
-    """The model file plus its external data files."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    total = path.stat().st_size
-    model = onnx.load(str(path), load_external_data=False)
-    files = {ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)}
-    return total + sum((path.parent / f).stat().st_size for f in files if (path.parent / f).exists())
 
 
 def _prune_unstructured(model, sparsity, scope, pattern, exclude):

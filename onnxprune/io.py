@@ -27,17 +27,24 @@ PROTOBUF_LIMIT = 2**31 - 1
 MIN_OPSET = 7
 
 
+def load_model_sized(source: ModelSource) -> tuple[onnx.ModelProto, Optional[int]]:
+    """Like load_model, plus the bytes the model takes on disk (with its external data), None for a ModelProto."""
+    if isinstance(source, onnx.ModelProto):
+        return load_model(source), None
+    model, files = _load_path(Path(source))
+    check_opset(model)
+    return model, sum(f.stat().st_size for f in files | {Path(source).resolve()})
+
+
 def load_model(source: ModelSource) -> onnx.ModelProto:
     """Return a ModelProto with all weights in memory, from a path or a ModelProto (used as it is)."""
     if isinstance(source, onnx.ModelProto):
-        model = source
-    else:
-        model = _load_path(Path(source))
-    check_opset(model)
-    return model
+        check_opset(source)
+        return source
+    return load_model_sized(source)[0]
 
 
-def _load_path(path: Path) -> onnx.ModelProto:
+def _load_path(path: Path) -> tuple[onnx.ModelProto, set[Path]]:
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
@@ -48,17 +55,19 @@ def _load_path(path: Path) -> onnx.ModelProto:
         raise ModelLoadError(f"{path}: not a readable ONNX model (truncated or not ONNX): {_one_line(exc)}") from None
     if not model.HasField("graph") or (len(model.graph.node) == 0 and not model.opset_import):
         raise ModelLoadError(f"{path}: not an ONNX model (no graph found)")
-    check_external_paths(model, path.parent, label=str(path))
+    files = check_external_paths(model, path.parent, label=str(path))
     try:
         load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise ModelLoadError(f"{path}: cannot read external data: {_one_line(exc)}") from None
-    return model
+    return model, files
 
 
-def check_external_paths(model: onnx.ModelProto, folder: Path, label: str = "") -> None:
-    """Refuse external-data locations that leave `folder` (absolute paths, '..', symlinks out)."""
+def check_external_paths(model: onnx.ModelProto, folder: Path, label: str = "") -> set[Path]:
+    """Refuse external-data locations that leave `folder` (absolute paths, '..', symlinks out);
+    returns the external-data files the model reads."""
     root = folder.resolve()
+    files: set[Path] = set()
     where = f"{label}: " if label else ""
     for tensor in _all_tensors(model):
         if not uses_external_data(tensor):
@@ -81,6 +90,8 @@ def check_external_paths(model: onnx.ModelProto, folder: Path, label: str = "") 
                 f"{where}tensor {tensor.name!r}: external data file {location!r} not found in {root}"
                 + (" (it is a folder)" if target.is_dir() else "")
             )
+        files.add(target)
+    return files
 
 
 def _all_tensors(model: onnx.ModelProto):
@@ -199,6 +210,11 @@ class StagedModel:
         except OSError as exc:
             raise OutputError(f"{self.out}: cannot write: {_one_line(exc)}") from None
         return self.out
+
+    def size(self) -> int:
+        """Bytes written: the model file and its external data."""
+        data = self.tmpdir / self.data_name if self.data_name is not None else None
+        return self.path.stat().st_size + (data.stat().st_size if data is not None else 0)
 
     def discard(self) -> None:
         if self.tmpdir.exists():

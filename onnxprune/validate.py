@@ -22,7 +22,8 @@ class UncheckableError(OnnxPruneError):
 NO_CHECK_HINT = "pass --no-check to write the pruned model without this check"
 
 
-def _io(model: onnx.ModelProto):
+def io_signature(model: onnx.ModelProto):
+    """Names and full types (dtype and shape) of the model's inputs and outputs."""
     inits = {t.name for t in model.graph.initializer}
 
     def describe(vis):
@@ -31,10 +32,17 @@ def _io(model: onnx.ModelProto):
     return describe(model.graph.input), describe(model.graph.output)
 
 
-def check_runnable(dense_path, pruned_path, shapes=None, label=None) -> None:
+def check_io(dense_io, pruned: onnx.ModelProto) -> None:
+    if io_signature(pruned) != dense_io:
+        raise InvalidOutputError("the pruned model's inputs or outputs differ from the dense model's; it was not kept")
+
+
+def check_runnable(dense_path, pruned_path, shapes=None, label=None, feeds=None, io_checked=False) -> None:
     """Checker (full), unchanged I/O names, types and shapes, and one onnxruntime run on random inputs.
 
-    `label` names the pruned model in messages (its final path when `pruned_path` is a staged copy). A check
+    `label` names the pruned model in messages (its final path when `pruned_path` is a staged copy). Callers
+    that still hold the models in memory pass `feeds` and `io_checked=True` (see `check_io`), which spares
+    loading both files again. A check
     that the dense model fails too raises UncheckableError (exit 1), not InvalidOutputError (exit 5, a bug).
     """
     from .verify import make_inputs, open_session, run_session
@@ -53,12 +61,12 @@ def check_runnable(dense_path, pruned_path, shapes=None, label=None) -> None:
                 f"the input model fails the ONNX checker too ({dense_failure}); {NO_CHECK_HINT}"
             ) from None
         raise InvalidOutputError(f"the pruned model fails the ONNX checker and was not kept: {line(exc)}") from None
-    dense = onnx.load(str(dense_path), load_external_data=False)
-    pruned = onnx.load(str(pruned_path), load_external_data=False)
-    if _io(dense) != _io(pruned):
-        raise InvalidOutputError("the pruned model's inputs or outputs differ from the dense model's; it was not kept")
-    del dense
-    feeds = make_inputs(pruned, shapes=shapes, samples=1, seed=0)[0]
+    if not io_checked or feeds is None:
+        dense = onnx.load(str(dense_path), load_external_data=False)
+        pruned = onnx.load(str(pruned_path), load_external_data=False)
+        check_io(io_signature(dense), pruned)
+        del dense
+        feeds = make_inputs(pruned, shapes=shapes, samples=1, seed=0)[0]
     try:
         run_session(open_session(str(pruned_path)), feeds, label)
     except Exception as exc:

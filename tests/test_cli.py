@@ -781,7 +781,7 @@ def test_failed_check_keeps_existing_output(work, monkeypatch):
     (work / "out.onnx").write_bytes(b"previous output")
     before = snapshot(work)
 
-    def failing_check(dense, pruned, shapes=None, label=None):
+    def failing_check(dense, pruned, shapes=None, label=None, **_):
         assert Path(pruned).exists()
         raise InvalidOutputError("the pruned model fails the ONNX checker and was not kept: simulated")
 
