@@ -77,8 +77,29 @@ def main() -> None:
 
 
 def cost_table(data) -> str:
-    rows = data.get("rows", data) if isinstance(data, dict) else data
-    return "```\n" + json.dumps(rows, indent=2)[:4000] + "\n```\n"
+    """Markdown table of benchmarks/prune_cost.py's JSON."""
+    labels = {"bare": "onnx.load + onnx.save", "no-check": "prune --ratio 0.5 --no-check", "check": "prune --ratio 0.5"}
+    lines = [
+        f"Whole processes, median of {data['repeat']} runs each, peak RSS of the process. "
+        f"Targets: time <= {data['targets']['time_ratio']}x and peak memory <= {data['targets']['memory_ratio']}x "
+        "the bare round trip.",
+        "",
+        "| model | file | command | wall s (min-max) | peak RSS MB | time x | memory x | targets |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for name, entry in data["models"].items():
+        for key in ("bare", "no-check", "check"):
+            row = entry["summary"].get(key)
+            if not row:
+                continue
+            lo, hi = row["wall_s_range"]
+            ratios = (f"{row['time_ratio']:.2f} | {row['memory_ratio']:.2f} | "
+                      + ("met" if row["meets_targets"] else "**missed**")) if key != "bare" else "- | - | -"
+            lines.append(
+                f"| {name} | {entry['file_bytes'] / 1e6:.0f} MB | {labels[key]} | {row['wall_s']:.2f} ({lo:.2f}-{hi:.2f}) "
+                f"| {row['peak_rss_mb']:.0f} | {ratios} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def write_doc(sections: list[str], cost_md: str) -> None:
