@@ -45,7 +45,7 @@ def check_runnable(dense_path, pruned_path, shapes=None, label=None, feeds=None,
     loading both files again. A check
     that the dense model fails too raises UncheckableError (exit 1), not InvalidOutputError (exit 5, a bug).
     """
-    from .verify import make_inputs, open_session, run_session
+    from .verify import make_inputs
 
     label = str(label or pruned_path)
 
@@ -67,17 +67,46 @@ def check_runnable(dense_path, pruned_path, shapes=None, label=None, feeds=None,
         check_io(io_signature(dense), pruned)
         del dense
         feeds = make_inputs(pruned, shapes=shapes, samples=1, seed=0)[0]
+    failure = _run_failure(pruned_path, feeds)
+    if failure is None:
+        return
+    dense_failure = _run_failure(dense_path, feeds)
+    if dense_failure is None:
+        raise InvalidOutputError(f"the pruned model does not run in onnxruntime and was not kept: {line(failure)}")
+    # Dynamic dims drawn as 1 are too small for many models (a 1x1 image): try larger ones the dense model takes.
+    for size in RETRY_SIZES:
+        retry = _feeds_with_dynamic_dims(dense_path, shapes, size)
+        if retry is None or _run_failure(dense_path, retry) is not None:
+            continue
+        failure = _run_failure(pruned_path, retry)
+        if failure is None:
+            return
+        raise InvalidOutputError(f"the pruned model does not run in onnxruntime and was not kept: {line(failure)}")
+    raise UncheckableError(
+        f"onnxruntime cannot run the input model either ({dense_failure}); pin the input shapes with --shape, "
+        f"or {NO_CHECK_HINT}"
+    )
+
+
+RETRY_SIZES = (64, 256)
+
+
+def _feeds_with_dynamic_dims(path, shapes, size: int):
+    """Random feeds where every dynamic dim but the first is `size` (dims pinned with --shape are kept)."""
+    from .cost import model_inputs
+    from .verify import make_inputs
+
+    model = onnx.load(str(path), load_external_data=False)
+    pinned = dict(shapes or {})
+    for spec in model_inputs(model):
+        if spec.name in pinned or spec.dims is None:
+            continue
+        dims = [d if isinstance(d, int) else (1 if axis == 0 else size) for axis, d in enumerate(spec.dims)]
+        pinned[spec.name] = dims
     try:
-        run_session(open_session(str(pruned_path)), feeds, label)
-    except Exception as exc:
-        dense_failure = _run_failure(dense_path, feeds)
-        if dense_failure is not None:
-            raise UncheckableError(
-                f"onnxruntime cannot run the input model either ({dense_failure}); {NO_CHECK_HINT}"
-            ) from None
-        raise InvalidOutputError(
-            f"the pruned model does not run in onnxruntime and was not kept: {line(exc)}"
-        ) from None
+        return make_inputs(model, shapes=pinned, samples=1, seed=0)[0]
+    except OnnxPruneError:
+        return None
 
 
 def _checker_failure(path) -> Optional[str]:
@@ -89,7 +118,7 @@ def _checker_failure(path) -> Optional[str]:
 
 
 def _run_failure(path, feeds) -> Optional[str]:
-    """Why onnxruntime cannot run the dense model on the feeds the pruned one got (same I/O), or None."""
+    """Why onnxruntime cannot run the model at `path` on `feeds`, or None when it runs."""
     from .verify import open_session, run_session
 
     try:
