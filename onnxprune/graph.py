@@ -176,6 +176,7 @@ def drop_unused(model: onnx.ModelProto) -> None:
     """Remove initializers and Constant nodes that nothing reads any more."""
     graph = model.graph
     used = {n for node in graph.node for n in node.input} | {vi.name for vi in graph.output}
+    used |= {vi.name for vi in graph.input}  # an initializer listed as an input (IR < 4 habit) stays declared
     for node in graph.node:
         used |= subgraph_outer_names(node)
     kept = [t for t in graph.initializer if t.name in used]

@@ -93,7 +93,7 @@ class Context:
         self.shape_reads: dict[str, ShapeRead] = {}
         self.fixes: list[tuple[str, RewriteFn]] = []
         self._place_layouts: dict[tuple[str, int], Layout] = {}
-        self._covered: dict[str, set[str]] = {}
+        self._covered: dict[tuple[str, int], set[str]] = {}  # (weight, axis) -> nodes that place that axis
         self.uses: dict[str, set[str]] = {}
 
     # ---- reading -----------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ class Context:
             return False
         self._place_layouts.setdefault(key, layout)
         self.places.append(Place(root, axis, layout, role, node.name))
-        self._covered.setdefault(root, set()).add(node.name)
+        self._covered.setdefault(key, set()).add(node.name)
         return True
 
     def align(self, a: Layout, b: Layout, node: onnx.NodeProto, what: str = "inputs") -> bool:
@@ -222,8 +222,8 @@ def analyze(graph: Graph, registry: Registry) -> Analysis:
         rule.apply(node, ctx)
     for name in graph.output_names:
         _block_name(ctx, None, name, f"graph output '{name}' keeps its shape")
-    for place in ctx.places:
-        others = ctx.uses.get(place.root, set()) - ctx._covered.get(place.root, set())
+    for place in ctx.places:  # a weight axis is sliced only if every reader of the weight follows that axis
+        others = ctx.uses.get(place.root, set()) - ctx._covered.get((place.root, place.axis), set())
         if others:
             ctx.block(place.layout, None, f"weight '{place.root}' is also read by {sorted(others)[0]}")
     return Analysis(graph, ctx.spaces, ctx.tracks, ctx.places, _groups(ctx), ctx.fixes)
