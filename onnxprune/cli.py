@@ -134,6 +134,39 @@ def _prune_unstructured(model, sparsity, scope, pattern, exclude):
     return pruned, report
 
 
+@cli.command("sweep")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--ratios", default="0.1,0.3,0.5,0.7,0.9", show_default=True, help="Comma-separated pruning ratios.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for models, JSON, table, plot.")
+@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True, help="Structured: kept-count multiple.")
+@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
+@click.option("--threads", type=int, default=1, show_default=True, help="intra_op_num_threads of the benchmark.")
+@click.option("--batch", type=int, default=None, help="Batch size of the benchmark (default: the model's, or 1).")
+@click.option("--rounds", type=int, default=6, show_default=True, help="Benchmark rounds (each visits every model).")
+@click.option("--runs", type=int, default=3, show_default=True, help="Timed runs per visit.")
+@click.option("--samples", type=int, default=4, show_default=True, help="Random samples for the fidelity numbers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def sweep_cmd(model, ratios, out_dir, round_to, shapes, threads, batch, rounds, runs, samples, as_json):
+    """Structured vs unstructured pruning of MODEL at several ratios: MACs, fidelity and latency side by side."""
+    from .bench import BenchConfig
+    from .sweep import METHODS, parse_ratios, sweep
+
+    values = parse_ratios(ratios)
+    pinned = parse_shapes(shapes) or None
+    config = BenchConfig(threads=(threads,), batches=(batch,) if batch else None, rounds=rounds, runs=runs,
+                         warmup=3, shapes=dict(pinned or {}))
+    config.validate()
+    with click.progressbar(length=len(values) * len(METHODS) + 1, label="sweep", file=sys.stderr) as bar:
+        report = sweep(model, values, out_dir, round_to=round_to, shapes=pinned, samples=samples, config=config,
+                       progress=lambda _step: bar.update(1))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(report.format_markdown())
+        click.echo("wrote " + ", ".join(report.files.values())
+                   + ("" if "plot" in report.files else " (install onnxprune[plot] for sweep.png)"))
+
+
 cli.add_command(verify_cmd)
 cli.add_command(bench_cmd)
 

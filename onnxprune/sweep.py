@@ -1,0 +1,190 @@
+"""`onnxprune sweep`: structured vs unstructured pruning of one model across ratios, side by side.
+
+For every ratio it writes both pruned models, measures fidelity against the dense model (cosine, top-1) and
+MACs, then times the dense model and every pruned one in ONE interleaved benchmark run (bench.py), so the
+latencies are comparable. Outputs: sweep.json, sweep.md and, with matplotlib installed (onnxprune[plot]),
+sweep.png: latency against ratio for both methods beside the ideal curve (dense latency x MAC ratio).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from . import api
+from .bench import BenchConfig, bench
+from .cost import count_cost
+from .errors import NothingToPruneError, OptionError
+from .io import load_model, save_model
+from .unstructured import prune_unstructured
+from .verify import compare, make_inputs
+
+METHODS = ("structured", "unstructured")
+
+
+@dataclass
+class SweepPoint:
+    method: str
+    ratio: float
+    path: Optional[str]  # None when nothing could be pruned
+    params: Optional[int] = None
+    macs: Optional[int] = None
+    mac_ratio: Optional[float] = None
+    cosine: Optional[float] = None  # lowest over the outputs
+    top1: Optional[float] = None
+    median_ms: Optional[float] = None
+    p10_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    speedup: Optional[float] = None
+    efficiency: Optional[float] = None
+    note: str = ""
+
+
+@dataclass
+class SweepReport:
+    model: str
+    dense_ms: Optional[float]
+    control_speedup: Optional[float]
+    points: list[SweepPoint] = field(default_factory=list)
+    files: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model, "dense_ms": self.dense_ms, "control_speedup": self.control_speedup,
+            "points": [asdict(p) for p in self.points], "files": self.files,
+        }
+
+    def format_markdown(self) -> str:
+        noise = abs(self.control_speedup - 1.0) if self.control_speedup else None
+        lines = [
+            f"# Sweep of {self.model}",
+            "",
+            f"Dense median latency {_f(self.dense_ms, '.3f')} ms; control (dense vs dense) "
+            f"{_f(self.control_speedup, '.2f')}x, so speedups within {_f(noise and noise * 100, '.1f')}% of 1.00x are noise.",
+            "",
+            "| method | ratio | MAC ratio | params | median ms | speedup | efficiency | cosine | top-1 | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for p in self.points:
+            lines.append(
+                f"| {p.method} | {p.ratio:g} | {_f(p.mac_ratio, '.3f')} | {_f(p.params, ',')} | {_f(p.median_ms, '.3f')} "
+                f"| {_f(p.speedup, '.2f', 'x')} | {_f(p.efficiency, '.2f')} | {_f(p.cosine, '.4f')} | {_f(p.top1, '.3f')} | {p.note} |"
+            )
+        lines += [
+            "",
+            "Structured pruning removes channels: every GEMM shrinks and latency follows the MACs. Unstructured "
+            "pruning zeroes weights in place: shapes and MACs are unchanged, and dense kernels run exactly as before.",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _f(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def parse_ratios(text: str) -> list[float]:
+    try:
+        ratios = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise OptionError(f"--ratios must be comma-separated numbers, got {text!r}") from None
+    if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
+        raise OptionError(f"--ratios must be numbers in (0, 1), got {text!r}")
+    return sorted(set(ratios))
+
+
+def sweep(
+    model: str,
+    ratios: Sequence[float],
+    out_dir: str,
+    *,
+    round_to: int = 16,
+    shapes: Optional[dict] = None,
+    samples: int = 4,
+    config: Optional[BenchConfig] = None,
+    progress: Optional[Callable[[str], None]] = None,
+) -> SweepReport:
+    say = progress or (lambda _msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dense = load_model(model)
+    feeds = make_inputs(dense, shapes=shapes, samples=samples, seed=0)
+    dense_cost = count_cost(dense, shapes)
+    points: list[SweepPoint] = []
+    for ratio in ratios:
+        for method in METHODS:
+            say(f"{method} {ratio:g}")
+            path = out / f"{method}_{ratio:g}.onnx"
+            try:
+                if method == "structured":
+                    pruned = api.prune(model, ratio=ratio, round_to=round_to, shapes=shapes).model
+                else:
+                    pruned = prune_unstructured(load_model(model), ratio)[0]
+            except NothingToPruneError as exc:
+                points.append(SweepPoint(method, ratio, None, note=str(exc)))
+                continue
+            save_model(pruned, path, inputs=(model,))
+            cost = count_cost(pruned, shapes)
+            del pruned
+            fidelity = compare(model, str(path), feeds)
+            cosines = [o.cosine for o in fidelity.outputs if o.cosine is not None]
+            top1s = [o.top1 for o in fidelity.outputs if o.top1 is not None]
+            points.append(SweepPoint(
+                method, ratio, str(path), cost.params, cost.macs,
+                cost.macs / dense_cost.macs if dense_cost.macs else None,
+                min(cosines) if cosines else None, min(top1s) if top1s else None,
+            ))
+    say("benchmark")
+    timed = [p for p in points if p.path is not None]
+    report = bench([model] + [p.path for p in timed], config or BenchConfig(shapes=dict(shapes or {})))
+    rows = [r for r in report.rows if r.status == "ok"]
+    first = rows[0].threads, rows[0].batch, rows[0].provider  # the first group: one table per sweep
+    rows = [r for r in rows if (r.threads, r.batch, r.provider) == first]
+    by_source = {r.source: r for r in rows if not r.control}
+    control = next((r for r in rows if r.control), None)
+    for p in timed:
+        row = by_source.get(p.path)
+        if row is not None:
+            p.median_ms, p.p10_ms, p.p90_ms = row.median_ms, row.p10_ms, row.p90_ms
+            p.speedup, p.efficiency = row.speedup, row.efficiency
+    dense_row = by_source.get(str(model))
+    result = SweepReport(str(model), dense_row.median_ms if dense_row else None, control.speedup if control else None, points)
+    result.files["json"] = str(out / "sweep.json")
+    result.files["markdown"] = str(out / "sweep.md")
+    plot = _plot(result, out / "sweep.png")
+    if plot:
+        result.files["plot"] = plot
+    Path(result.files["markdown"]).write_text(result.format_markdown())
+    Path(result.files["json"]).write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _plot(report: SweepReport, path: Path) -> Optional[str]:
+    """Latency vs ratio for both methods and the ideal MAC curve; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method, style in (("structured", "o-"), ("unstructured", "s--")):
+        pts = [p for p in report.points if p.method == method and p.median_ms is not None]
+        ax.plot([p.ratio for p in pts], [p.median_ms for p in pts], style, label=f"{method} pruning")
+    ideal = [p for p in report.points if p.method == "structured" and p.mac_ratio is not None]
+    if report.dense_ms and ideal:
+        ax.plot([0] + [p.ratio for p in ideal], [report.dense_ms] + [report.dense_ms * p.mac_ratio for p in ideal],
+                ":", color="gray", label="ideal: dense latency x MAC ratio")
+    if report.dense_ms:
+        ax.axhline(report.dense_ms, color="black", linewidth=0.8, label="dense")
+    ax.set_xlabel("pruning ratio (channels removed / weights zeroed)")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title(Path(report.model).name)
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
