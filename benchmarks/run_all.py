@@ -67,6 +67,7 @@ def main() -> None:
         speed[name] = report.to_dict()
         sections.append(f"## {name} at 224x224\n\n" + format_markdown(report).split("\n", 2)[2])
     (OUT / "speed.json").write_text(json.dumps(speed, indent=2))
+    sections.append(sweep_section(cache / "resnet18.onnx", quick=args.quick))
     cost_md = ""
     if not args.skip_cost:
         cost_json = OUT / "prune_cost.json"
@@ -74,6 +75,23 @@ def main() -> None:
         cost_md = cost_table(json.loads(cost_json.read_text()))
     write_doc(sections, cost_md)
     print(f"wrote {DOC.relative_to(ROOT)} and bench-out/*.json", file=sys.stderr)
+
+
+def sweep_section(model: Path, quick: bool) -> str:
+    """onnxprune sweep on ResNet-18: both methods across ratios; the plot is copied next to this doc."""
+    import shutil
+
+    from onnxprune.sweep import sweep
+
+    print("sweep resnet18", file=sys.stderr)
+    report = sweep(str(model), [0.1, 0.3, 0.5, 0.7, 0.9], str(OUT / "sweep_resnet18"),
+                   config=BenchConfig(threads=(1,), rounds=2 if quick else 4, runs=2, warmup=2))
+    text = "## Sweep: ResNet-18, structured vs unstructured (1 thread, batch 1)\n\n"
+    text += report.format_markdown().split("\n", 2)[2]
+    if "plot" in report.files:
+        shutil.copy(report.files["plot"], DOC.parent / "sweep_resnet18.png")
+        text += "\n![latency vs ratio](sweep_resnet18.png)\n"
+    return text
 
 
 def cost_table(data) -> str:
