@@ -1,0 +1,36 @@
+"""Attention heads and FFN neurons of BERT-style encoders prune through the generic channel-space rules:
+Reshape [B, S, hidden] -> [B, S, H, D] makes a space of H heads (each owning D consecutive features),
+Transpose and the batched QK^T / attention x V MatMuls keep H as a batch axis, and the Reshape back to
+[B, S, hidden] is a merge with inner D. Whole heads go; head_dim stays."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from models import transformers
+from oracle_check import assert_matches_oracle
+
+SHAPES = {"input_ids": [2, 7], "attention_mask": [2, 7], "token_type_ids": [2, 7]}
+
+
+@pytest.mark.parametrize("computed_reshape", [False, True], ids=["constant-target", "shape-gather-concat-target"])
+def test_heads_and_ffn_neurons_prune_whole(computed_reshape):
+    model = transformers.bert(layers=2, hidden=64, heads=4, ffn=128, vocab=100, computed_reshape=computed_reshape)
+    result = assert_matches_oracle(model, shapes=SHAPES, ratio=0.5, round_to=1)
+    pruned = sorted((g.channels, g.kept, g.unit) for g in result.report.pruned_groups)
+    assert pruned == [(4, 2, 16), (4, 2, 16), (128, 64, 1), (128, 64, 1)]  # 2 of 4 heads of 16; half the FFN
+    blocked = [g for g in result.report.groups if not g.prunable]
+    assert blocked and all(g.channels == 64 for g in blocked)  # the hidden size stays, with its reason
+    assert any("LayerNormalization" in r or "cannot be pruned" in r for g in blocked for r in g.reasons)
+    session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch, seq in ((1, 3), (3, 29)):  # any batch and sequence length after pruning
+        feeds = {i.name: np.ones((batch, seq), np.int64) for i in session.get_inputs()}
+        (hidden,) = session.run(None, feeds)
+        assert hidden.shape == (batch, seq, 64) and np.isfinite(hidden).all()
+
+
+def test_head_groups_are_not_rounded_to_channel_multiples():
+    # the default --round-to 16 counts tensor channels: a head of 16 features is already a multiple
+    result = assert_matches_oracle(transformers.bert_tiny(), shapes=SHAPES, ratio=0.5)
+    heads = [g for g in result.report.groups if g.unit == 16]
+    assert heads and all(g.kept == 2 for g in heads)
