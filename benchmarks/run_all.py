@@ -28,7 +28,17 @@ OUT = ROOT / "bench-out"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
-def variants(name: str, build, cache: Path) -> list[Path]:
+BERT_SHAPES = {"input_ids": [1, 128], "attention_mask": [1, 128], "token_type_ids": [1, 128]}
+
+
+def bert_mini():
+    """BERT-mini (4 layers, hidden 256, 4 heads, FFN 1024): heads and FFN neurons prune at --ratio."""
+    from models import transformers
+
+    return transformers.bert(layers=4, hidden=256, heads=4, ffn=1024, vocab=30522)
+
+
+def variants(name: str, build, cache: Path, shapes=None) -> list[Path]:
     """dense, structured 0.5 (default settings), structured 0.5 unrounded, unstructured 50% and 90%."""
     dense = cache / f"{name}.onnx"
     if not dense.exists():
@@ -37,7 +47,7 @@ def variants(name: str, build, cache: Path) -> list[Path]:
     for label, kwargs in (("s50", {}), ("s50_round1", {"round_to": 1})):
         path = cache / f"{name}_{label}.onnx"
         if not path.exists():
-            save_model(onnxprune.prune(str(dense), ratio=0.5, **kwargs).model, path)
+            save_model(onnxprune.prune(str(dense), ratio=0.5, shapes=shapes, **kwargs).model, path)
         out.append(path)
     for sparsity in (0.5, 0.9):
         path = cache / f"{name}_u{int(sparsity * 100)}.onnx"
@@ -56,16 +66,20 @@ def main() -> None:
     cache.mkdir(parents=True, exist_ok=True)
     sections = []
     speed = {}
-    for name, build in (("resnet18", zoo.resnet18), ("mobilenet_v2", zoo.mobilenet_v2)):
-        paths = variants(name, build, cache)
+    for name, build, shapes, title in (
+        ("resnet18", zoo.resnet18, None, "224x224"),
+        ("mobilenet_v2", zoo.mobilenet_v2, None, "224x224"),
+        ("bert_mini", bert_mini, BERT_SHAPES, "sequence 128 (heads 50% + FFN 50%)"),
+    ):
+        paths = variants(name, build, cache, shapes)
         config = BenchConfig(
             threads=(1, 2), batches=(1,) if args.quick else (1, 8),
-            rounds=4 if args.quick else 8, runs=3, warmup=3,
+            rounds=4 if args.quick else 8, runs=3, warmup=3, shapes={k: v for k, v in (shapes or {}).items()},
         )
         print(f"bench {name}: {', '.join(p.name for p in paths)}", file=sys.stderr)
         report = bench([str(p) for p in paths], config)
         speed[name] = report.to_dict()
-        sections.append(f"## {name} at 224x224\n\n" + format_markdown(report).split("\n", 2)[2])
+        sections.append(f"## {name} at {title}\n\n" + format_markdown(report).split("\n", 2)[2])
     (OUT / "speed.json").write_text(json.dumps(speed, indent=2))
     sections.append(sweep_section(cache / "resnet18.onnx", quick=args.quick))
     cost_md = ""
