@@ -186,7 +186,8 @@ class _Net:
         if mode == "identity":
             self.nodes.append(helper.make_node("Identity", [stored], [name], name=f"{name}.identity"))
         elif mode == "fp16":
-            self.nodes.append(helper.make_node("Cast", [stored], [name], name=f"{name}.cast", to=onnx.TensorProto.FLOAT))
+            cast = helper.make_node("Cast", [stored], [name], name=f"{name}.cast", to=onnx.TensorProto.FLOAT)
+            self.nodes.append(cast)
         return name
 
     def ints(self, values) -> str:
@@ -578,7 +579,8 @@ def op_reshape(net: _Net) -> str:
         (y,) = net.node("Reshape", [f, net.ints(target)])
         return net.emit(y, (c, h, w))
     if kind == "spatial":  # [N, C, H*W], a spatial softmax or mean, and back
-        (r,) = net.node("Reshape", [x, net.ints(net.choice([[0, 0, -1], [0, c, h * w], [net.choice([0, *batch[2:]]), c, -1]]))])
+        target = net.choice([[0, 0, -1], [0, c, h * w], [net.choice([0, *batch[2:]]), c, -1]])
+        (r,) = net.node("Reshape", [x, net.ints(target)])
         inside = net.choice(["softmax", "unary", "none"])
         if inside == "softmax":
             (r,) = net.node("Softmax", [r], axis=net.choice([2, -1]))
@@ -622,8 +624,8 @@ def op_blocker(net: _Net) -> str:
         if net.flag(2):
             (t,) = net.node("Softmax", [t], axis=-1)
         else:
-            (t,) = net.node("LayerNormalization", [t, net.const(net.uniform((c,), 0.5, 1.5)), net.const(net.normal((c,), 0.2))],
-                            axis=-1, epsilon=1e-3)
+            scale, bias = net.const(net.uniform((c,), 0.5, 1.5)), net.const(net.normal((c,), 0.2))
+            (t,) = net.node("LayerNormalization", [t, scale, bias], axis=-1, epsilon=1e-3)
         (y,) = net.node("Transpose", [t], perm=[0, 3, 1, 2])
         return net.emit(y, (c, h, w))
     # Flatten -> Gemm -> Reshape back into a feature map: a producer whose output shape is computed
@@ -704,7 +706,8 @@ def op_pool(net: _Net) -> str:
     c, h, w = net.shape[x]
     op = net.choice(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "MaxPool", "AveragePool"])
     if op.startswith("Global") or min(h, w) < 2:
-        (y,) = net.node("GlobalAveragePool" if op == "AveragePool" else op if op.startswith("Global") else "GlobalMaxPool", [x])
+        global_op = op if op.startswith("Global") else "GlobalAveragePool" if op == "AveragePool" else "GlobalMaxPool"
+        (y,) = net.node(global_op, [x])
         return net.emit(y, (c, 1, 1))
     k = net.choice([2, 3]) if min(h, w) >= 3 else 2
     stride = net.choice([1, 2])
@@ -856,10 +859,10 @@ _WEIGHTED = [name for name, n in [
 def _head(net: _Net, x: str, kind: str, k: int) -> Optional[str]:
     """Ends x in a head; returns the name of a 2-D [N, k] result (which may still be summed), else None."""
     c, h, w = net.shape[x]
-    if kind == "output":
+    if kind == "output" and c * h * w >= 3:
         net.output(x, [c, h, w])
         return None
-    if kind == "conv":
+    if kind in ("conv", "output"):
         (y,) = net.node("Conv", [x, net.const(net.he((k, c, 1, 1), c)), net.const(net.normal((k,), 0.1), "b")])
         net.output(y, [k, h, w])
         return None
@@ -934,7 +937,9 @@ def cnn_models(draw, max_steps: int = MAX_STEPS) -> RandomModel:
             (y,) = net.node("Concat", group, axis=1)
             sinks.append(net.emit(y, (sum(net.shape[g][0] for g in group), hh, ww)))
     kinds = ["conv", "flatten_gemm", "gap_matmul", "reduce_gemm", "shape_gemm", "squeeze_gemm", "output"]
-    k = draw(st.integers(1, 10))
+    # At least 3 values per output: oracle_check's tolerance is relative to an output's largest |value|, and
+    # a single value that happens to cancel to ~1e-3 turns float rounding into a spurious failure.
+    k = draw(st.integers(3, 10))
     vectors = [v for v in (_head(net, t, draw(st.sampled_from(kinds)), k) for t in sinks) if v is not None]
     if len(vectors) > 1 and draw(st.booleans()):
         total = vectors[0]
@@ -977,7 +982,7 @@ def _save_failure(model: onnx.ModelProto) -> str:
 )
 @given(
     generated=cnn_models(),
-    ratio=st.sampled_from([p / 100 for p in range(10, 81)]),  # floats() and integers() pile up at 0.1
+    ratio=st.sampled_from([p / 100 for p in range(10, 81)]),  # whole percents: readable failing examples
     scope=st.sampled_from(["uniform", "global"]),
     round_to=st.sampled_from([1, 2, 4]),
 )
@@ -988,7 +993,7 @@ def test_random_graph_matches_masking_oracle(generated: RandomModel, ratio, scop
     except NothingToPruneError:
         event("nothing to prune")
         return
-    except BaseException:
+    except Exception:
         note(f"model saved to {_save_failure(model)}")
         raise
     before, after = result.report.before.macs, result.report.after.macs
