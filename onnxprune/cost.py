@@ -16,6 +16,7 @@ from typing import Mapping, Optional, Sequence
 import onnx
 
 from .errors import OptionError
+from .graph import node_names
 from .shapes import Dim, ShapeInfo, infer_shapes, merge_shapes, symbolic_shapes
 
 FLOAT_TYPES = frozenset(
@@ -331,18 +332,6 @@ _MAC_RULES = {
 }
 
 
-def _node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
-    """Unique names by the same scheme as graph.Graph: the node's name, else op_type_index; a clash gets _index."""
-    names, seen = [], set()
-    for i, node in enumerate(nodes):
-        name = node.name or f"{node.op_type}_{i}"
-        while name in seen:
-            name = f"{name}_{i}"
-        seen.add(name)
-        names.append(name)
-    return names
-
-
 def _node_macs(nodes, names, dims: _Dims) -> dict[str, tuple[Optional[int], bool]]:
     """MACs (None: not inferable) and whether a dim was guessed, for every node with a MAC rule."""
     out = {}
@@ -371,7 +360,7 @@ def count_cost(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seque
             notes.append(f"input {spec.name!r}: the model does not state its shape")
 
     graph = model.graph
-    names = _node_names(graph.node)
+    names = node_names(graph.node)
     by_name, total_params = _graph_params(graph)
     info = infer_shapes(model, shapes)
     macs_of = _node_macs(graph.node, names, _Dims(info))

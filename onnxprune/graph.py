@@ -145,15 +145,22 @@ def _is_constant_node(node: onnx.NodeProto) -> bool:
     )
 
 
-def _name_nodes(graph: onnx.GraphProto) -> None:
-    """Give every node a unique name: reports, --exclude and fixes all refer to nodes by name."""
-    seen: set[str] = set()
-    for i, node in enumerate(graph.node):
+def node_names(nodes) -> list[str]:
+    """The names reports use for `nodes`: a node's own name, else op_type_index; a clash gets _index."""
+    names, seen = [], set()
+    for i, node in enumerate(nodes):
         name = node.name or f"{node.op_type}_{i}"
         while name in seen:
             name = f"{name}_{i}"
-        node.name = name
         seen.add(name)
+        names.append(name)
+    return names
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give every node a unique name: reports, --exclude and fixes all refer to nodes by name."""
+    for node, name in zip(graph.node, node_names(graph.node)):
+        node.name = name
 
 
 def subgraph_outer_names(node: onnx.NodeProto) -> set[str]:

@@ -26,6 +26,7 @@ from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
 from .errors import OptionError
+from .graph import node_names, subgraph_outer_names
 
 __all__ = [
     "LayerSparsity",
@@ -294,10 +295,6 @@ class _Weight:
         return tuple(dict.fromkeys(use.label for use in self.uses))
 
 
-def _label(node: onnx.NodeProto, index: int) -> str:
-    return node.name or f"{node.op_type}#{index}"
-
-
 def _attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
     for attr in node.attribute:
         if attr.name == name:
@@ -311,7 +308,7 @@ class _GraphIndex:
     def __init__(self, graph: onnx.GraphProto):
         self.graph = graph
         self.nodes = list(graph.node)
-        self.labels = [_label(node, i) for i, node in enumerate(self.nodes)]
+        self.labels = node_names(self.nodes)  # the names inspect and structured prune use
         self.initializers = {t.name: t for t in graph.initializer}
         self.sparse = {t.values.name for t in graph.sparse_initializer}
         self.producer: dict[str, int] = {}
@@ -324,7 +321,7 @@ class _GraphIndex:
             for j, name in enumerate(node.input):
                 if name:
                     self.consumers.setdefault(name, []).append((i, j))
-            for name in _subgraph_inputs(node):
+            for name in subgraph_outer_names(node):
                 self.subgraph_refs.setdefault(name, i)
         self.outputs = {o.name for o in graph.output}
 
@@ -410,12 +407,6 @@ def _subgraph_nodes(node: onnx.NodeProto) -> Iterator[onnx.NodeProto]:
             for inner in graph.node:
                 yield inner
                 yield from _subgraph_nodes(inner)
-
-
-def _subgraph_inputs(node: onnx.NodeProto) -> Iterator[str]:
-    """Names read by nodes inside `node`'s subgraphs (conservatively: every input name there)."""
-    for inner in _subgraph_nodes(node):
-        yield from (name for name in inner.input if name)
 
 
 def _find_weights(index: _GraphIndex) -> tuple[list[_Weight], list[tuple[int, SkippedWeight]]]:
@@ -695,7 +686,7 @@ def prune_unstructured(
         ``1 - N/M`` (to within 0.005, so 0.5 for 2:4) -- pass exactly that when the user gave only the
         pattern -- otherwise OptionError. A pattern needs ``scope="layer"``; ``"global"`` raises.
     exclude: fnmatch globs (case-sensitive) on node names; an unnamed node is matched as
-        ``"<OpType>#<index>"``. A weight shared with an excluded node is left alone.
+        ``"<OpType>_<index>"`` (the names inspect and structured prune use). A weight shared with an excluded node is left alone.
 
     Weights are skipped (listed in ``report.skipped`` with a reason) when they are not float16/32/64
     (int8 behind DequantizeLinear, integer MatMul, bfloat16 ...), not constant, also read by something
