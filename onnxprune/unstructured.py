@@ -416,7 +416,7 @@ def _find_weights(index: _GraphIndex) -> tuple[list[_Weight], list[tuple[int, Sk
     for i, node in enumerate(index.nodes):
         for j, inner in enumerate(_subgraph_nodes(node)):
             if inner.op_type in _WEIGHT_OPS and inner.domain in _DEFAULT_DOMAINS:
-                inner_label = f"{index.labels[i]}/{inner.name or f'{inner.op_type}#{j}'}"
+                inner_label = f"{index.labels[i]}/{inner.name or f'{inner.op_type}_{j}'}"
                 reason = f"inside a subgraph of {node.op_type} node {index.labels[i]}: only the top graph is pruned"
                 skipped.append((i, SkippedWeight((inner_label,), "", reason)))
         if node.domain not in _DEFAULT_DOMAINS:
