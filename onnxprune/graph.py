@@ -49,7 +49,8 @@ class Graph:
                 self.constant_nodes[node.output[0]] = node
         self.input_names = [vi.name for vi in self.graph.input if vi.name not in self.initializers]
         self.output_names = [vi.name for vi in self.graph.output]
-        self.shapes: ShapeInfo = infer_shapes(model, input_shapes)
+        self._input_shapes = input_shapes
+        self._shapes: Optional[ShapeInfo] = None
         self._root_cache: dict[str, Optional[str]] = {}
 
     # ---- nodes -------------------------------------------------------------------------------------
@@ -116,6 +117,13 @@ class Graph:
         return [int(v) for v in np.asarray(value).reshape(-1)]
 
     # ---- shapes ------------------------------------------------------------------------------------
+    @property
+    def shapes(self) -> ShapeInfo:
+        """Inferred on first use: callers that only need constants (the oracle, the rewriter) skip it."""
+        if self._shapes is None:
+            self._shapes = infer_shapes(self.model, self._input_shapes)
+        return self._shapes
+
     def rank(self, name: str) -> Optional[int]:
         shape = self.const_shape(name)
         if shape is not None:
