@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import onnx
 
 from .cost import CostReport, count_cost
 from .deps.context import Analysis, analyze as _analyze, no_group_reason
 from .deps.rules import Registry, default_registry
-from .errors import NothingToPruneError
+from .errors import NothingToPruneError, OptionError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
-from .importance import channel_scores
+from .calib import MIN_CALIB_SAMPLES, SampleSet, from_feeds, load_npz
+from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
 from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, make_plan, unit_of
 from .report import AnalysisReport, GroupReport, PruneReport, Totals
+from .recovery import RecoveryReport, check_method
+from .recovery import recover as recover_model
 from .rewrite import rewrite
 from .validate import io_signature
 
@@ -35,6 +39,7 @@ class PruneResult:
     plan: Plan
     masked_reads: dict  # (weight, axis) -> removed positions: the masking oracle's input (see oracle.py)
     dense_io: tuple  # the dense model's inputs and outputs (validate.io_signature), which must not change
+    recovery: Optional[RecoveryReport] = None
 
     def save(self, path, **kwargs):
         from .io import save_model
@@ -93,6 +98,21 @@ def analyze(
     )
 
 
+CalibSource = Union[str, "os.PathLike", SampleSet, Iterable[Mapping]]
+Progress = Optional[Callable[[str, int, int], None]]  # (stage, done, total)
+
+
+def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optional[int] = None) -> SampleSet:
+    """A SampleSet from an .npz path, a SampleSet, or any iterable of feed dicts; at most `limit` samples."""
+    if isinstance(calib, SampleSet):
+        samples = calib
+    elif isinstance(calib, (str, os.PathLike)):
+        samples = load_npz(calib, model)
+    else:
+        samples = from_feeds(calib, model)
+    return samples.take(limit).require(MIN_CALIB_SAMPLES, "--calib" if samples.source != "feeds" else "calibration")
+
+
 def prune(
     model: ModelSource,
     *,
@@ -105,14 +125,27 @@ def prune(
     exclude: Sequence[str] = (),
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
     registry: Optional[Registry] = None,
+    calib: Optional[CalibSource] = None,
+    calib_samples: Optional[int] = 512,
+    recover: Optional[str] = None,
+    progress: Progress = None,
 ) -> PruneResult:
     """Remove the lowest-scoring `ratio` of channels from every prunable group; returns the smaller model.
 
     `model` is a path or a ModelProto (which is not modified). See PlanOptions for the selection options.
+    `calib` (an .npz path, a calib.SampleSet or any iterable of feed dicts) enables the data-aware criteria
+    ("activation", "wanda") and recovery (`recover`: none, bias, lsq, stats or all; default all with
+    calibration data, none without). See recovery.py.
     """
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, tuple(exclude))
     options.validate()
+    method = recover if recover is not None else ("all" if calib is not None else "none")
+    check_method(method)
+    if calib is None and (method != "none" or criterion in DATA_CRITERIA):
+        what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
+        raise OptionError(f"{what} needs calibration data: give --calib FILE.npz (or --calib-images DIR)")
     working, disk_bytes = _working_copy(model)
+    samples = calibration_samples(calib, working, calib_samples) if calib is not None else None
     size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
     dense_io = io_signature(working)
     graph, analysis, cost_before = _analysis(working, shapes, registry)
@@ -120,16 +153,33 @@ def prune(
     if not prunable:
         reasons = sorted({g.reasons[0] for g in analysis.groups if g.reasons}) or [no_group_reason(graph)]
         raise NothingToPruneError(f"nothing to prune: no channel group of this model can be pruned; {reasons[0]}")
-    scores = channel_scores(analysis, prunable, criterion)
+    stats = None
+    if criterion in DATA_CRITERIA:
+        from .activations import channel_stats
+
+        taps = activation_inputs(analysis, prunable)
+        by_tensor = channel_stats(working, {t: a for t, a in taps.values()}, samples, _stage(progress, "scores", samples))
+        stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
+    scores = channel_scores(analysis, prunable, criterion, stats)
     plan = make_plan(analysis.groups, scores, options, analysis.spaces)
     keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
     reads = removed_reads(analysis, keep)
+    dense = None
+    if method != "none" and plan.pruned:
+        dense = onnx.ModelProto()
+        dense.CopyFrom(working)
     pruned = rewrite(analysis, keep)
+    recovery = None
+    if dense is not None:
+        recovery = recover_model(dense, analysis, keep, reads, samples, method, progress=_stage(progress, "recovery"))
+        del dense
     drop_unused(pruned)
     cost_after = count_cost(pruned, shapes)
     size_after = model_nbytes(pruned)
     notes = list(cost_before.notes)
-    if plan.pruned:
+    if recovery is not None:
+        notes.append(recovery.summary())
+    elif plan.pruned:
         notes.append(NO_RECOVERY_NOTE)
     else:
         notes.append("no channel was removed: the groups are too small for --ratio/--round-to/--min-channels")
@@ -137,8 +187,25 @@ def prune(
         before=Totals(cost_before.params, cost_before.macs, size_before),
         after=Totals(cost_after.params, cost_after.macs, size_after),
         groups=_group_reports(analysis, plan),
-        options={**asdict(options), "exclude": list(options.exclude), "criterion": criterion},
+        options={**asdict(options), "exclude": list(options.exclude), "criterion": criterion, "recover": method,
+                 "calib_samples": samples.count if samples is not None else 0},
         input_shapes=cost_before.input_shapes,
         notes=notes,
     )
-    return PruneResult(pruned, report, analysis, plan, reads, dense_io)
+    report.recovery = recovery.to_dict() if recovery is not None else None
+    return PruneResult(pruned, report, analysis, plan, reads, dense_io, recovery)
+
+
+def _stage(progress: Progress, stage: str, samples: Optional[SampleSet] = None):
+    """Adapts the (stage, done, total) progress callback to one stage's callback."""
+    if progress is None:
+        return None
+    if samples is not None:  # a single pass over the samples: the callback receives batch sizes
+        done = [0]
+
+        def one_pass(n: int) -> None:
+            done[0] += n
+            progress(stage, done[0], samples.count)
+
+        return one_pass
+    return lambda done, total: progress(stage, done, total)

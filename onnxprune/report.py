@@ -86,6 +86,7 @@ class PruneReport:
     options: dict
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    recovery: Optional[dict] = None  # recovery.RecoveryReport.to_dict() when calibration data was given
 
     @property
     def pruned_groups(self) -> list[GroupReport]:
@@ -105,6 +106,7 @@ class PruneReport:
             "pruned_groups": len(self.pruned_groups),
             "blocked_groups": len(self.blocked_groups),
             "options": self.options,
+            "recovery": self.recovery,
             "input_shapes": self.input_shapes,
             "notes": self.notes,
         }

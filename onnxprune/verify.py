@@ -84,66 +84,16 @@ def make_inputs(
     return feeds
 
 
-def load_inputs_npz(path: Union[str, os.PathLike], model: ModelSource) -> list[Feed]:
-    """Feed dicts from an .npz holding one array per model input, samples stacked on a new axis 0.
+def load_inputs_npz(path: Union[str, os.PathLike], model: ModelSource, batch: int = 64) -> list[Feed]:
+    """Feed dicts from an .npz holding one array per model input, samples on axis 0 (see calib.py for the two
+    forms: along the batch axis, fed `batch` rows at a time, or stacked on a new axis 0, one feed each).
 
-    For an input of shape [1, 3, 224, 224], the array is [S, 1, 3, 224, 224] and gives S feeds.
     Raises OptionError for a missing/unreadable file, a missing or unknown input, a wrong dtype or rank,
     a shape that contradicts a fixed dim, or inputs with different sample counts.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise OptionError(f"--data {p}: no such file")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-        if not hasattr(loaded, "files"):
-            raise OptionError(f"--data {p}: holds a single array, expected an .npz archive (numpy.savez)")
-        with loaded as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise OptionError(f"--data {p}: not a readable .npz file: {_first_line(exc)}") from None
-    specs = model_inputs(_as_proto(model))
-    names = [s.name for s in specs]
-    missing = [n for n in names if n not in arrays]
-    if missing:
-        raise OptionError(
-            f"--data {p}: no array for input(s) {', '.join(map(repr, missing))}; "
-            f"it holds {', '.join(map(repr, arrays)) or 'nothing'}"
-        )
-    extra = [k for k in arrays if k not in names]
-    if extra:
-        raise OptionError(
-            f"--data {p}: array(s) {', '.join(map(repr, extra))} name no input; "
-            f"inputs are {', '.join(map(repr, names))}"
-        )
-    counts = set()
-    for spec in specs:
-        arr = arrays[spec.name]
-        dtype = _np_dtype(spec.elem_type, spec.name)
-        if arr.dtype != dtype:
-            raise OptionError(f"--data {p}: input {spec.name!r} needs dtype {dtype}, the array is {arr.dtype}")
-        if spec.dims is not None:
-            want = len(spec.dims) + 1
-            if arr.ndim != want:
-                raise OptionError(
-                    f"--data {p}: input {spec.name!r} has rank {len(spec.dims)}, so its array needs rank {want} "
-                    f"(samples on axis 0), got shape {list(arr.shape)}; for one sample save arr[None]"
-                )
-            for axis, fixed in enumerate(spec.dims):
-                if isinstance(fixed, int) and fixed > 0 and arr.shape[axis + 1] != fixed:
-                    raise OptionError(
-                        f"--data {p}: input {spec.name!r} needs dim {axis} = {fixed}, the array has "
-                        f"{arr.shape[axis + 1]} (array shape {list(arr.shape)}, samples on axis 0)"
-                    )
-        elif arr.ndim < 1:
-            raise OptionError(f"--data {p}: input {spec.name!r} needs samples on axis 0, got a scalar")
-        counts.add(arr.shape[0])
-    if len(counts) > 1:
-        raise OptionError(f"--data {p}: arrays hold different numbers of samples on axis 0: {sorted(counts)}")
-    if counts == {0}:
-        raise OptionError(f"--data {p}: no samples (axis 0 has size 0)")
-    n = counts.pop() if counts else 1
-    return [{name: np.ascontiguousarray(arrays[name][i]) for name in names} for i in range(n)]
+    from .calib import load_npz
+
+    return list(load_npz(path, _as_proto(model), option="--data").feeds(batch))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def test_load_inputs_npz(tmp_path):
     [
         ({"y": np.ones((1, 1, 8), np.float32)}, "no array for input.*'x'"),
         ({"x": np.ones((1, 1, 8), np.float64)}, "needs dtype float32"),
-        ({"x": np.ones((1, 8), np.float32)}, "needs rank 3"),
+        ({"x": np.ones(8, np.float32)}, "needs rank 2 .* or 3"),
         ({"x": np.ones((1, 1, 9), np.float32)}, "needs dim 1 = 8"),
         ({"x": np.ones((1, 1, 8), np.float32), "z": np.ones(2)}, "'z' name no input"),
     ],
