@@ -53,8 +53,9 @@ def tap(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
     init_names = {t.name for t in graph.initializer}
     g.input.extend(vi for vi in graph.input if vi.name not in init_names)
     types = _elem_types(model)
-    for name in names:
-        g.output.append(onnx.helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
+    for name in names:  # onnxruntime infers what the model does not say
+        typed = name in types
+        g.output.append(onnx.helper.make_tensor_value_info(name, types[name], None) if typed else onnx.ValueInfoProto(name=name))
     return cut
 
 

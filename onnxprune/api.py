@@ -14,7 +14,7 @@ from .deps.rules import Registry, default_registry
 from .errors import NothingToPruneError, OptionError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
-from .calib import MIN_CALIB_SAMPLES, SampleSet, from_feeds, load_npz
+from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
 from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
@@ -98,19 +98,22 @@ def analyze(
     )
 
 
-CalibSource = Union[str, "os.PathLike", SampleSet, Iterable[Mapping]]
+CalibSource = Union[str, "os.PathLike", SampleSet, ImageFolder, Iterable[Mapping]]
 Progress = Optional[Callable[[str, int, int], None]]  # (stage, done, total)
 
 
 def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optional[int] = None) -> SampleSet:
-    """A SampleSet from an .npz path, a SampleSet, or any iterable of feed dicts; at most `limit` samples."""
+    """A SampleSet from an .npz path, an ImageFolder, a SampleSet, or any iterable of feed dicts; at most `limit`
+    samples (OptionError when fewer than MIN_CALIB_SAMPLES)."""
     if isinstance(calib, SampleSet):
         samples = calib
+    elif isinstance(calib, ImageFolder):
+        samples = load_images(calib.folder, model, calib.options, limit=limit)
     elif isinstance(calib, (str, os.PathLike)):
         samples = load_npz(calib, model)
     else:
         samples = from_feeds(calib, model)
-    return samples.take(limit).require(MIN_CALIB_SAMPLES, "--calib" if samples.source != "feeds" else "calibration")
+    return samples.take(limit).require(MIN_CALIB_SAMPLES)
 
 
 def prune(

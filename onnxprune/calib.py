@@ -72,9 +72,9 @@ class SampleSet:
             return SampleSet(self.source, given=kept)
         return SampleSet(self.source, {k: v[:limit] for k, v in self.arrays.items()}, self.stacked, self.fixed_batch)
 
-    def require(self, minimum: int, option: str) -> "SampleSet":
+    def require(self, minimum: int) -> "SampleSet":
         if self.count < minimum:
-            raise OptionError(f"{option} {self.source}: {self.count} sample(s); calibration needs at least {minimum}")
+            raise OptionError(f"{self.source}: {self.count} sample(s); calibration needs at least {minimum}")
         return self
 
 
@@ -180,7 +180,7 @@ def from_feeds(feeds: Iterable[Mapping[str, np.ndarray]], model: onnx.ModelProto
         given.append(arrays)
     if not given:
         raise OptionError("calibration data holds no feeds")
-    return SampleSet("feeds", given=given)
+    return SampleSet("calibration feeds", given=given)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,6 +193,14 @@ class ImageOptions:
     mean: tuple[float, ...] = (0.0,)  # after scaling pixels to [0, 1]
     std: tuple[float, ...] = (1.0,)
     layout: str = "NCHW"  # or NHWC
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """Calibration images to read once the model's input is known (api.prune(calib=ImageFolder(...)))."""
+
+    folder: Union[str, os.PathLike]
+    options: ImageOptions = ImageOptions()
 
 
 def parse_floats(text: str, option: str) -> tuple[float, ...]:

@@ -17,7 +17,9 @@ from .cli_measure import bench_cmd, verify_cmd
 from .cost import parse_shapes
 from .errors import NothingToPruneError, OnnxPruneError, OptionError
 from .io import check_output_path, stage_model
+from .importance import CRITERIA
 from .plan import DEFAULT_ROUND_TO, SCOPES
+from .recovery import METHODS
 from .validate import check_io, check_runnable
 from .verify import make_inputs
 
@@ -49,8 +51,9 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
 @click.option("--ratio", type=float, default=0.5, show_default=True, help="Fraction of channels to remove per group.")
-@click.option("--criterion", type=click.Choice(["l1", "l2"]), default="l1", show_default=True,
-              help="Channel score: norm of the weights that produce and read the channel.")
+@click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l1", show_default=True,
+              help="Channel score: l1/l2 norm of the weights that produce and read the channel; activation (mean "
+                   "|x| where it is read) and wanda (|w| x ||x||) need --calib.")
 @click.option("--scope", type=click.Choice(list(SCOPES)), default="uniform", show_default=True,
               help="uniform: every group loses --ratio; global: rank normalized scores across groups.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Global scope: most any group loses.")
@@ -59,6 +62,18 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.option("--min-channels", type=int, default=1, show_default=True, help="Fewest channels a group keeps.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave groups with a member node matching GLOB.")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
+@click.option("--calib", type=click.Path(dir_okay=False), default=None,
+              help="Calibration inputs (.npz, one array per input, samples on axis 0): data-aware scores and recovery.")
+@click.option("--calib-images", type=click.Path(file_okay=False), default=None,
+              help="Calibration images from a folder (needs onnxprune[images]); see --size, --mean, --std, --layout.")
+@click.option("--size", default=None, metavar="HxW", help="--calib-images: resize to this (default: the model's).")
+@click.option("--mean", default="0", show_default=True, metavar="M[,M,M]", help="--calib-images: subtracted after /255.")
+@click.option("--std", default="1", show_default=True, metavar="S[,S,S]", help="--calib-images: divided by, after --mean.")
+@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True,
+              help="--calib-images: the model input's layout.")
+@click.option("--calib-samples", type=int, default=512, show_default=True, help="Most calibration samples used.")
+@click.option("--recover", type=click.Choice(list(METHODS)), default=None,
+              help="Training-free recovery: none, bias, lsq, stats or all [default: all with calibration data, else none].")
 @click.option("--unstructured", is_flag=True, help="Zero weights by magnitude instead (shapes unchanged).")
 @click.option("--sparsity", type=float, default=None, help="Unstructured: fraction of weights zeroed.")
 @click.option("--pattern", default=None, metavar="N:M", help="Unstructured: keep N of every M weights (e.g. 2:4).")
@@ -66,10 +81,18 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.option("--no-check", is_flag=True, help="Skip the checker and onnxruntime run of the written model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_channels, exclude, shapes,
-              unstructured, sparsity, pattern, force, no_check, as_json):
-    """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT."""
+              calib, calib_images, size, mean, std, layout, calib_samples, recover, unstructured, sparsity, pattern,
+              force, no_check, as_json):
+    """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT.
+
+    With calibration data (--calib or --calib-images) the pruned model is recovered without training
+    (--recover all by default): layer-wise least squares and statistics matching against the dense model.
+    """
     _refuse_overwrite(model, output, force)
     pinned = parse_shapes(shapes) or None
+    samples = _calibration(model, calib, calib_images, size, mean, std, layout, calib_samples)
+    if unstructured and (samples is not None or recover is not None):
+        raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
     if unstructured:
         pruned, report = _prune_unstructured(model, sparsity, scope, pattern, exclude)
         _write_checked([pruned], model, output, force, pinned, skip_check=no_check)
@@ -77,10 +100,12 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_c
         return
     if sparsity is not None or pattern is not None:
         raise OptionError("--sparsity and --pattern are for --unstructured; structured pruning uses --ratio")
-    result = api.prune(
-        model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
-        min_channels=min_channels, exclude=exclude, shapes=pinned,
-    )
+    with _StageBar() as bar:
+        result = api.prune(
+            model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
+            min_channels=min_channels, exclude=exclude, shapes=pinned, calib=samples, calib_samples=calib_samples,
+            recover=recover, progress=bar.update,
+        )
     report = result.report
     feeds = None
     if not no_check:  # what needs the models in memory, before the pruned one is freed
@@ -90,6 +115,52 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_c
     del result  # the written file is what gets checked: _write_checked frees the in-memory model first
     report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check, feeds=feeds)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+
+
+def _calibration(model, calib, calib_images, size, mean, std, layout, limit):
+    """What api.prune takes as `calib`: the .npz path, an ImageFolder, or None."""
+    if calib is None and calib_images is None:
+        if size is not None:
+            raise OptionError("--size is for --calib-images")
+        return None
+    if calib is not None and calib_images is not None:
+        raise OptionError("--calib and --calib-images are exclusive: choose one")
+    if limit < 1:
+        raise OptionError(f"--calib-samples must be at least 1, got {limit}")
+    if calib is not None:
+        return calib
+    from .calib import ImageFolder, ImageOptions, parse_floats, parse_size
+
+    options = ImageOptions(parse_size(size) if size else None, parse_floats(mean, "--mean"),
+                           parse_floats(std, "--std"), layout)
+    return ImageFolder(calib_images, options)
+
+
+class _StageBar:
+    """A progress bar on stderr per stage of api.prune's progress callback (scores, recovery)."""
+
+    def __init__(self):
+        self.stage, self.bar, self.shown = None, None, 0
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage, self.shown = stage, 0
+            self.bar = click.progressbar(length=total, label=stage, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _write_checked(holder: list, model: str, output: str, force: bool, pinned, skip_check: bool, feeds=None) -> int:

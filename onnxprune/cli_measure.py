@@ -18,7 +18,7 @@ from .bench import PROVIDERS, BenchConfig, bench, format_markdown
 from .bench import format_table as format_bench_table
 from .cost import parse_shapes
 from .errors import OptionError, VerificationError
-from .verify import Gates, compare, format_table, load_inputs_npz, make_inputs
+from .verify import Gates, compare, format_table, load_inputs_npz, load_labels, make_inputs
 
 SHAPE_HELP = "Pin a dynamic input shape, NAME=1x3x224x224 (repeatable)."
 
@@ -34,18 +34,27 @@ SHAPE_HELP = "Pin a dynamic input shape, NAME=1x3x224x224 (repeatable)."
 @click.option("--min-cosine", type=float, default=None, help="Fail if any output's cosine similarity is lower.")
 @click.option("--min-top1", type=float, default=None, help="Fail if top-1 agreement of [N, classes] outputs is lower.")
 @click.option("--max-abs", type=float, default=None, help="Fail if any output's max absolute error is larger.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="Class ids (.npy, one per sample of --data): report both models' accuracy and the drop.")
+@click.option("--max-accuracy-drop", type=float, default=None,
+              help="Fail if accuracy drops more than this fraction (0.01 = 1 point); needs --labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
-def verify_cmd(dense, pruned, shapes, samples, data, seed, min_cosine, min_top1, max_abs, as_json):
+def verify_cmd(dense, pruned, shapes, samples, data, seed, min_cosine, min_top1, max_abs, labels, max_accuracy_drop,
+               as_json):
     """Compare DENSE and PRUNED on the same inputs with onnxruntime; exit 4 if a gate fails."""
-    gates = Gates(min_cosine=min_cosine, min_top1=min_top1, max_abs=max_abs)
+    gates = Gates(min_cosine=min_cosine, min_top1=min_top1, max_abs=max_abs, max_accuracy_drop=max_accuracy_drop)
     gates.validate()
+    if labels is not None and data is None:
+        raise OptionError("--labels needs the inputs they label: give --data X.npz")
+    if max_accuracy_drop is not None and labels is None:
+        raise OptionError("--max-accuracy-drop needs --labels (and --data)")
     if data is not None:
         if shapes or samples is not None:
             raise OptionError("--data gives the inputs and their shapes: drop --shape and --samples")
         feeds = load_inputs_npz(data, dense)
     else:
         feeds = make_inputs(dense, parse_shapes(shapes), samples=4 if samples is None else samples, seed=seed)
-    report = compare(dense, pruned, feeds, gates=gates)
+    report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
     if not report.passed:
         raise VerificationError(

@@ -101,6 +101,7 @@ class Layer:
     root: str  # the weight's root constant
     out_kept: np.ndarray  # dense output channels the pruned layer keeps
     removed_in: Optional[np.ndarray] = None  # dense input positions removed (layers that read removed channels)
+    kernel: tuple = ()  # Conv: the weight's spatial shape
 
     @property
     def name(self) -> str:
@@ -126,7 +127,7 @@ class Layer:
         return xr[take], yr, take // rows_per_sample
 
     def _conv_rows(self, x, y, per_sample, rng):
-        kernel, strides, dilations, begin, end, out = conv_geometry(self.node, x.shape)
+        kernel, strides, dilations, begin, end, out = conv_geometry(self.node, x.shape, self.kernel)
         spatial = int(np.prod(out))
         take = _pick(x.shape[0] * spatial, per_sample * x.shape[0], rng)
         batch_idx, flat = np.divmod(take, spatial)
@@ -226,11 +227,11 @@ def _pick(available: int, wanted: int, rng) -> np.ndarray:
     return np.sort(rng.choice(available, size=wanted, replace=False))
 
 
-def conv_geometry(node: onnx.NodeProto, x_shape) -> tuple:
+def conv_geometry(node: onnx.NodeProto, x_shape, kernel) -> tuple:
     """kernel, strides, dilations, pads at the start and end of each spatial axis, and the output size."""
     spatial_in = list(x_shape[2:])
     nd = len(spatial_in)
-    kernel = list(attr(node, "kernel_shape", []) or [])
+    kernel = list(kernel)
     strides = list(attr(node, "strides", [1] * nd) or [1] * nd)
     dilations = list(attr(node, "dilations", [1] * nd) or [1] * nd)
     pads = list(attr(node, "pads", [0] * (2 * nd)) or [0] * (2 * nd))
@@ -375,12 +376,11 @@ def plan_layers(analysis: Analysis, keep, removed: dict, steps: set[str], report
             why = _eligible(graph, node, uses)
             if why is None:
                 root = graph.constant_root(node.input[1])
-                dense_width = None
                 positions = kept_out.get((root, _out_axis(node)))
                 if positions is None:
-                    dense_width = Layer(node, _kind(node), root, np.arange(0)).width(graph)
-                    positions = np.arange(dense_width)
-                layer = Layer(node, _kind(node), root, positions, removed.get((root, _in_axis(node))))
+                    positions = np.arange(Layer(node, _kind(node), root, np.arange(0)).width(graph))
+                layer = Layer(node, _kind(node), root, positions, removed.get((root, _in_axis(node))),
+                              tuple(graph.const_shape(node.input[1])[2:]))
                 if is_reader and layer.removed_in is not None:
                     seeds.append(layer)
                 target = layer
@@ -571,7 +571,7 @@ def _bias_pass(dense, graph, seeds, samples, per_sample, rng, report, tick) -> N
 def _dense_view(layer: Layer, dgraph: Graph) -> Layer:
     node = dgraph.node_by_name(layer.name)
     full = Layer(node, layer.kind, layer.root, np.arange(0)).width(dgraph)
-    return Layer(node, layer.kind, layer.root, np.arange(full))
+    return Layer(node, layer.kind, layer.root, np.arange(full), kernel=layer.kernel)
 
 
 def _features_of_inputs(layer: Layer, dgraph: Graph) -> list[np.ndarray]:

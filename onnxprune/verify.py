@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -151,6 +151,7 @@ class Gates:
     min_cosine: Optional[float] = None
     min_top1: Optional[float] = None
     max_abs: Optional[float] = None
+    max_accuracy_drop: Optional[float] = None  # dense accuracy minus pruned accuracy, as a fraction (needs labels)
 
     def validate(self) -> None:
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
@@ -159,19 +160,22 @@ class Gates:
             raise OptionError(f"--min-top1 must lie in [0, 1], got {self.min_top1}")
         if self.max_abs is not None and not self.max_abs >= 0.0:
             raise OptionError(f"--max-abs must be >= 0, got {self.max_abs}")
+        if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop <= 1.0:
+            raise OptionError(f"--max-accuracy-drop is a fraction in [0, 1] (0.01 = 1 point), got {self.max_accuracy_drop}")
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (self.min_cosine, self.min_top1, self.max_abs))
+        return any(v is not None for v in (self.min_cosine, self.min_top1, self.max_abs, self.max_accuracy_drop))
 
     def to_dict(self) -> dict:
-        return {"min_cosine": self.min_cosine, "min_top1": self.min_top1, "max_abs": self.max_abs}
+        return {"min_cosine": self.min_cosine, "min_top1": self.min_top1, "max_abs": self.max_abs,
+                "max_accuracy_drop": self.max_accuracy_drop}
 
 
 @dataclass
 class GateFailure:
     output: str
-    gate: str  # "min_cosine" | "min_top1" | "max_abs" | "shape"
+    gate: str  # "min_cosine" | "min_top1" | "max_abs" | "max_accuracy_drop" | "shape"
     value: Optional[float]
     threshold: Optional[float]
     message: str
@@ -232,6 +236,7 @@ class VerifyReport:
     gates: Gates
     outputs: list[OutputStats] = field(default_factory=list)
     failures: list[GateFailure] = field(default_factory=list)
+    accuracy: Optional["Accuracy"] = None
 
     @property
     def passed(self) -> bool:
@@ -247,7 +252,22 @@ class VerifyReport:
             "passed": self.passed,
             "failures": [f.to_dict() for f in self.failures],
             "outputs": [o.to_dict() for o in self.outputs],
+            "accuracy": None if self.accuracy is None else asdict(self.accuracy),
         }
+
+
+@dataclass
+class Accuracy:
+    """Top-1 accuracy of both models against labels, on the first [N, classes] output."""
+
+    output: str
+    samples: int
+    dense: float
+    pruned: float
+
+    @property
+    def drop(self) -> float:
+        return self.dense - self.pruned
 
 
 def _json_float(value: Optional[float]):
@@ -334,6 +354,7 @@ def compare(
     feeds: Sequence[Feed],
     *,
     gates: Gates = Gates(),
+    labels: Optional[np.ndarray] = None,
 ) -> VerifyReport:
     """Run both models on every feed (onnxruntime, CPU) and compare their outputs under `gates`.
 
@@ -378,7 +399,43 @@ def compare(
         o.top1 is None for o in report.outputs if not o.note.startswith("shape differs")
     ):
         raise OptionError("--min-top1 was given but no output is shaped [N, classes] (2-D, classes > 1)")
+    if labels is not None:
+        report.accuracy = _accuracy(report, dense_outs, pruned_outs, labels)
+        drop = report.accuracy.drop
+        if gates.max_accuracy_drop is not None and not drop <= gates.max_accuracy_drop + 1e-12:
+            report.failures.append(GateFailure(
+                report.accuracy.output, "max_accuracy_drop", drop, gates.max_accuracy_drop,
+                f"accuracy drop {drop * 100:.2f} points ({report.accuracy.dense:.4f} -> {report.accuracy.pruned:.4f}) "
+                f"> --max-accuracy-drop {gates.max_accuracy_drop:g}",
+            ))
+    elif gates.max_accuracy_drop is not None:
+        raise OptionError("--max-accuracy-drop needs --labels")
     return report
+
+
+def load_labels(path: Union[str, os.PathLike]) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise OptionError(f"--labels {p}: no such file")
+    try:
+        labels = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise OptionError(f"--labels {p}: not a readable .npy file: {_first_line(exc)}") from None
+    if not hasattr(labels, "ndim") or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise OptionError(f"--labels {p}: needs a 1-D array of integer class ids, got "
+                          f"{getattr(labels, 'dtype', type(labels).__name__)} {list(getattr(labels, 'shape', []))}")
+    return labels
+
+
+def _accuracy(report: VerifyReport, dense_outs, pruned_outs, labels: np.ndarray) -> Accuracy:
+    stats = next((o for o in report.outputs if o.top1 is not None), None)
+    if stats is None:
+        raise OptionError("--labels was given but no output is shaped [N, classes] (2-D, classes > 1)")
+    dense = np.concatenate([np.argmax(d, axis=1) for d in dense_outs[stats.name]])
+    pruned = np.concatenate([np.argmax(p, axis=1) for p in pruned_outs[stats.name]])
+    if dense.size != labels.size:
+        raise OptionError(f"--labels holds {labels.size} labels for {dense.size} samples of output {stats.name!r}")
+    return Accuracy(stats.name, int(labels.size), float(np.mean(dense == labels)), float(np.mean(pruned == labels)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -425,7 +482,7 @@ def would_pass_with(stats: OutputStats) -> str:
 def format_table(report: VerifyReport) -> str:
     """A plain-text table: one row per output, the gates, the verdict and each failed gate."""
     shapes = ", ".join(f"{k}{v}" for k, v in report.input_shapes.items())
-    lines = [f"verify: {report.dense} vs {report.pruned}: {report.samples} sample(s); inputs {shapes}"]
+    lines = [f"verify: {report.dense} vs {report.pruned}: {report.samples} input batch(es); inputs {shapes}"]
     header = ["output", "shape", "max_abs", "mean_abs", "rel", "cosine", "top1"]
     rows = [header]
     for o in report.outputs:
@@ -441,6 +498,10 @@ def format_table(report: VerifyReport) -> str:
         if o.note:
             line += f"  [{o.note}]"
         lines.append(line)
+    if report.accuracy is not None:
+        a = report.accuracy
+        lines.append(f"accuracy on {a.samples} labelled samples ({a.output}): dense {a.dense:.4f}, pruned {a.pruned:.4f}, "
+                     f"drop {a.drop * 100:+.2f} points")
     g = report.gates
     if g.any:
         given = [f"--{k.replace('_', '-')} {v:g}" for k, v in g.to_dict().items() if v is not None]
@@ -451,5 +512,6 @@ def format_table(report: VerifyReport) -> str:
     elif g.any:
         lines.append("PASSED")
     else:
-        lines.append("no gates given (--min-cosine, --min-top1, --max-abs): statistics only, nothing checked")
+        lines.append("no gates given (--min-cosine, --min-top1, --max-abs, --max-accuracy-drop): "
+                     "statistics only, nothing checked")
     return "\n".join(lines)
