@@ -20,6 +20,8 @@ from .io import check_output_path, stage_model
 from .importance import CRITERIA
 from .plan import DEFAULT_ROUND_TO, SCOPES
 from .recovery import METHODS
+from .target import CHOICES as TARGET_CHOICES
+from .target import round_to_for
 from .validate import check_io, check_runnable
 from .verify import make_inputs
 
@@ -57,8 +59,11 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.option("--scope", type=click.Choice(list(SCOPES)), default="uniform", show_default=True,
               help="uniform: every group loses --ratio; global: rank normalized scores across groups.")
 @click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Global scope: most any group loses.")
-@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True,
-              help="Kept channel counts are multiples of this (1: no rounding).")
+@click.option("--round-to", type=int, default=None,
+              help=f"Kept channel counts are multiples of this (1: no rounding) [default: {DEFAULT_ROUND_TO}, or --target's].")
+@click.option("--target", type=click.Choice(list(TARGET_CHOICES)), default=None,
+              help="Hardware the model will run on: sets --round-to to its channel block (cpu-avx2 8, cpu-avx512 16, "
+                   "gpu 8; auto: this machine's CPU).")
 @click.option("--min-channels", type=int, default=1, show_default=True, help="Fewest channels a group keeps.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave groups with a member node matching GLOB.")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
@@ -80,7 +85,7 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.option("--force", is_flag=True, help="Allow writing over the input model.")
 @click.option("--no-check", is_flag=True, help="Skip the checker and onnxruntime run of the written model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_channels, exclude, shapes,
+def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, target, min_channels, exclude, shapes,
               calib, calib_images, size, mean, std, layout, calib_samples, recover, unstructured, sparsity, pattern,
               force, no_check, as_json):
     """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT.
@@ -90,6 +95,7 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_c
     """
     _refuse_overwrite(model, output, force)
     pinned = parse_shapes(shapes) or None
+    round_to = _round_to(round_to, target)
     samples = _calibration(model, calib, calib_images, size, mean, std, layout, calib_samples)
     if unstructured and (samples is not None or recover is not None):
         raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
@@ -115,6 +121,12 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, min_c
     del result  # the written file is what gets checked: _write_checked frees the in-memory model first
     report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check, feeds=feeds)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+
+
+def _round_to(round_to, target) -> int:
+    if round_to is not None and target is not None:
+        raise OptionError("--round-to and --target both set the channel multiple: give one")
+    return round_to_for(target) if target is not None else DEFAULT_ROUND_TO if round_to is None else round_to
 
 
 def _calibration(model, calib, calib_images, size, mean, std, layout, limit):
@@ -209,7 +221,8 @@ def _prune_unstructured(model, sparsity, scope, pattern, exclude):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--ratios", default="0.1,0.3,0.5,0.7,0.9", show_default=True, help="Comma-separated pruning ratios.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for models, JSON, table, plot.")
-@click.option("--round-to", type=int, default=DEFAULT_ROUND_TO, show_default=True, help="Structured: kept-count multiple.")
+@click.option("--round-to", type=int, default=None, help=f"Structured: kept-count multiple [default: {DEFAULT_ROUND_TO}].")
+@click.option("--target", type=click.Choice(list(TARGET_CHOICES)), default=None, help="Sets --round-to, as for prune.")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
 @click.option("--threads", type=int, default=1, show_default=True, help="intra_op_num_threads of the benchmark.")
 @click.option("--batch", type=int, default=None, help="Batch size of the benchmark (default: the model's, or 1).")
@@ -217,13 +230,14 @@ def _prune_unstructured(model, sparsity, scope, pattern, exclude):
 @click.option("--runs", type=int, default=3, show_default=True, help="Timed runs per visit.")
 @click.option("--samples", type=int, default=4, show_default=True, help="Random samples for the fidelity numbers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def sweep_cmd(model, ratios, out_dir, round_to, shapes, threads, batch, rounds, runs, samples, as_json):
+def sweep_cmd(model, ratios, out_dir, round_to, target, shapes, threads, batch, rounds, runs, samples, as_json):
     """Structured vs unstructured pruning of MODEL at several ratios: MACs, fidelity and latency side by side."""
     from .bench import BenchConfig
     from .sweep import METHODS, parse_ratios, sweep
 
     values = parse_ratios(ratios)
     pinned = parse_shapes(shapes) or None
+    round_to = _round_to(round_to, target)
     config = BenchConfig(threads=(threads,), batches=(batch,) if batch else None, rounds=rounds, runs=runs,
                          warmup=3, shapes=dict(pinned or {}))
     config.validate()

@@ -129,3 +129,4 @@ def test_cli_verify_accuracy_gate(files, tmp_path):
     assert r.exit_code == 1 and "--data" in r.output
     r = invoke("verify", model, model, "--data", calib, "--max-accuracy-drop", "0.01")
     assert r.exit_code == 1 and "needs --labels" in r.output
+
