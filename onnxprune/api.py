@@ -18,7 +18,7 @@ from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_i
 from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
-from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, make_plan, unit_of
+from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, kind_of, make_plan, unit_of
 from .report import AnalysisReport, GroupReport, PruneReport, Totals
 from .recovery import RecoveryReport, check_method
 from .recovery import recover as recover_model
@@ -64,13 +64,19 @@ def _analysis(model: onnx.ModelProto, shapes, registry) -> tuple[Graph, Analysis
     return graph, _analyze(graph, registry or default_registry()), cost
 
 
+def _op_types(analysis: Analysis) -> dict[str, str]:
+    return {node.name: node.op_type for node in analysis.graph.nodes()}
+
+
 def _group_reports(analysis: Analysis, plan: Optional[Plan] = None) -> list[GroupReport]:
     out = []
+    ops = _op_types(analysis)
     for g in analysis.groups:
         decision = plan.decisions.get(g.id) if plan is not None else None
         kept = len(decision.kept) if decision is not None else g.size
         note = decision.note if decision is not None else ""
-        out.append(GroupReport(g.id, g.size, kept, g.prunable, g.members, list(g.reasons), unit_of(g, analysis.spaces), note))
+        out.append(GroupReport(g.id, g.size, kept, g.prunable, g.members, list(g.reasons), unit_of(g, analysis.spaces),
+                               note, kind_of(g, analysis.spaces, ops)))
     return out
 
 
@@ -126,6 +132,8 @@ def prune(
     round_to: int = DEFAULT_ROUND_TO,
     min_channels: int = 1,
     exclude: Sequence[str] = (),
+    heads_ratio: Optional[float] = None,
+    ffn_ratio: Optional[float] = None,
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
     registry: Optional[Registry] = None,
     calib: Optional[CalibSource] = None,
@@ -140,7 +148,7 @@ def prune(
     ("activation", "wanda") and recovery (`recover`: none, bias, lsq, stats or all; default all with
     calibration data, none without). See recovery.py.
     """
-    options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, tuple(exclude))
+    options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, tuple(exclude), heads_ratio, ffn_ratio)
     options.validate()
     method = recover if recover is not None else ("all" if calib is not None else "none")
     check_method(method)
@@ -164,7 +172,7 @@ def prune(
         by_tensor = channel_stats(working, {t: a for t, a in taps.values()}, samples, _stage(progress, "scores", samples))
         stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
     scores = channel_scores(analysis, prunable, criterion, stats)
-    plan = make_plan(analysis.groups, scores, options, analysis.spaces)
+    plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
     keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
     reads = removed_reads(analysis, keep)
     dense = None

@@ -53,6 +53,10 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
 @click.option("--ratio", type=float, default=0.5, show_default=True, help="Fraction of channels to remove per group.")
+@click.option("--heads-ratio", type=float, default=None,
+              help="Fraction of attention heads to remove (default: --ratio).")
+@click.option("--ffn-ratio", type=float, default=None,
+              help="Fraction of MatMul/Gemm output neurons (FFN intermediates) to remove (default: --ratio).")
 @click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l1", show_default=True,
               help="Channel score: l1/l2 norm of the weights that produce and read the channel; activation (mean "
                    "|x| where it is read) and wanda (|w| x ||x||) need --calib.")
@@ -85,7 +89,7 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.option("--force", is_flag=True, help="Allow writing over the input model.")
 @click.option("--no-check", is_flag=True, help="Skip the checker and onnxruntime run of the written model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, target, min_channels, exclude, shapes,
+def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, max_ratio, round_to, target, min_channels, exclude, shapes,
               calib, calib_images, size, mean, std, layout, calib_samples, recover, unstructured, sparsity, pattern,
               force, no_check, as_json):
     """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT.
@@ -97,6 +101,8 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, targe
     pinned = parse_shapes(shapes) or None
     round_to = _round_to(round_to, target)
     samples = _calibration(model, calib, calib_images, size, mean, std, layout, calib_samples)
+    if unstructured and (heads_ratio is not None or ffn_ratio is not None):
+        raise OptionError("--heads-ratio and --ffn-ratio are for structured pruning, not --unstructured")
     if unstructured and (samples is not None or recover is not None):
         raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
     if unstructured:
@@ -109,7 +115,8 @@ def prune_cmd(model, output, ratio, criterion, scope, max_ratio, round_to, targe
     with _StageBar() as bar:
         result = api.prune(
             model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
-            min_channels=min_channels, exclude=exclude, shapes=pinned, calib=samples, calib_samples=calib_samples,
+            min_channels=min_channels, exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned,
+            calib=samples, calib_samples=calib_samples,
             recover=recover, progress=bar.update,
         )
     report = result.report

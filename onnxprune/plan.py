@@ -1,6 +1,9 @@
 """Which channels each group keeps.
 
 - scope "uniform": every prunable group removes `ratio` of its channels.
+- `heads_ratio` / `ffn_ratio` (when set) replace `ratio` for attention-head groups and for the neurons of
+  linear layers (MatMul/Gemm outputs: FFN intermediates); those groups are then pruned uniformly whatever
+  the scope. See `kind_of`.
 - scope "global": scores are divided by their group's mean so groups compare, the lowest channels across
   all groups are removed until `ratio` of all prunable channels are gone, and no group loses more than
   `max_ratio` of its channels.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 
@@ -32,10 +36,13 @@ class PlanOptions:
     round_to: int = DEFAULT_ROUND_TO
     min_channels: int = 1
     exclude: tuple[str, ...] = ()
+    heads_ratio: Optional[float] = None
+    ffn_ratio: Optional[float] = None
 
     def validate(self) -> None:
-        if not 0.0 <= self.ratio < 1.0:
-            raise OptionError(f"--ratio must be in [0, 1), got {self.ratio}")
+        for option, value in (("--ratio", self.ratio), ("--heads-ratio", self.heads_ratio), ("--ffn-ratio", self.ffn_ratio)):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise OptionError(f"{option} must be in [0, 1), got {value}")
         if not 0.0 < self.max_ratio < 1.0:
             raise OptionError(f"--max-ratio must be in (0, 1), got {self.max_ratio}")
         if self.scope not in SCOPES:
@@ -76,6 +83,15 @@ def excluded(group: Group, patterns) -> str:
     return ""
 
 
+def kind_of(group: Group, spaces, op_types: dict[str, str]) -> str:
+    """"heads" (each index owns several features of a MatMul/Gemm output: attention heads), "neurons" (single
+    MatMul/Gemm output features: FFN intermediates, classifier hidden units) or "channels" (everything else)."""
+    linear = any(p.role == "out" and op_types.get(p.node) in ("MatMul", "Gemm") for p in group.places)
+    if not linear:
+        return "channels"
+    return "heads" if unit_of(group, spaces) > 1 else "neurons"
+
+
 def unit_of(group: Group, spaces) -> int:
     """Channels of a tensor per group index (1 for plain channels, head_dim for heads, ...)."""
     inners = [
@@ -84,10 +100,13 @@ def unit_of(group: Group, spaces) -> int:
     return min(inners) if inners else 1
 
 
-def make_plan(groups: list[Group], scores: dict[int, np.ndarray], options: PlanOptions, spaces) -> Plan:
+def make_plan(groups: list[Group], scores: dict[int, np.ndarray], options: PlanOptions, spaces,
+              op_types: Optional[dict[str, str]] = None) -> Plan:
+    """`op_types` (node name -> op type) is needed only for heads_ratio / ffn_ratio."""
     options.validate()
     plan = Plan(options)
     candidates = []
+    own = {"heads": options.heads_ratio, "neurons": options.ffn_ratio}
     for group in groups:
         if not group.prunable:
             continue
@@ -96,9 +115,19 @@ def make_plan(groups: list[Group], scores: dict[int, np.ndarray], options: PlanO
             plan.decisions[group.id] = GroupDecision(group.id, group.size, np.arange(group.size), f"excluded by {pattern}")
             continue
         candidates.append(group)
-    removals = _global_removals(candidates, scores, options) if options.scope == "global" else {
-        g.id: g.size - math.ceil(g.size * (1.0 - options.ratio) - 1e-9) for g in candidates
+    specific = {}  # group id -> its kind's own ratio
+    if any(r is not None for r in own.values()):
+        if op_types is None:
+            raise ValueError("make_plan needs op_types for heads_ratio / ffn_ratio")
+        for g in candidates:
+            ratio = own.get(kind_of(g, spaces, op_types))
+            if ratio is not None:
+                specific[g.id] = ratio
+    removals = {
+        g.id: g.size - math.ceil(g.size * (1.0 - specific.get(g.id, options.ratio)) - 1e-9) for g in candidates
     }
+    if options.scope == "global":
+        removals.update(_global_removals([g for g in candidates if g.id not in specific], scores, options))
     for group in candidates:
         n_keep = _rounded(group.size - removals[group.id], group, options, unit_of(group, spaces))
         order = np.argsort(-scores[group.id], kind="stable")

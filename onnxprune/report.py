@@ -16,6 +16,7 @@ class GroupReport:
     reasons: list[str] = field(default_factory=list)
     unit: int = 1  # tensor channels per group index (head_dim for attention heads)
     note: str = ""  # why a prunable group was left whole (e.g. excluded by --exclude)
+    kind: str = "channels"  # "channels" | "heads" | "neurons" (plan.kind_of)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,13 +61,13 @@ class AnalysisReport:
         }
 
     def format(self, members: int = 4) -> str:
-        lines = [f"{'group':>5}  {'channels':>8}  {'unit':>4}  {'status':<8}  members / reason"]
+        lines = [f"{'group':>5}  {'size':>6}  {'kind':<8}  {'unit':>4}  {'status':<8}  members / reason"]
         for g in self.groups:
             shown = ", ".join(g.members[:members]) + (f", +{len(g.members) - members} more" if len(g.members) > members else "")
             status = "prunable" if g.prunable else "blocked"
-            lines.append(f"{g.id:>5}  {g.channels:>8}  {g.unit:>4}  {status:<8}  {shown}")
+            lines.append(f"{g.id:>5}  {g.channels:>6}  {g.kind:<8}  {g.unit:>4}  {status:<8}  {shown}")
             if not g.prunable:
-                lines.append(f"{'':>33}why: {g.reasons[0]}" + (f" (+{len(g.reasons) - 1} more)" if len(g.reasons) > 1 else ""))
+                lines.append(f"{'':>41}why: {g.reasons[0]}" + (f" (+{len(g.reasons) - 1} more)" if len(g.reasons) > 1 else ""))
         t = self.totals
         lines += [
             "",
@@ -74,6 +75,13 @@ class AnalysisReport:
             f"params: {t.params:,}   MACs: {t.macs:,} at {_shapes(self.input_shapes)}",
             f"MACs in prunable groups: {self.prunable_mac_share:.1%}",
         ]
+        if any(g.kind == "heads" for g in self.groups):
+            lines.append("heads: each index is a whole attention head of `unit` features; its score is the L1 norm of "
+                         "its Q, K and V projection weights plus the output projection's weights that read it "
+                         "(--heads-ratio prunes them apart from --ratio)")
+        if any(g.kind == "neurons" for g in self.groups):
+            lines.append("neurons: output features of MatMul/Gemm layers (FFN intermediates); --ffn-ratio prunes them "
+                         "apart from --ratio")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

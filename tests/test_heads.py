@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from models import transformers
+import onnxprune
 from oracle_check import assert_matches_oracle
 
 SHAPES = {"input_ids": [2, 7], "attention_mask": [2, 7], "token_type_ids": [2, 7]}
@@ -34,3 +35,21 @@ def test_head_groups_are_not_rounded_to_channel_multiples():
     result = assert_matches_oracle(transformers.bert_tiny(), shapes=SHAPES, ratio=0.5)
     heads = [g for g in result.report.groups if g.unit == 16]
     assert heads and all(g.kept == 2 for g in heads)
+
+
+def test_heads_ratio_and_ffn_ratio_apart_from_ratio():
+    model = transformers.bert(layers=2, hidden=64, heads=4, ffn=128, vocab=100)
+    result = assert_matches_oracle(model, shapes=SHAPES, ratio=0.5, heads_ratio=0.25, ffn_ratio=0.75, round_to=1)
+    kinds = sorted((g.kind, g.channels, g.kept) for g in result.report.groups if g.prunable)
+    assert kinds == [("heads", 4, 3), ("heads", 4, 3), ("neurons", 128, 32), ("neurons", 128, 32)]
+    # only heads: the FFN keeps its neurons when its ratio is 0
+    result = assert_matches_oracle(model, shapes=SHAPES, ratio=0.5, ffn_ratio=0.0, round_to=1)
+    assert sorted((g.kind, g.kept) for g in result.report.groups if g.prunable) == [
+        ("heads", 2), ("heads", 2), ("neurons", 128), ("neurons", 128)]
+
+
+def test_inspect_lists_heads_and_says_how_they_are_scored():
+    report = onnxprune.analyze(transformers.bert_tiny(), shapes=SHAPES)
+    text = report.format()
+    assert "heads" in text and "Q, K and V" in text and "--heads-ratio" in text
+    assert {g.kind for g in report.groups} >= {"heads", "neurons"}
