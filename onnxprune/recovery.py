@@ -112,6 +112,10 @@ class Layer:
         return self.node.input[0]
 
     @property
+    def channel_axis(self) -> int:
+        return 1 if self.kind == "conv" else -1
+
+    @property
     def y(self) -> str:
         return self.node.output[0]
 
@@ -587,9 +591,12 @@ def _features_of_inputs(layer: Layer, dgraph: Graph) -> list[np.ndarray]:
 def _level_pass(dense, graph, level, steps, samples, per_sample, rng, alpha, report, tick) -> None:
     layers = [t for t in level if isinstance(t, Layer)]
     norms = [t for t in level if not isinstance(t, Layer)]
+    fit = "lsq" in steps
     moments = {layer.name: Moments() for layer in layers}
+    outputs = {layer.name: (ChannelStats(layer.channel_axis), ChannelStats(layer.channel_axis)) for layer in layers}
     bn_stats = {node.name: ChannelStats(1) for node in norms}
-    p_names = [layer.x for layer in layers] + [node.input[0] for node in norms]
+    # least squares needs each layer's input; statistics matching alone needs only its output
+    p_names = [layer.x if fit else layer.y for layer in layers] + [node.input[0] for node in norms]
     d_names = [layer.y for layer in layers]
     sessions = [session(tap(graph.model, p_names))]
     if d_names:
@@ -600,11 +607,16 @@ def _level_pass(dense, graph, level, steps, samples, per_sample, rng, alpha, rep
         pruned_out = results[0]
         dense_out = results[1] if len(results) > 1 else {}
         for layer in layers:
-            x, y, sample = layer.rows(pruned_out[layer.x], dense_out[layer.y], per_sample, rng)
-            held = (offset[0] + sample) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
-            m = moments[layer.name]
-            m.add(x[~held], y[~held], 0)
-            m.add(x[held], y[held], 1)
+            if fit:
+                x, y, sample = layer.rows(pruned_out[layer.x], dense_out[layer.y], per_sample, rng)
+                held = (offset[0] + sample) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+                m = moments[layer.name]
+                m.add(x[~held], y[~held], 0)
+                m.add(x[held], y[held], 1)
+            else:
+                mine, theirs = outputs[layer.name]
+                mine.add(pruned_out[layer.y])
+                theirs.add(np.take(dense_out[layer.y], layer.out_kept, axis=layer.channel_axis))
         for node in norms:
             bn_stats[node.name].add(pruned_out[node.input[0]])
         first = next(iter(pruned_out.values()))
@@ -612,20 +624,22 @@ def _level_pass(dense, graph, level, steps, samples, per_sample, rng, alpha, rep
 
     walk(sessions, samples, None, fold, tick)
     for layer in layers:
-        m = moments[layer.name]
         old = layer.theta(graph)
+        if not fit:
+            if not _feeds_batchnorm(graph, layer.node):
+                layer.write(graph, _affine(old, *outputs[layer.name]))
+                report.layers.append(LayerResult(layer.name, "stats", note="output mean and spread matched to dense"))
+            continue
+        m = moments[layer.name]
         xx, xy, yy = m.total()
         before = _relative(error(old, xx, xy, yy), yy)
-        theta, chosen, note = old, None, ""
-        if "lsq" in steps:
-            theta, chosen, note = refit(m, old, alpha)
+        theta, chosen, note = refit(m, old, alpha)
         if "stats" in steps and not _feeds_batchnorm(graph, layer.node):
             theta = match_moments(m, theta)
         if theta is not old:
             layer.write(graph, theta)
         after = _relative(error(theta, xx, xy, yy), yy)
-        step = "lsq" if "lsq" in steps else "stats"
-        report.layers.append(LayerResult(layer.name, step, before, after, chosen, note))
+        report.layers.append(LayerResult(layer.name, "lsq", before, after, chosen, note))
     for node in norms:
         stats = bn_stats[node.name]
         eps = float(attr(node, "epsilon", 1e-5))
@@ -635,6 +649,17 @@ def _level_pass(dense, graph, level, steps, samples, per_sample, rng, alpha, rep
             old = graph.value(node.input[index])
             _set_input(graph, node, index, value.astype(old.dtype).reshape(old.shape))
         report.layers.append(LayerResult(node.name, "bn", note="running mean and variance re-estimated"))
+
+
+def _affine(theta: np.ndarray, pruned: ChannelStats, dense: ChannelStats) -> np.ndarray:
+    """theta scaled and shifted per output so that its mean and standard deviation become the dense ones."""
+    mean_p, mean_d = pruned.mean, dense.mean
+    var_p = np.maximum(pruned.squares / max(pruned.count, 1.0) - mean_p ** 2, 0.0)
+    var_d = np.maximum(dense.squares / max(dense.count, 1.0) - mean_d ** 2, 0.0)
+    scale = np.where(var_p > 1e-12 * np.maximum(var_d, 1e-30), np.sqrt(var_d / np.maximum(var_p, 1e-300)), 1.0)
+    out = theta * scale[None, :]
+    out[-1] += mean_d - scale * mean_p
+    return out
 
 
 def _feeds_batchnorm(graph: Graph, node: onnx.NodeProto) -> bool:
