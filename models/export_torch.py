@@ -219,7 +219,7 @@ def export_dynamo(model: nn.Module, path: Path, *, output: str = "logits") -> No
     program.save(str(path), external_data=False)
 
 
-def _check(path: Path) -> None:
+def check_export(path: Path) -> None:
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     ops = sorted({n.op_type for n in model.graph.node})
@@ -243,7 +243,7 @@ def main(out: Path = HERE) -> int:
         path = out / name
         try:
             job(path)
-            _check(path)
+            check_export(path)
         except Exception as exc:  # report every exporter failure, then fail at the end
             failed.append(name)
             print(f"{name}: export failed: {type(exc).__name__}: {exc}", file=sys.stderr)

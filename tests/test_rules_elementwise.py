@@ -285,3 +285,25 @@ def test_per_channel_constant_shared_by_two_groups_ties_them():
     assert g == out_group(result, "convB")
     assert g.prunable and g.kept == 4 and {"mulA", "mulB"} <= set(g.members)
     assert initializer(result.model, "c").shape == (1, 4, 1, 1)
+
+
+def test_where_with_a_causal_mask_sliced_at_run_time_broadcasts_over_heads():
+    r"""x[N,T,16] -> MatMul(8) -> Reshape([0,0,2,4]) -> Transpose [N,2,T,4] -> Where(mask, h, -1e4) -> ...
+    mask = tril[1,1,8,8][:, :, :T, :4]: two Slices whose bounds come from Shape(x) at run time (GPT-2's causal
+    mask). Shape inference loses every size behind computed bounds; the mask's head axis is looked up through
+    the Slices (they cut other axes) in the constant: 1, a broadcast."""
+    import numpy as np
+
+    b = Builder()
+    x = b.input("x", ["N", "T", 16])
+    h = b.op("Reshape", [b.matmul(x, 16, 8, name="fc1"), b.ints([0, 0, 2, 4])])
+    h = b.op("Transpose", [h], perm=[0, 2, 1, 3])
+    t = b.op("Slice", [b.op("Shape", [x]), b.ints([1]), b.ints([2])])
+    tril = b.const(np.tril(np.ones((1, 1, 8, 8), dtype=bool)), "tril")
+    mask = b.op("Slice", [b.op("Slice", [tril, b.ints([0]), t, b.ints([2])]), b.ints([0]), b.ints([4]), b.ints([3])])
+    h = b.op("Where", [mask, h, b.scalar(-1e4)], name="where")
+    h = b.op("Reshape", [b.op("Transpose", [h], perm=[0, 2, 1, 3]), b.ints([0, 0, 8])])
+    b.output(b.matmul(h, 8, 4, name="fc2"))
+    result = prune(b.build(), shapes={"x": [2, 5, 16]})
+    g = out_group(result, "fc1")
+    assert g.prunable and g.channels == 2 and g.kept == 1 and "where" not in " ".join(g.reasons)

@@ -417,14 +417,16 @@ def node_named(model, name):
     return n
 
 
-def test_reshape_targets_sharing_one_concat_are_blocked():
+@pytest.mark.parametrize("exclude", [(), ("convB",)], ids=["both-pruned", "one-pruned"])
+def test_reshape_targets_sharing_one_concat_get_their_own_copy(exclude):
     r"""x -> ConvA(8) -> Relu -> Reshape(t) -> Conv1d(4) -> yA
     x -> ConvB(8) -> Relu -> Reshape(t) -> Conv1d(4) -> yB
     t = Concat(Shape(z)[0:1], [8], [16])       (one computed target read by both Reshapes)
 
-    The 8 in t would have to become ConvA's and ConvB's kept counts at once (they differ with scope=global).
-    (Bug fixed: the rule rewrote the shared Concat for each Reshape; the second rewrite left a scalar piece
-    and the model failed the checker.) Now both are blocked."""
+    The 8 in t must become ConvA's and ConvB's kept counts, which may differ: a Reshape whose entry changes
+    while another node still reads t gets its own copy of the Concat (dynamo exports share one target
+    between all the layers of a transformer). (Was blocked before; earlier still, the rule rewrote the shared
+    Concat for each Reshape, leaving a scalar piece that failed the checker.)"""
     b = Builder()
     x = b.input("x", ["N", 3, 4, 4])
     z = b.input("z", ["N", 2])
@@ -434,10 +436,13 @@ def test_reshape_targets_sharing_one_concat_are_blocked():
     rb = b.op("Reshape", [b.op("Relu", [b.conv(x, 3, 8, k=1, name="convB")]), t], name="reshapeB")
     b.output(b.conv(ra, 8, 4, dims=1, name="headA"), b.conv(rb, 8, 4, dims=1, name="headB"))
     b.output(b.gemm(b.op("Relu", [b.gemm(z, 2, 6, name="fc1")]), 6, 3, name="fc2"))
-    result = prune(b.build(), scope="global")  # fc1 -> fc2 is prunable
-    assert_blocked_by(out_group(result, "convA"), "Reshape 'reshapeA'", "other nodes read too")
-    assert_blocked_by(out_group(result, "convB"), "Reshape 'reshapeB'", "other nodes read too")
-    assert out_group(result, "fc1").prunable
+    result = prune(b.build(), exclude=exclude)
+    a, bb = out_group(result, "convA"), out_group(result, "convB")
+    assert a.prunable and bb.prunable and a.kept == 4 and bb.kept == (8 if exclude else 4)
+    concats = [n for n in result.model.graph.node if n.op_type == "Concat"]
+    assert len(concats) == 2 and {c.name for c in concats} == {"target", "target__for_reshapeA"}
+    targets = {n.name: n.input[1] for n in result.model.graph.node if n.op_type == "Reshape"}
+    assert targets["reshapeA"] != targets["reshapeB"]
 
 
 def test_reshape_target_concat_read_by_one_reshape_is_rewritten():
@@ -458,8 +463,7 @@ def test_reshape_target_concat_read_by_one_reshape_is_rewritten():
 def test_rewriter_set_int_entry_twice_on_one_input():
     r"""x[N,8,4,4] -> Reshape(t = [0, 8, 16]) -> y;   set entry 1 to 4, then entry 2 to 32.
 
-    No rule does this today (the shared-Concat case above is blocked), but Rewriter.set_int_entry
-    promises to edit one entry and keep the others."""
+    No rule does this today, but Rewriter.set_int_entry promises to edit one entry and keep the others."""
     from onnxprune.deps.context import analyze
     from onnxprune.deps.rules import default_registry
     from onnxprune.graph import Graph
@@ -679,3 +683,138 @@ def test_pad_on_the_channel_axis_is_blocked(opset):
     result = prune(b.build())
     assert out_group(result, "conv1").prunable
     assert_blocked_by(out_group(result, "conv2"), "Pad 'pad'", "pads the channel axis")
+
+
+# ---- attention patterns: fused QKV, grouped-query attention, Expand, computed bounds -----------------------
+def _attend(b, q, k, v, heads: int, head_dim: int, out: int, name: str = "proj"):
+    """softmax(q @ k^T) @ v on [N, H, T, D] heads, merged back to [N, T, H * D], then MatMul(out)."""
+    s = b.op("Softmax", [b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 1, 3, 2])])], axis=-1)
+    o = b.op("Transpose", [b.op("MatMul", [s, v])], perm=[0, 2, 1, 3])
+    o = b.op("Reshape", [o, b.ints([0, 0, heads * head_dim])], name="merge")
+    return b.matmul(o, heads * head_dim, out, name=name)
+
+
+def _dims(b, x, *axes):
+    """Shape(x)[axes] as 1-element vectors (the exporters' batch / sequence entries)."""
+    shape = b.op("Shape", [x])
+    return [b.op("Slice", [shape, b.ints([a]), b.ints([a + 1])]) for a in axes]
+
+
+@pytest.mark.parametrize("unbind", ["split-squeeze", "gather", "slice-squeeze"])
+def test_fused_qkv_unbound_after_reshape_prunes_whole_heads(unbind):
+    r"""x[N,T,16] -> MatMul(48) -> Reshape([0,0,3,2,8]) -> Transpose(2,0,3,1,4) -> unbind(0) = q, k, v [N,2,T,8]
+    softmax(q @ k^T) @ v -> Transpose -> Reshape([0,0,16]) -> MatMul(16) -> y
+
+    timm's fused qkv: the k axis (3) is taken apart right after, so the Reshape tracks the heads, and head h
+    of Q, K and V goes together (TorchScript writes unbind as Split + Squeeze, dynamo as Slice + Squeeze)."""
+    b = Builder()
+    x = b.input("x", ["N", "T", 16])
+    qkv = b.op("Reshape", [b.matmul(x, 16, 48, name="qkv"), b.ints([0, 0, 3, 2, 8])], name="split")
+    qkv = b.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])
+    if unbind == "split-squeeze":
+        parts = b.op("Split", [qkv, b.ints([1, 1, 1])], outputs=3, axis=0)
+        q, k, v = (b.op("Squeeze", [p, b.ints([0])]) for p in parts)
+    elif unbind == "gather":
+        q, k, v = (b.op("Gather", [qkv, b.const(np.int64(i))], axis=0) for i in range(3))
+    else:
+        q, k, v = (b.op("Squeeze", [b.op("Slice", [qkv, b.ints([i]), b.ints([i + 1]), b.ints([0])]), b.ints([0])])
+                   for i in range(3))
+    b.output(_attend(b, q, k, v, 2, 8, 16))
+    result = prune(b.build(), shapes={"x": [2, 5, 16]})
+    g = out_group(result, "qkv")
+    assert g.prunable and g.channels == 2 and g.kept == 1 and g.unit == 8
+    assert initializer(result.model, "qkv.w").shape == (16, 24) and initializer(result.model, "proj.w").shape == (8, 16)
+    assert ints_of(result.model, graph_nodes(result.model, "Reshape")[0], 1, "") == [0, 0, 3, 1, 8]
+
+
+def test_fused_qkv_reduced_over_its_parts_is_blocked():
+    r"""x[N,T,16] -> MatMul(48) -> Reshape([0,0,3,2,8]) -> ReduceSum(axis 2) -> Reshape([0,0,16]) -> MatMul -> y
+
+    The k axis is not taken apart (q + k + v): its parts are tracked as a space of 3, which the ReduceSum
+    sums over."""
+    b = Builder()
+    x = b.input("x", ["N", "T", 16])
+    h = b.op("Reshape", [b.matmul(x, 16, 48, name="qkv"), b.ints([0, 0, 3, 2, 8])])
+    h = b.op("ReduceSum", [h, b.ints([2])], keepdims=0, name="sum")
+    b.output(b.matmul(b.op("Reshape", [h, b.ints([0, 0, 16])]), 16, 4, name="proj"))
+    report = onnxprune.analyze(b.build(), shapes={"x": [2, 5, 16]})
+    (g,) = [g for g in groups_of(report) if "qkv" in g.members and g.channels == 3]
+    assert_blocked_by(g, "ReduceSum 'sum'", "reduces over the channel axis")
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "dynamic"])
+def test_repeat_kv_ties_kv_heads_to_their_query_groups(pinned):
+    r"""x[N,T,16] -> MatMul(16) -> Reshape([N,T,-1,4]) -> Transpose = q [N,4,T,4]
+    x -> MatMul(8) -> Reshape([N,T,-1,4]) -> Transpose -> Unsqueeze(2) -> Expand([N,2,2,T,4]) -> Reshape([N,4,T,4])
+      = k, v (HF's repeat_kv, as the dynamo exporter writes it: shapes are Concats of Shape(x) slices)
+    softmax(q @ k^T) @ v -> Transpose -> Reshape([0,0,16]) -> MatMul(16) -> y
+
+    KV head j serves query heads 2j and 2j+1: pruning it removes its whole query group."""
+    b = Builder()
+    x = b.input("x", ["N", "T", 16])
+    n, t = _dims(b, x, 0, 1)
+
+    def heads(h, name):
+        h = b.op("Reshape", [h, b.op("Concat", [n, t, b.ints([-1]), b.ints([4])], axis=0)], name=name)
+        return b.op("Transpose", [h], perm=[0, 2, 1, 3])
+
+    expand = b.op("Concat", [n, b.ints([2]), b.ints([2]), t, b.ints([4])], axis=0, name="expand_shape")
+    merge = b.op("Concat", [n, b.ints([4]), t, b.ints([4])], axis=0, name="merge_shape")
+
+    def repeat(h, name):
+        h = b.op("Expand", [b.op("Unsqueeze", [h, b.ints([2])]), expand], name=f"{name}_expand")
+        return b.op("Reshape", [h, merge], name=f"{name}_merge")
+
+    q = heads(b.matmul(x, 16, 16, name="q", bias=False), "q_heads")
+    k = repeat(heads(b.matmul(x, 16, 8, name="k", bias=False), "k_heads"), "k")
+    v = repeat(heads(b.matmul(x, 16, 8, name="v", bias=False), "v_heads"), "v")
+    b.output(_attend(b, q, k, v, 4, 4, 16))
+    result = prune(b.build(), shapes={"x": [2, 5, 16]} if pinned else None)
+    g = out_group(result, "k")
+    assert g == out_group(result, "q") == out_group(result, "v")
+    assert g.prunable and g.channels == 2 and g.kept == 1 and g.unit == 4
+    assert initializer(result.model, "q.w").shape == (16, 8) and initializer(result.model, "k.w").shape == (16, 4)
+    assert initializer(result.model, "proj.w").shape == (8, 16)
+
+
+@pytest.mark.parametrize("entry", ["one", "channels", "count"])
+def test_expand_keeps_the_channel_axis(entry):
+    r"""x[N,T,16] -> MatMul(8) -> Unsqueeze(2) [N,T,1,8] -> Expand([N, T, 3, e]) -> ReduceSum(2) -> MatMul(4) -> y
+
+    e: 1 (broadcast), 8 (the channel count: rewritten), or Shape(h)[2] (the count, read at run time)."""
+    b = Builder()
+    x = b.input("x", ["N", "T", 16])
+    h = b.matmul(x, 16, 8, name="fc1")
+    if entry == "count":
+        e = b.op("Unsqueeze", [b.op("Gather", [b.op("Shape", [h]), b.const(np.int64(2))]), b.ints([0])])
+    else:
+        e = b.ints([1] if entry == "one" else [8], "e")
+    shape = b.op("Concat", [*_dims(b, x, 0, 1), b.ints([3]), e], axis=0)
+    h = b.op("Expand", [b.op("Unsqueeze", [h, b.ints([2])]), shape], name="expand")
+    h = b.op("ReduceSum", [h, b.ints([2])], keepdims=0)
+    b.output(b.matmul(h, 8, 4, name="fc2"))
+    result = prune(b.build(), shapes={"x": [2, 5, 16]})
+    g = out_group(result, "fc1")
+    assert g.prunable and g.kept == 4 and initializer(result.model, "fc2.w").shape == (4, 4)
+
+
+def test_slice_with_computed_bounds_on_another_axis_passes():
+    r"""x[N,T,16] -> MatMul(8) -> Reshape([0,0,2,4]) -> Transpose = q, k, v [N,2,T,4]
+    q -+-> Slice(0 : D//2, axis 3) ---------+-> Concat(axis 3) = rotate_half(q)   (D = Shape(q)[3], at run time)
+       +-> Slice(D//2 : end, axis 3) -> Neg -/
+    softmax(rotate_half(q) @ k^T) @ v -> Transpose -> Reshape([0,0,8]) -> MatMul(16) -> y    (Llama's rotary)
+
+    The bounds are computed, but on the head_dim axis: the heads pass."""
+    b = Builder()
+    x = b.input("x", ["N", "T", 16])
+    h = b.op("Reshape", [b.matmul(x, 16, 24, name="qkv"), b.ints([0, 0, 3, 2, 4])])
+    h = b.op("Transpose", [h], perm=[2, 0, 3, 1, 4])
+    q, k, v = (b.op("Gather", [h, b.const(np.int64(i))], axis=0) for i in range(3))
+    half = b.op("Div", [b.op("Gather", [b.op("Shape", [q]), b.const(np.int64(3))]), b.const(np.int64(2))])
+    half = b.op("Unsqueeze", [half, b.ints([0])])
+    lo = b.op("Slice", [q, b.ints([0]), half, b.ints([3])], name="lo")
+    hi = b.op("Neg", [b.op("Slice", [q, half, b.ints([2**62]), b.ints([3])], name="hi")])
+    b.output(_attend(b, b.op("Concat", [hi, lo], axis=3), k, v, 2, 4, 16))
+    result = prune(b.build(), shapes={"x": [2, 5, 16]})
+    g = out_group(result, "qkv")
+    assert g.prunable and g.channels == 2 and g.kept == 1 and g.unit == 4

@@ -2,6 +2,7 @@ r"""Op rules for Shape and Size and the Gather/Slice reads of shapes (onnxprune/
 shape-reading parts of reindex.py), checked against the masking oracle."""
 
 import numpy as np
+import onnx
 import pytest
 
 from graphs import Builder, assert_blocked_by, initializer, out_group
@@ -40,41 +41,77 @@ def test_shape_gather_batch_unsqueeze_concat_reshape(read):
     assert initializer(result.model, "fc.w").shape == (64, 10)
 
 
-def test_shape_gather_channel_is_blocked():
-    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Reshape -> Conv(4) -> y
-                                        \-> Shape -> Gather(1) -> Unsqueeze -> Concat([n, c, -1]) -/
-
-    Gather(1) reads the channel count into a computed target: blocked."""
-    b = Builder()
-    x = b.input("x", ["N", 3, 4, 4])
-    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+def _channel_count(b, h, how: str):
+    """The channel count of h ([1, 8, 4, 4]) as a 1-element vector, read from Shape(h) the way exporters do."""
     shape = b.op("Shape", [h], name="shape")
-    c = b.op("Unsqueeze", [b.op("Gather", [shape, b.const(np.int64(1), "one")], name="gather"),
-                           b.ints([0], "ax")])
-    target = b.op("Concat", [b.ints([1]), c, b.ints([-1])], axis=0)
+    if how == "gather-scalar":  # TorchScript: x.size(1)
+        c = b.op("Gather", [shape, b.const(np.int64(1), "one")], name="gather")
+        return b.op("Unsqueeze", [c, b.ints([0], "ax")])
+    if how == "gather-negative":  # x.size(-3), as a 1-element vector
+        return b.op("Gather", [shape, b.ints([-3], "idx")], name="gather")
+    if how == "slice-squeeze":  # TorchScript's x.size(-3) through Slice -> Squeeze -> Unsqueeze
+        c = b.op("Squeeze", [b.op("Slice", [shape, b.ints([-3]), b.ints([-2])], name="slice"), b.ints([0])])
+        return b.op("Unsqueeze", [c, b.ints([0], "ax")])
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["gather-scalar", "gather-negative", "slice-squeeze"])
+def test_shape_channel_count_into_its_own_reshape_target(how):
+    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Reshape -> Conv1d(4) -> y
+                                        \-> Shape -> (channel entry) -> Concat([1, c, -1]) -/
+
+    The target copies the channel count into the channel position: read at run time, it is the pruned count
+    in the pruned model. (Was blocked: "reads the channel count".)"""
+    b = Builder()
+    x = b.input("x", [1, 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    target = b.op("Concat", [b.ints([1], "batch"), _channel_count(b, h, how), b.ints([-1], "rest")], axis=0)
     h = b.op("Reshape", [h, target], name="reshape")  # [1, 8, 16]
     b.output(b.conv(h, 8, 4, dims=1, name="conv3"))
     result = prune(b.build(), shapes={"x": [1, 3, 4, 4]})
     assert out_group(result, "conv1").prunable
-    assert_blocked_by(out_group(result, "conv2"), "Gather 'gather'", "reads the channel count")
+    g = out_group(result, "conv2")
+    assert g.prunable and g.kept == 4 and g.members == ["conv2", "conv3"]
+    assert "Shape" in {n.op_type for n in result.model.graph.node}  # still read at run time, nothing rewritten
 
 
-def test_shape_gather_negative_channel_index_is_blocked():
-    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Reshape([1, c, -1]) -> Conv1d(4) -> y
-                                        \-> Shape -> Gather(-3) -/                (-3 is the channel axis)"""
+@pytest.mark.parametrize("misuse", ["other-position", "arithmetic", "expand-other-axis"])
+def test_shape_channel_count_used_elsewhere_is_blocked(misuse):
+    r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Reshape / Expand -> ... -> y
+                                        \-> Shape -> Gather(1) -> (misuse) -/
+
+    other-position: Reshape([1, 4, c, -1]) puts the count on an axis that holds no channel of its own (the
+    channels are cut in halves between axes 1 and 2); arithmetic: Reshape([1, c + 0, -1]);
+    expand-other-axis: the count expands a size-1 axis of another tensor."""
     b = Builder()
     x = b.input("x", [1, 3, 4, 4])
     h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
-    c = b.op("Gather", [b.op("Shape", [h]), b.ints([-3], "idx")], name="gather")
-    h = b.op("Reshape", [h, b.op("Concat", [b.ints([1]), c, b.ints([-1])], axis=0)])
-    b.output(b.conv(h, 8, 4, dims=1, name="conv3"))
-    result = prune(b.build())
-    assert_blocked_by(out_group(result, "conv2"), "Gather 'gather'", "reads the channel count")
+    c = _channel_count(b, h, "gather-scalar")
+    if misuse == "expand-other-axis":
+        ones = b.const(np.ones((1, 1, 1, 1)), "ones")
+        target = b.op("Concat", [b.ints([1, 1]), c, b.ints([1])], axis=0)
+        e = b.op("Expand", [ones, target], name="expand")  # [1, 1, 8, 1]
+        b.output(b.conv(h, 8, 4, name="conv3"), b.op("Relu", [e]))
+    else:
+        if misuse == "other-position":
+            target = b.op("Concat", [b.ints([1, 4]), c, b.ints([-1])], axis=0)
+        else:
+            target = b.op("Concat", [b.ints([1]), b.op("Add", [c, b.ints([0])], name="add"), b.ints([-1])], axis=0)
+        h = b.op("Reshape", [h, target], name="reshape")
+        b.output(b.op("Relu", [h]))
+    result = prune(b.build(), shapes={"x": [1, 3, 4, 4]})
+    assert out_group(result, "conv1").prunable
+    g = out_group(result, "conv2")
+    where = {"other-position": "Reshape 'reshape'", "arithmetic": "Add 'add'", "expand-other-axis": "Expand 'expand'"}
+    assert_blocked_by(g, where[misuse])
 
 
-def test_shape_slice_over_the_channel_entry_is_blocked():
+def test_shape_slice_over_the_channel_entry_is_followed():
     r"""x -> Conv(8) -> Relu -> Conv(8) -+-> Reshape -> Conv1d(4) -> y
-                                        \-> Shape -> Slice(0:2) -> Concat([n, c, -1]) -/"""
+                                        \-> Shape -> Slice(0:2) -> Concat([n, c, -1]) -/
+
+    Slice(0:2) keeps [n, c]: the target copies both dimensions in place (PyTorch's flatten(2)). (Was
+    blocked: "reads the channel count".)"""
     b = Builder()
     x = b.input("x", [1, 3, 4, 4])
     h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
@@ -82,7 +119,8 @@ def test_shape_slice_over_the_channel_entry_is_blocked():
     h = b.op("Reshape", [h, b.op("Concat", [nc, b.ints([-1])], axis=0)])
     b.output(b.conv(h, 8, 4, dims=1, name="conv3"))
     result = prune(b.build())
-    assert_blocked_by(out_group(result, "conv2"), "Slice 'slice'", "reads the channel count")
+    g = out_group(result, "conv2")
+    assert g.prunable and g.kept == 4
 
 
 @pytest.mark.parametrize("start, end, blocked", [(2, None, False), (0, 1, False), (1, 2, True), (-3, None, True),
@@ -91,7 +129,8 @@ def test_shape_with_start_end(start, end, blocked):
     r"""opset 15: x -> Conv(8) -> Relu -> Conv(8) -+-> ... -> Conv(4) -> y
                                                   \-> Shape(start, end) -> Gather(0) -> Cast -> s (graph output)
 
-    Gather(0) of Shape(start, end) reads dimension `start`: the channel count when start is 1 or -3."""
+    Gather(0) of Shape(start, end) reads dimension `start`: the channel count when start is 1 or -3, which
+    then reaches a graph output."""
     b = Builder(15)
     x = b.input("x", [1, 3, 4, 4])
     h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
@@ -101,7 +140,7 @@ def test_shape_with_start_end(start, end, blocked):
     result = prune(b.build())
     g = out_group(result, "conv2")
     if blocked:
-        assert_blocked_by(g, "Gather 'gather'", "reads the channel count")
+        assert_blocked_by(g, "graph output")
     else:
         assert g.prunable and g.kept == 4
 
@@ -166,3 +205,29 @@ def test_size_is_blocked():
     result = prune(b.build())
     assert out_group(result, "conv1").prunable
     assert_blocked_by(out_group(result, "conv2"), "Size 'size'", "number of elements")
+
+
+def test_torchscript_expand_and_reshape_of_a_channel_count():
+    r"""x -> Conv(8) -> Relu -> Conv(8) = h [1,8,4,4] -> Unsqueeze(2) -> Expand(s') -> Reshape(r) -> Conv(4) -> y
+    s  = Concat(n, c, [2], hh, ww)                 (c = Shape(h)[1], the channel count; n, hh, ww other entries)
+    s' = Where(Equal(s, ConstantOfShape(Shape(s)) * -1), ConstantOfShape(Shape(s)), s)   (TorchScript's expand
+         guard for -1 entries: a channel count is never -1, so the count stays at its place)
+    r  = Concat(n, c * 2, hh, ww)                  (HF's repeat_kv: num_key_value_heads * n_rep)
+
+    Channel i of conv2 becomes channels 2i and 2i+1 of conv3's input: they are pruned together, and the
+    Expand and Reshape read the pruned count at run time."""
+    b = Builder()
+    x = b.input("x", [1, 3, 4, 4])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    shape = b.op("Shape", [h])
+    n, c, hh, ww = (b.op("Unsqueeze", [b.op("Gather", [shape, b.const(np.int64(i))]), b.ints([0])]) for i in range(4))
+    s = b.op("Concat", [n, c, b.ints([2]), hh, ww], axis=0)
+    ones = b.op("ConstantOfShape", [b.op("Shape", [s])], value=onnx.helper.make_tensor("v", 7, [1], [1]))
+    s = b.op("Where", [b.op("Equal", [s, b.op("Mul", [ones, b.ints([-1])])]), ones, s])
+    e = b.op("Expand", [b.op("Unsqueeze", [h, b.ints([2])]), s], name="expand")
+    r = b.op("Concat", [n, b.op("Mul", [c, b.ints([2])], name="mul"), hh, ww], axis=0)
+    b.output(b.conv(b.op("Reshape", [e, r], name="merge"), 16, 4, name="conv3"))
+    result = prune(b.build())
+    g = out_group(result, "conv2")
+    assert g.prunable and g.kept == 4 and g.members == ["conv2", "conv3"]
+    assert initializer(result.model, "conv3.w").shape == (4, 8, 3, 3)

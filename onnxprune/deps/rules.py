@@ -49,6 +49,9 @@ class Registry:
 
 
 def default_registry() -> Registry:
-    from .ops import conv, elementwise, linear, norm, pool, reindex, shape
+    from .ops import conv, elementwise, fused, linear, norm, pool, reindex, shape
 
-    return Registry([*conv.RULES, *elementwise.RULES, *linear.RULES, *norm.RULES, *pool.RULES, *reindex.RULES, *shape.RULES])
+    return Registry([
+        *conv.RULES, *elementwise.RULES, *linear.RULES, *norm.RULES, *pool.RULES, *reindex.RULES, *shape.RULES,
+        *fused.RULES,
+    ])

@@ -7,11 +7,21 @@
     (a residual Add, an SE gate Mul, x * Sigmoid(x));
   - a constant with size C on that axis joins the group (role "param") and is sliced with it; size 1
     broadcasts and stays;
-  - an untracked activation with size 1 on that axis broadcasts; with more, it blocks the group.
+  - an untracked activation with size 1 on that axis broadcasts; with more, it blocks the group. Its size is
+    looked up through Slices on other axes when inference lost it (GPT-2's causal mask
+    `bias[:, :, k - q:k, :k]` is 1 on the head axis).
+- Shape vectors holding a channel count (see shape.py) may be multiplied by a positive integer constant
+  (HF's `repeat_kv` reshapes to `num_key_value_heads * n_rep`), and pass TorchScript's `expand` guard
+  `Where(Equal(shape, -1), 1, shape)` (a count is never -1). Any other arithmetic with them blocks.
 """
 
 from __future__ import annotations
 
+from onnx import numpy_helper
+
+from ...graph import attr
+from ..context import ShapeRead
+from ..layout import Seg
 from ..rules import OpRule
 
 UNARY = (
@@ -62,6 +72,10 @@ def _numel(ctx, name: str):
 
 
 def _elementwise(node, ctx) -> None:
+    reads = [i for i, name in enumerate(node.input) if name in ctx.shape_reads]
+    if reads and not _shape_arithmetic(node, ctx, reads):
+        for i in reads:
+            ctx.block_input(node, i, "computes with a shape that holds a channel count")
     inputs = [(i, name) for i, name in enumerate(node.input) if name]
     tracked = [(i, ctx.track(name)) for i, name in inputs if ctx.track(name) is not None]
     if not tracked:
@@ -89,6 +103,8 @@ def _elementwise(node, ctx) -> None:
         local = axis - (out_rank - ranks[name])
         dims = ctx.dims(name)
         size = dims[local] if dims is not None and local >= 0 else 1
+        if not isinstance(size, int):
+            size = _axis_size(ctx, name, local)
         if size == 1:
             continue
         if ctx.is_constant(name) and size == channels:
@@ -100,8 +116,92 @@ def _elementwise(node, ctx) -> None:
     ctx.set_track(node.output[0], axis, layout)
 
 
+def _axis_size(ctx, name: str, axis: int):
+    """The static size of axis `axis` of `name` where shape inference lost it: Slices on other axes, Casts,
+    Identity and Not keep it; a constant has it."""
+    for _ in range(32):
+        dims = ctx.dims(name)
+        if dims is not None and 0 <= axis < len(dims) and isinstance(dims[axis], int):
+            return dims[axis]
+        node = ctx.graph.producer.get(name)
+        if node is None or ctx.track(name) is not None:
+            return None
+        if node.op_type == "Slice" and ctx.graph.opset >= 10:
+            rank = ctx.rank(node.input[0])
+            axes = ctx.graph.int_values(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+            if rank is None or axes is None or axis in [a % rank for a in axes]:
+                return None
+        elif node.op_type not in ("Cast", "Identity", "Not"):
+            return None
+        name = node.input[0]
+    return None
+
+
+def _shape_arithmetic(node, ctx, reads) -> bool:
+    """Follows the few computations on a channel count that keep it a known function of the channels."""
+    op, names = node.op_type, list(node.input)
+    if op == "Mul" and len(reads) == 1 and len(names) == 2:
+        read = ctx.shape_reads[names[reads[0]]]
+        factor = ctx.graph.value(names[1 - reads[0]])
+        if factor is None or factor.dtype.kind not in "iu" or ctx.rank(node.output[0]) != ctx.rank(names[reads[0]]):
+            return False
+        factor = factor.reshape(-1)
+        k = int(factor[0]) if factor.size == 1 else (int(factor[read.position]) if read.position < factor.size else 0)
+        if k < 1:
+            return False
+        layout = tuple(Seg(seg.space, seg.inner * k) for seg in read.layout)
+        ctx.shape_reads[node.output[0]] = ShapeRead(layout, read.position, node.name)
+        return True
+    if op == "Equal" and len(reads) == 1 and len(names) == 2:
+        x, other = names[reads[0]], names[1 - reads[0]]
+        users = ctx.graph.consumers.get(node.output[0], [])
+        return (
+            _fill_value(ctx, other) is not None and _fill_value(ctx, other) < 0 and bool(users)
+            and node.output[0] not in ctx.graph.output_names
+            and all(u.op_type == "Where" and i == 0 and u.input[2] == x for u, i in users)
+        )
+    if op == "Where" and reads == [2]:
+        cond = ctx.graph.producer.get(names[0])
+        if cond is None or cond.op_type != "Equal" or names[2] not in cond.input:
+            return False
+        other = cond.input[1] if cond.input[0] == names[2] else cond.input[0]
+        fill = _fill_value(ctx, other)
+        if fill is None or fill >= 0:
+            return False
+        read = ctx.shape_reads[names[2]]  # the count is never negative: Where keeps it
+        ctx.shape_reads[node.output[0]] = ShapeRead(read.layout, read.position, node.name)
+        return True
+    return False
+
+
+def _fill_value(ctx, name: str, depth: int = 0):
+    """The one value every entry of `name` holds, where it is known (constants, ConstantOfShape, products)."""
+    value = ctx.graph.value(name)
+    if value is not None:
+        flat = value.reshape(-1)
+        return float(flat[0]) if flat.size and (flat == flat[0]).all() else None
+    node = ctx.graph.producer.get(name)
+    if node is None or depth > 8:
+        return None
+    if node.op_type == "ConstantOfShape":
+        fill = attr(node, "value", None)
+        if fill is None:
+            return 0.0
+        flat = numpy_helper.to_array(fill).reshape(-1)
+        return float(flat[0]) if flat.size == 1 else None
+    if node.op_type in ("Cast", "Identity"):
+        return _fill_value(ctx, node.input[0], depth + 1)
+    if node.op_type == "Neg":
+        inner = _fill_value(ctx, node.input[0], depth + 1)
+        return None if inner is None else -inner
+    if node.op_type == "Mul" and len(node.input) == 2:
+        a, b = (_fill_value(ctx, n, depth + 1) for n in node.input)
+        return None if a is None or b is None else a * b
+    return None
+
+
 RULES = [
     OpRule(UNARY, _unary),
     OpRule(("Identity", "Cast"), _identity, reads_shapes=True),
-    OpRule(ELEMENTWISE, _elementwise),
+    OpRule(ELEMENTWISE, _elementwise, reads_shapes=True),
 ]

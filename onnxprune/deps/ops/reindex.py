@@ -6,11 +6,20 @@
   boundaries); the rewriter recomputes split sizes and slice bounds from what each part keeps.
 - Flatten / Reshape merging the channel axis with the axes after it: channel i owns `inner` consecutive
   positions. Reshape splitting the channel axis into [blocks, block_size] (attention heads) tracks the
-  blocks. Reshape targets holding the channel count are rewritten (a target built by a Concat that other
-  nodes read too cannot be rewritten for one of them, and blocks).
+  blocks; a split into [k, heads, head_dim] whose k axis is unbound right after (a fused QKV projection,
+  timm's `qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)`) tracks the heads, tying the k parts
+  head by head. Reshape targets holding the channel count are rewritten; a target built by a Concat that
+  other nodes read too is first copied for the Reshape (dynamo exports share one target between layers).
+  A target entry that is the channel count read at run time (Shape -> Gather/Slice -> ... -> Concat) needs
+  no rewrite: it is tied to the channels it reads.
+- Expand: the channel axis must be expanded to itself (1, the channel count, or its run-time read).
 - Transpose, Squeeze, Unsqueeze, Gather on other axes: the channel axis moves.
 - Resize, Upsample, Pad: spatial only; scale 1 / zero padding on the channel axis, Resize sizes rewritten.
-Concat, Split, Slice and Gather on other axes pass the channels through.
+Concat, Split, Slice and Gather on other axes pass the channels through (Slice bounds on other axes may be
+computed at run time).
+
+Shape vectors that hold a channel count (see shape.py) are followed through Gather, Slice, Squeeze,
+Unsqueeze, Concat and 1-D Reshape, so that `x.view(-1, x.size(-1))` and HF's `repeat_kv` stay prunable.
 """
 
 from __future__ import annotations
@@ -18,22 +27,17 @@ from __future__ import annotations
 from math import prod
 
 from ...graph import attr
+from ..context import ShapeRead
 from ..layout import Seg
 from ..rules import OpRule
-
-INT64_MAX = 2**63 - 1
+from .shapevec import (
+    _block_target_read, _copies_input_dim, _filled_dims, _ints, _is_count, _normalize, _rewrite_entry,
+    _vector_entries, _vector_length,
+)
 
 
 def _static(dims) -> bool:
     return dims is not None and all(isinstance(d, int) for d in dims)
-
-
-def _ints(ctx, node, index: int, attr_name: str):
-    """An int list given as input `index` (newer opsets) or as attribute `attr_name` (older ones)."""
-    if index < len(node.input) and node.input[index]:
-        return ctx.graph.int_values(node.input[index])
-    value = attr(node, attr_name, None)
-    return None if value is None else [int(v) for v in value]
 
 
 def _set_ints(rw, node, index: int, attr_name: str, values) -> None:
@@ -44,8 +48,25 @@ def _set_ints(rw, node, index: int, attr_name: str, values) -> None:
 
 
 # ---- Concat / Split / Slice ----------------------------------------------------------------------------
+def _concat_reads(node, ctx) -> None:
+    """Concat of 1-D shape pieces: a piece holding a channel count lands at its offset in the output."""
+    names = [n for n in node.input if n]
+    reads = [n for n in names if n in ctx.shape_reads]
+    lengths = [_vector_length(ctx, n) for n in names]
+    if len(reads) > 1 or None in lengths or ctx.rank(node.output[0]) != 1:
+        for i, name in enumerate(node.input):
+            if name in ctx.shape_reads:
+                ctx.block_input(node, i, "computes with a shape that holds a channel count")
+        return
+    offset = sum(lengths[:names.index(reads[0])])
+    read = ctx.shape_reads[reads[0]]
+    ctx.shape_reads[node.output[0]] = ShapeRead(read.layout, offset + read.position, node.name)
+
+
 def _concat(node, ctx) -> None:
     names = [n for n in node.input if n]
+    if any(n in ctx.shape_reads for n in names):
+        _concat_reads(node, ctx)
     tracks = [ctx.track(n) for n in names]
     if all(t is None for t in tracks):
         return
@@ -137,23 +158,34 @@ def _slice(node, ctx) -> None:
     steps = _ints(ctx, node, 4, "steps") if opset10 and len(node.input) > 4 and node.input[4] else None
     read = ctx.shape_reads.get(node.input[0])
     track = ctx.track(node.input[0])
+    ctx.block_tracked_inputs(node, "its bounds or axes carry channels", skip=(0,))
     if read is None and track is None:
         return
-    if starts is None or ends is None or rank is None or (len(node.input) > 3 and node.input[3] and axes is None):
+    has_axes = opset10 and len(node.input) > 3 and node.input[3]
+    if axes is None and not has_axes:  # default axes: one per start (their number is static even if computed)
+        n = len(starts) if starts is not None else (_vector_length(ctx, node.input[1]) if opset10 else None)
+        axes = list(range(n)) if n is not None else None
+    if axes is None or rank is None:
+        ctx.block_tracked_inputs(node, "its axes are not constant")
+        return
+    axes = [a % rank for a in axes]
+    if track is not None and track.axis not in axes:  # bounds on other axes may be computed at run time
+        ctx.set_track(node.output[0], track.axis, track.layout)
+        return
+    if starts is None or ends is None:
         ctx.block_tracked_inputs(node, "its bounds are not constant")
         return
-    axes = [a % rank for a in (axes if axes is not None else range(len(starts)))]
     steps = steps or [1] * len(axes)
     if read is not None:
-        length = ctx.dims(node.input[0])[0]
+        length = (ctx.dims(node.input[0]) or [None])[0]
+        if not isinstance(length, int):
+            ctx.block(read.layout, node, "reads the channel count from a shape of unknown length")
+            return
         lo, hi, step = _normalize(starts[0], ends[0], steps[0], length)
-        if step != 1 or lo <= read.position < hi:
+        if step != 1:
             ctx.block(read.layout, node, "reads the channel count")
-        elif lo <= read.position:  # a Slice after the channel entry keeps the read out of its output
-            pass
-        return
-    if track.axis not in axes:
-        ctx.set_track(node.output[0], track.axis, track.layout)
+        elif lo <= read.position < hi:  # the entry moves to its place in the slice
+            ctx.shape_reads[node.output[0]] = ShapeRead(read.layout, read.position - lo, node.name)
         return
     k = axes.index(track.axis)
     total = ctx.length(track.layout)
@@ -176,15 +208,6 @@ def _slice(node, ctx) -> None:
             _set_ints(rw, node, 2, "ends", new_ends)
 
     ctx.on_rewrite(node, fix)
-
-
-def _normalize(start: int, end: int, step: int, size: int) -> tuple[int, int, int]:
-    def clamp(v: int) -> int:
-        if v < 0:
-            v += size
-        return max(0, min(size, v))
-
-    return clamp(start), clamp(min(end, INT64_MAX)), step
 
 
 # ---- Flatten / Reshape ---------------------------------------------------------------------------------
@@ -212,147 +235,172 @@ def _flatten(node, ctx) -> None:
 
 
 def _reshape(node, ctx) -> None:
-    track = ctx.track(node.input[0])
     if ctx.track(node.input[1]) is not None:
         ctx.block_input(node, 1, "a shape input carries channels")
+    if node.input[0] in ctx.shape_reads:
+        _reshape_read(node, ctx)
+    track = ctx.track(node.input[0])
     if track is None:
+        _block_target_read(ctx, node, 1, None, "sets an axis of its output to a channel count")
         return
     a, channels = track.axis, ctx.length(track.layout)
-    in_dims, out_dims = ctx.dims(node.input[0]), ctx.dims(node.output[0])
-    target = _target_entries(ctx, node)
-    found = _keep_channel_axis(a, channels, in_dims, target) or _merge_or_split(a, channels, in_dims, out_dims)
+    in_dims, out_dims = _filled_dims(ctx, node.input[0]), ctx.dims(node.output[0])
+    target = _vector_entries(ctx, node, 1)
+    found = (
+        _keep_channel_axis(ctx, node, a, channels, in_dims, target)
+        or _merge_or_split(a, channels, in_dims, out_dims)
+        or _split_last_axis(ctx, node, a, channels, in_dims, target)
+    )
     if found is None:
         ctx.block_input(node, 0, "it reshapes the channel axis in a way onnxprune cannot follow")
+        _block_target_read(ctx, node, 1, None, "sets an axis of its output to a channel count")
         return
-    b, kind, factor = found
+    b, kind, factor, inner = found
     if kind == "split":
-        blocks = ctx.spaces.coarsen(track.layout, factor)
-        if blocks is None:
+        heads = inner[0] if len(inner) >= 2 else None
+        if heads is not None and _unbound(ctx, node.output[0], b):
+            out, b = _split_parts_into_heads(ctx, node, track.layout, factor, heads), b + 1
+        else:
+            blocks = ctx.spaces.coarsen(track.layout, factor)
+            out = None if blocks is None else (Seg(blocks),)
+        if out is None:
             ctx.block_input(node, 0, "its channels do not split into equal blocks")
             return
-        out = (Seg(blocks),)
     else:
         out = _scaled(track.layout, factor)
+    _block_target_read(ctx, node, 1, b, "sets another axis of its output to a channel count")
     entry = target[b] if target is not None and b < len(target) else None
     if entry is None:
         ctx.block_input(node, 0, "its target shape holds the channel count in a computed value")
         return
-    value, source = entry
+    value, source = entry[0], entry[1]
+    if _is_count(value):
+        if kind == "split":
+            ctx.block_input(node, 0, "its target reads a channel count into a split of the channel axis")
+            ctx.block(value[1], node, "read into a split of another channel axis")
+            return
+        if ctx.align(out, value[1], node, "target's run-time channel count"):
+            ctx.set_track(node.output[0], b, out)  # the count is read at run time: no rewrite
+        return
     if not isinstance(value, int):
         ctx.block_input(node, 0, "its target copies an input dimension into the channel position")
         return
     if value == 0 and b != a:
         ctx.block_input(node, 0, "its target copies an input dimension into the channel position")
         return
-    if value > 0 and source[0] is not node and _read_elsewhere(ctx, source[0].output[0], node):
-        # the entry lives in a Concat whose output another node reads too: rewriting it would change both
-        ctx.block_input(node, 0, "its target shape comes from a node whose output other nodes read too")
+    if value > 0 and source is None:
+        ctx.block_input(node, 0, "its target shape holds the channel count in a computed value")
         return
     ctx.set_track(node.output[0], b, out)
     if value > 0:
-        ctx.on_rewrite(node, lambda rw: rw.set_int_entry(source[0], source[1], source[2], rw.new_length(out)))
+        ctx.on_rewrite(node, lambda rw: _rewrite_entry(rw, node, 1, source, value, rw.new_length(out)))
 
 
-def _read_elsewhere(ctx, name: str, node) -> bool:
-    """Whether tensor `name` is read by a node other than `node`, or is a graph output."""
-    return name in ctx.graph.output_names or any(c is not node for c, _ in ctx.graph.consumers.get(name, []))
+def _reshape_read(node, ctx) -> None:
+    """Reshape of a shape vector to 1-D ([-1] or [n]) keeps the positions of its entries."""
+    read = ctx.shape_reads[node.input[0]]
+    if ctx.rank(node.input[0]) in (0, 1) and ctx.rank(node.output[0]) == 1:
+        ctx.shape_reads[node.output[0]] = ShapeRead(read.layout, read.position, node.name)
+    else:
+        ctx.block(read.layout, node, "reshapes a shape that holds a channel count")
 
 
-def _target_entries(ctx, node):
-    """Per entry of a Reshape target: (value, (node, input index, position)). The value is an int for
-    constants, ("dim", j) for a copy of dimension j of the data (PyTorch's view(x.size(0), -1)), or the
-    entry is None when computed otherwise. Follows Concat of 1-D pieces."""
-    name = node.input[1]
-    values = ctx.graph.int_values(name)
-    if values is not None:
-        return [(v, (node, 1, i)) for i, v in enumerate(values)]
-    producer = ctx.graph.producer.get(name)
-    if producer is None or producer.op_type != "Concat":
+def _split_parts_into_heads(ctx, node, layout, parts: int, heads: int):
+    """[k * heads * head_dim] -> [k, heads, head_dim] with the k axis unbound right after: part i's head h is
+    tied to every other part's head h (Q, K and V heads go together). None where the sizes do not divide."""
+    total = ctx.length(layout)
+    if total % parts or (total // parts) % heads:
         return None
-    entries = []
-    for index, piece in enumerate(producer.input):
-        piece_values = _piece_values(ctx, piece)
-        if piece_values is not None:
-            entries.extend((v, (producer, index, i)) for i, v in enumerate(piece_values))
-            continue
-        dim = _copied_dim(ctx, piece, node.input[0])
-        if dim is not None:
-            entries.append((("dim", dim), None))
-            continue
-        dims = ctx.dims(piece)
-        if dims is None or len(dims) != 1 or not isinstance(dims[0], int):
+    size = total // parts
+    spaces = []
+    for i in range(parts):
+        part = ctx.spaces.sub(layout, i * size, (i + 1) * size)
+        space = None if part is None else ctx.spaces.coarsen(part, heads)
+        if space is None:
             return None
-        entries.extend([None] * dims[0])
-    return entries
-
-
-def _piece_values(ctx, name):
-    values = ctx.graph.int_values(name)
-    if values is not None:
-        return values
-    producer = ctx.graph.producer.get(name)
-    if producer is not None and producer.op_type == "Unsqueeze" and ctx.graph.is_constant(producer.input[0]):
-        return ctx.graph.int_values(producer.input[0])
-    return None
-
-
-INT_CASTS = (6, 7)  # TensorProto.INT32, INT64: a dimension passes through these casts unchanged
-
-
-def _producer(ctx, name):
-    """The node producing `name`, looking through Identity and Casts to int32/int64 (Paddle and some
-    PyTorch exports cast shape vectors and their entries)."""
-    node = ctx.graph.producer.get(name)
-    while node is not None and (
-        node.op_type == "Identity" or (node.op_type == "Cast" and int(attr(node, "to", 0)) in INT_CASTS)
-    ):
-        node = ctx.graph.producer.get(node.input[0])
-    return node
-
-
-def _copied_dim(ctx, piece, data):
-    """j when `piece` is the 1-element vector Shape(data)[j] (through Unsqueeze of a Gather, or a Slice;
-    Identity and integer Casts between them are looked through)."""
-    node = _producer(ctx, piece)
-    if node is not None and node.op_type == "Unsqueeze":
-        node = _producer(ctx, node.input[0])
-        if node is None or node.op_type != "Gather":
+        spaces.append(space)
+    for space in spaces[1:]:
+        if not ctx.align((Seg(spaces[0]),), (Seg(space),), node, "parts (their heads are tied)"):
             return None
-    if node is None or node.op_type not in ("Gather", "Slice"):
-        return None
-    shape = _producer(ctx, node.input[0])
-    if shape is None or shape.op_type != "Shape" or shape.input[0] != data or attr(shape, "start", 0):
-        return None
-    if node.op_type == "Gather":
-        index = ctx.graph.int_values(node.input[1])
-        return index[0] if index is not None and len(index) == 1 and index[0] >= 0 else None
-    starts, ends = ctx.graph.int_values(node.input[1]), ctx.graph.int_values(node.input[2])
-    if starts and ends and len(starts) == 1 and ends[0] == starts[0] + 1 and starts[0] >= 0:
-        return starts[0]
-    return None
+    return (Seg(spaces[0]),)
 
 
-def _keep_channel_axis(a, channels, in_dims, target):
-    """Target entries before the channel axis copy the input (0, the same static size, or Shape(x)[j]);
-    the entry at the channel axis is the channel count (the axis stays, whatever follows) or a final -1
-    (the channel axis absorbs the static axes after it)."""
+def _unbound(ctx, name: str, axis: int) -> bool:
+    """Whether every reader of `name` takes axis `axis` apart into single slices and drops it (Transposes
+    on the way; Gather of one index, or Split / Slice into pieces of 1 each followed by Squeeze of that axis)."""
+    consumers = ctx.graph.consumers.get(name, [])
+    if not consumers or name in ctx.graph.output_names:
+        return False
+    rank = ctx.rank(name)
+    for node, slot in consumers:
+        if slot != 0 or rank is None:
+            return False
+        op = node.op_type
+        if op == "Transpose":
+            perm = attr(node, "perm", None)
+            if perm is None or not _unbound(ctx, node.output[0], list(perm).index(axis)):
+                return False
+        elif op == "Gather":
+            index = ctx.graph.value(node.input[1])
+            if index is None or index.ndim != 0 or int(attr(node, "axis", 0)) % rank != axis:
+                return False
+        elif op in ("Split", "Slice"):
+            if op == "Split" and int(attr(node, "axis", 0)) % rank != axis:
+                return False
+            if op == "Slice":
+                axes = _ints(ctx, node, 3, "axes") if ctx.graph.opset >= 10 else attr(node, "axes", None)
+                if axes is None or [x % rank for x in axes] != [axis]:
+                    return False
+            for out in node.output:
+                if not _squeezed_single(ctx, out, axis, rank):
+                    return False
+        else:
+            return False
+    return True
+
+
+def _squeezed_single(ctx, name: str, axis: int, rank: int) -> bool:
+    dims = ctx.dims(name)
+    if dims is None or len(dims) != rank or dims[axis] != 1 or name in ctx.graph.output_names:
+        return False
+    consumers = ctx.graph.consumers.get(name, [])
+    for node, slot in consumers:
+        axes = _ints(ctx, node, 1, "axes") if node.op_type == "Squeeze" else None
+        if slot != 0 or axes is None or [x % rank for x in axes] != [axis]:
+            return False
+    return bool(consumers)
+
+
+def _keep_channel_axis(ctx, node, a, channels, in_dims, target):
+    """Target entries before the channel axis keep the input's dimensions (see `_copies_input_dim`); the
+    entry at the channel axis is the channel count (the axis stays, whatever follows), the count times the
+    static size of the next axes (it absorbs them: HF's repeat_kv merges KV heads with their copies), or a
+    final -1 (the channel axis absorbs the static axes after it)."""
     if target is None or in_dims is None or len(target) <= a or target[a] is None:
         return None
-    for j in range(a):
-        entry = target[j]
-        if entry is None or not (
-            entry[0] == 0 or entry[0] == ("dim", j) or (isinstance(in_dims[j], int) and entry[0] == in_dims[j])
-        ):
-            return None
+    if not all(_copies_input_dim(ctx, target[j], j, node.input[0], in_dims) for j in range(a)):
+        return None
     value = target[a][0]
+    if _is_count(value):
+        value = ctx.length(value[1])
+    if not isinstance(value, int):
+        return None
     if value in (channels, 0):
-        return a, "merge", 1
+        return a, "merge", 1, ()
     if value == -1 and len(target) == a + 1 and _static(in_dims[a + 1:]):
-        return a, "merge", prod(in_dims[a + 1:])
+        return a, "merge", prod(in_dims[a + 1:]), ()
+    if value > channels and value % channels == 0:
+        m = value // channels
+        for k in range(1, len(in_dims) - a):
+            if not _static(in_dims[a + 1:a + 1 + k]) or prod(in_dims[a + 1:a + 1 + k]) > m:
+                break
+            if prod(in_dims[a + 1:a + 1 + k]) == m:
+                return a, "merge", m, ()
     return None
 
 
 def _merge_or_split(a, channels, in_dims, out_dims):
+    """(output axis, "merge" or "split", inner size or number of blocks, sizes of the split axes after it)."""
     if in_dims is None or out_dims is None or not _static(in_dims[a + 1:]):
         return None
     tail = list(in_dims[a + 1:])
@@ -364,15 +412,35 @@ def _merge_or_split(a, channels, in_dims, out_dims):
             m = out_dims[b] // channels
             for k in range(len(tail) + 1):
                 if prod(tail[:k]) == m and prod(tail[k:]) == rest:
-                    return b, "merge", m
+                    return b, "merge", m, ()
     for b in range(len(out_dims)):
         if not _static(out_dims[b:]) or out_dims[b] <= 1 or out_dims[b] >= channels or channels % out_dims[b]:
             continue
         block = channels // out_dims[b]
         for m in range(1, len(out_dims) - b):
             if prod(out_dims[b + 1:b + 1 + m]) == block and prod(out_dims[b + 1 + m:]) == prod(tail):
-                return b, "split", out_dims[b]
+                return b, "split", out_dims[b], tuple(out_dims[b + 1:b + 1 + m])
     return None
+
+
+def _split_last_axis(ctx, node, a, channels, in_dims, target):
+    """The channel axis is the data's last axis and the target keeps the axes before it (see
+    `_copies_input_dim`), then splits it into static sizes (one of them may be -1): [B, S, -1, D] with
+    dynamic B and S, where shape inference cannot tell the output's sizes."""
+    if target is None or in_dims is None or a != len(in_dims) - 1 or len(target) < a + 2:
+        return None
+    if not all(_copies_input_dim(ctx, target[j], j, node.input[0], in_dims) for j in range(a)):
+        return None
+    sizes = [e[0] if e is not None else None for e in target[a:]]
+    if not all(isinstance(v, int) and (v > 0 or v == -1) for v in sizes) or sizes.count(-1) > 1:
+        return None
+    known = prod(v for v in sizes if v != -1)
+    if channels % known:
+        return None
+    sizes = [channels // known if v == -1 else v for v in sizes]
+    if prod(sizes) != channels or sizes[0] <= 1 or sizes[0] >= channels:
+        return None
+    return a, "split", sizes[0], tuple(sizes[1:])
 
 
 # ---- axis moves ----------------------------------------------------------------------------------------
@@ -390,7 +458,19 @@ def _transpose(node, ctx) -> None:
     ctx.set_track(node.output[0], list(perm).index(track.axis), track.layout)
 
 
+def _read_to_rank(node, ctx, rank: int) -> None:
+    """Squeeze / Unsqueeze of a shape vector between a 1-element vector and a scalar keeps its one entry."""
+    read = ctx.shape_reads[node.input[0]]
+    ranks = (ctx.rank(node.input[0]), ctx.rank(node.output[0]))
+    if ranks in ((1, 0), (0, 1)) and ranks[1] == rank:
+        ctx.shape_reads[node.output[0]] = ShapeRead(read.layout, 0, node.name)
+    else:
+        ctx.block(read.layout, node, "reshapes a shape that holds a channel count")
+
+
 def _squeeze(node, ctx) -> None:
+    if node.input[0] in ctx.shape_reads:
+        _read_to_rank(node, ctx, 0)
     track = ctx.track(node.input[0])
     if track is None:
         return
@@ -410,6 +490,8 @@ def _squeeze(node, ctx) -> None:
 
 
 def _unsqueeze(node, ctx) -> None:
+    if node.input[0] in ctx.shape_reads:
+        _read_to_rank(node, ctx, 1)
     track = ctx.track(node.input[0])
     if track is None:
         return
@@ -427,11 +509,20 @@ def _gather(node, ctx) -> None:
     read = ctx.shape_reads.get(node.input[0])
     if ctx.track(node.input[1]) is not None:
         ctx.block_input(node, 1, "its indices carry channels")
-    if read is not None:
-        indices = ctx.graph.int_values(node.input[1])
+    if node.input[1] in ctx.shape_reads:
+        ctx.block_input(node, 1, "its indices hold a channel count")
+    if read is not None:  # a shape vector: the channel count lands where the indices pick it
+        indices = ctx.graph.value(node.input[1])
         size = (ctx.dims(node.input[0]) or [None])[0]
-        if indices is None or not isinstance(size, int) or read.position in [i % size for i in indices]:
+        if indices is None or indices.ndim > 1 or not isinstance(size, int) or ctx.rank(node.input[0]) != 1:
             ctx.block(read.layout, node, "reads the channel count")
+            return
+        picked = indices.reshape(-1).tolist()
+        hits = [k for k, i in enumerate(picked) if -size <= i < size and i % size == read.position]
+        if len(hits) > 1:
+            ctx.block(read.layout, node, "reads the channel count twice")
+        elif hits:
+            ctx.shape_reads[node.output[0]] = ShapeRead(read.layout, hits[0], node.name)
         return
     track = ctx.track(node.input[0])
     if track is None:
@@ -443,6 +534,44 @@ def _gather(node, ctx) -> None:
         return
     new_axis = track.axis if track.axis < axis else track.axis - 1 + index_rank
     ctx.set_track(node.output[0], new_axis, track.layout)
+
+
+def _expand(node, ctx) -> None:
+    """Expand broadcasts to a shape: the channel axis must stay itself (shape entry 1, the channel count, or
+    the count read at run time)."""
+    if ctx.track(node.input[1]) is not None:
+        ctx.block_input(node, 1, "its shape input carries channels")
+    track = ctx.track(node.input[0])
+    if track is None:
+        _block_target_read(ctx, node, 1, None, "expands an axis to a channel count")
+        return
+    rank, n = ctx.rank(node.input[0]), _vector_length(ctx, node.input[1])
+    if rank is None or n is None:
+        ctx.block_input(node, 0, "the rank of its output is unknown")
+        _block_target_read(ctx, node, 1, None, "expands an axis to a channel count")
+        return
+    out_rank = max(rank, n)
+    axis = track.axis + out_rank - rank
+    position = axis - (out_rank - n)
+    _block_target_read(ctx, node, 1, position, "expands another axis to a channel count")
+    if position >= 0:
+        entries = _vector_entries(ctx, node, 1)
+        entry = entries[position] if entries is not None else None
+        channels = ctx.length(track.layout)
+        if entry is None:
+            ctx.block_input(node, 0, "its shape sets the channel axis to a computed value")
+            return
+        value, source = entry[0], entry[1]
+        if _is_count(value):
+            if not ctx.align(track.layout, value[1], node, "shape's run-time channel count"):
+                return
+        elif value == channels and channels > 1 and source is not None:
+            layout = track.layout
+            ctx.on_rewrite(node, lambda rw: _rewrite_entry(rw, node, 1, source, value, rw.new_length(layout)))
+        elif value != 1:
+            ctx.block_input(node, 0, "its shape sets the channel axis to a value other than the channel count")
+            return
+    ctx.set_track(node.output[0], axis, track.layout)
 
 
 # ---- spatial resampling and padding -----------------------------------------------------------------
@@ -504,14 +633,15 @@ def _pad(node, ctx) -> None:
 
 
 RULES = [
-    OpRule(("Concat",), _concat),
+    OpRule(("Concat",), _concat, reads_shapes=True),
     OpRule(("Split",), _split),
     OpRule(("Slice",), _slice, reads_shapes=True),
     OpRule(("Flatten",), _flatten),
-    OpRule(("Reshape",), _reshape),
+    OpRule(("Reshape",), _reshape, reads_shapes=True),
+    OpRule(("Expand",), _expand, reads_shapes=True),
     OpRule(("Transpose",), _transpose),
-    OpRule(("Squeeze",), _squeeze),
-    OpRule(("Unsqueeze",), _unsqueeze),
+    OpRule(("Squeeze",), _squeeze, reads_shapes=True),
+    OpRule(("Unsqueeze",), _unsqueeze, reads_shapes=True),
     OpRule(("Gather",), _gather, reads_shapes=True),
     OpRule(("Resize", "Upsample"), _resize),
     OpRule(("Pad",), _pad),

@@ -1,9 +1,12 @@
 """Shape and Size of tracked tensors.
 
 `Shape` output entries are harmless as long as nobody reads the channel count out of them: the Shape
-output is recorded as a *shape read* at the channel position, and only Gather/Slice rules (which check
-the position they extract) may consume it; any other consumer blocks the group. `Size` always depends on
-the channel count and blocks.
+output is recorded as a *shape read* at the channel position. Only rules that know where the count goes
+may consume it: Gather / Slice / Squeeze / Unsqueeze / Concat / 1-D Reshape move it to another position of
+another shape vector (or drop it), Mul by a positive integer scales it, and a Reshape target or an Expand
+shape that puts the count at the axis whose channels it counts ties the two (the pruned model reads the
+pruned count at run time: nothing to rewrite). Any other consumer blocks the group. `Size` always depends
+on the channel count and blocks. The shape of a shape vector is only its length, so Shape reads it freely.
 """
 
 from __future__ import annotations
@@ -33,4 +36,7 @@ def _size(node, ctx) -> None:
     ctx.block_tracked_inputs(node, "it reads the number of elements, which includes the channel count")
 
 
-RULES = [OpRule(("Shape",), _shape), OpRule(("Size",), _size)]
+RULES = [
+    OpRule(("Shape",), _shape, reads_shapes=True),  # the shape of a shape vector does not depend on what it holds
+    OpRule(("Size",), _size),
+]
