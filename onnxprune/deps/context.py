@@ -23,6 +23,8 @@ QUANTIZED_OPS = {
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
     "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearConcat",
 }
+NORMALIZING_OPS = {"LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization", "SkipLayerNormalization",
+                   "SkipSimplifiedLayerNormalization", "GroupNormalization", "Softmax", "LpNormalization"}
 QUANTIZED_REASON = "quantized ops are not pruned (prune the float model, then quantize it)"
 
 
@@ -176,6 +178,17 @@ class Context:
         if producer is not None:
             return f"its {what} is not a constant (computed by {producer.op_type} '{producer.name}')"
         return f"its {what} is not a constant"
+
+    def untracked_reason(self, name: str, label: str) -> str:
+        """Why an operand met by a tracked one blocks it: its channels are tied to no group, and where they come from."""
+        producer = self.graph.producer.get(name)
+        if producer is None:
+            origin = "a graph input" if name in self.graph.input_names else "a constant"
+        elif producer.op_type in NORMALIZING_OPS:
+            origin = f"{producer.op_type} '{producer.name}', which normalizes across them (the residual stream)"
+        else:
+            origin = f"{producer.op_type} '{producer.name}'"
+        return f"{label} has channels that cannot be pruned: they come from {origin}"
 
     def on_rewrite(self, node: onnx.NodeProto, fn: RewriteFn) -> None:
         self.fixes.append((node.name, fn))

@@ -110,7 +110,7 @@ def _elementwise(node, ctx) -> None:
         if ctx.is_constant(name) and size == channels:
             ctx.param(node, index, local, layout, "param")
             continue
-        ctx.block(layout, node, f"input {index} ('{name}') has channels that cannot be pruned")
+        ctx.block(layout, node, ctx.untracked_reason(name, f"input {index} ('{name}')"))
         ctx.block_input(node, index, "its channels meet a group that is blocked")
         return
     ctx.set_track(node.output[0], axis, layout)

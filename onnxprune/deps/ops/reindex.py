@@ -86,14 +86,14 @@ def _concat(node, ctx) -> None:
                 ctx.block_tracked_inputs(node, f"the size of input '{name}' on the Concat axis is unknown")
                 return
             piece = ctx.new_layout(size, node)
-            ctx.block(piece, node, f"input '{name}' has channels that cannot be pruned")
+            ctx.block(piece, node, ctx.untracked_reason(name, f"input '{name}'"))
             pieces.extend(piece)
         ctx.set_track(node.output[0], axis, tuple(pieces))
         return
     layout = None
     for index, (name, track) in enumerate(zip(names, tracks)):
         if track is None:
-            ctx.block_tracked_inputs(node, f"input '{name}' has channels that cannot be pruned")
+            ctx.block_tracked_inputs(node, ctx.untracked_reason(name, f"input '{name}'"))
             return
         if layout is not None and (track.axis != tracks[0].axis or not ctx.align(layout, track.layout, node)):
             ctx.block_tracked_inputs(node, "its inputs carry channels on different axes")
