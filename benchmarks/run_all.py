@@ -61,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, batch 1 only (for a smoke run)")
     parser.add_argument("--skip-cost", action="store_true", help="skip the prune time/memory benchmark")
+    parser.add_argument("--skip-recovery", action="store_true", help="skip the accuracy/recovery benchmark")
     args = parser.parse_args()
     cache = OUT / "models"
     cache.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,10 @@ def main() -> None:
         report = bench([str(p) for p in paths], config)
         speed[name] = report.to_dict()
         sections.append(f"## {name} at {title}\n\n" + format_markdown(report).split("\n", 2)[2])
+        if shapes:  # transformers: how close the pruned hidden states stay to the dense ones
+            sections.append(fidelity_table(paths, shapes))
+    sections.append(round_to_section(cache, quick=args.quick))
+    sections.append(crosscheck_section(cache))
     (OUT / "speed.json").write_text(json.dumps(speed, indent=2))
     sections.append(sweep_section(cache / "resnet18.onnx", quick=args.quick))
     cost_md = ""
@@ -87,8 +92,63 @@ def main() -> None:
         cost_json = OUT / "prune_cost.json"
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "prune_cost.py"), "--json", str(cost_json)], check=True)
         cost_md = cost_table(json.loads(cost_json.read_text()))
+    if not args.skip_recovery:
+        recovery_json = OUT / "recovery.json"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recovery.py"), "--json", str(recovery_json)],
+                       check=True, stdout=subprocess.DEVNULL)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from recovery import markdown as recovery_markdown
+
+        sections.append("## Accuracy after pruning: training-free recovery on trained digit classifiers\n\n"
+                        + recovery_markdown(json.loads(recovery_json.read_text())))
     write_doc(sections, cost_md)
     print(f"wrote {DOC.relative_to(ROOT)} and bench-out/*.json", file=sys.stderr)
+
+
+def fidelity_table(paths: list[Path], shapes: dict) -> str:
+    """Cosine similarity of each variant's hidden states to the dense model's, on 4 random inputs."""
+    from onnxprune.verify import compare, make_inputs
+
+    feeds = make_inputs(str(paths[0]), shapes=shapes, samples=4, seed=0)
+    lines = ["Fidelity (same random token ids, 4 samples): cosine of the pruned model's outputs to the dense "
+             "model's; no calibration or fine-tuning (random weights: this shows that the model still computes "
+             "its function's bulk, not task accuracy).", "", "| model | output | cosine | max abs error |", "|---|---|---:|---:|"]
+    for path in paths[1:]:
+        report = compare(str(paths[0]), str(path), feeds)
+        for out in report.outputs:
+            lines.append(f"| {path.name} | {out.name} | {out.cosine:.4f} | {out.max_abs:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def round_to_section(cache: Path, quick: bool) -> str:
+    """MobileNetV2 at ratio 0.5 with kept counts rounded to 1, 8, 16 and 32: the measurement behind --round-to."""
+    paths = [cache / "mobilenet_v2.onnx"]
+    for step in (1, 8, 16, 32):
+        path = cache / f"mobilenet_v2_s50_rt{step}.onnx"
+        if not path.exists():
+            save_model(onnxprune.prune(str(paths[0]), ratio=0.5, round_to=step).model, path)
+        paths.append(path)
+    print("bench round-to", file=sys.stderr)
+    report = bench([str(p) for p in paths], BenchConfig(threads=(1,), batches=(1,) if quick else (1, 8),
+                                                        rounds=4 if quick else 8, runs=3, warmup=3))
+    return ("## --round-to on this machine: MobileNetV2 at ratio 0.5, kept counts rounded to 1, 8, 16, 32\n\n"
+            + format_markdown(report).split("\n", 2)[2])
+
+
+def crosscheck_section(cache: Path) -> str:
+    """benchmarks/crosscheck.py on ResNet-18 s50 and MobileNetV2 s50: bench vs an independent timing."""
+    rows = ["`onnxprune bench`'s speedup against an independent timing of the same files (benchmarks/crosscheck.py: "
+            "a fresh plain-onnxruntime process per measurement, models alternating, 5 processes each, 1 thread, "
+            "batch 1).", "", "| dense | pruned | independent | onnxprune bench | bench control | difference |",
+            "|---|---|---:|---:|---:|---:|"]
+    for name in ("resnet18", "mobilenet_v2"):
+        out = OUT / f"crosscheck_{name}.json"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crosscheck.py"), str(cache / f"{name}.onnx"),
+                        str(cache / f"{name}_s50.onnx"), "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
+        r = json.loads(out.read_text())
+        rows.append(f"| {name}.onnx | {name}_s50.onnx | {r['plain_speedup']:.2f}x | {r['bench_speedup']:.2f}x | "
+                    f"{r['bench_control']:.3f}x | {r['difference'] * 100:+.1f}% |")
+    return "## Cross-check: bench against an independent timing\n\n" + "\n".join(rows) + "\n"
 
 
 def sweep_section(model: Path, quick: bool) -> str:
