@@ -3,7 +3,9 @@
 - One process; every session ORT_ENABLE_ALL, intra_op_num_threads set explicitly, inter_op_num_threads=1,
   sequential execution.
 - Sessions are interleaved in blocks: each round visits every model once in a shuffled order, and a visit is a
-  short pause, 2 untimed runs, then a few timed runs. The median is taken over all timed runs of all rounds.
+  short pause, 2 untimed runs (more for a fast model: at least 30 ms of them, so that its timed runs do not
+  start on caches the previous model left cold), then a few timed runs. The median is taken over all timed
+  runs of all rounds.
   (Alternating sessions run by run makes onnxruntime's spinning threads fight and reads several times slower.)
 - Warm-up runs are never timed; the inputs are fixed (seeded) and the same for every model.
 - A control row, a second session on the first model, shows the noise floor ("dense vs dense").
@@ -206,6 +208,10 @@ class _Runner:
             raise OnnxPruneError(f"{self.label}: onnxruntime failed to run: {first_line}") from None
 
 
+VISIT_WARM_S = 0.03  # untimed work at the start of each visit, at least
+MAX_UNTIMED_PER_VISIT = 20
+
+
 def interleave(
     runners: Sequence[Callable[[], None]],
     *,
@@ -214,18 +220,28 @@ def interleave(
     rounds: int,
     untimed_per_visit: int = 2,
     pause_s: float = 0.05,
+    visit_warm_s: float = VISIT_WARM_S,
     seed: int = 0,
     clock: Callable[[], int] = time.perf_counter_ns,
 ) -> list[list[float]]:
     """Block-interleaved timing; returns the timed latencies (ms) of each runner.
 
-    Warm-up: `warmup` untimed runs of each runner. Then `rounds` rounds; each visits every runner once in a
-    shuffled (seeded) order: pause, `untimed_per_visit` untimed runs, `runs` timed runs.
+    Warm-up: `warmup` untimed runs of each runner (timed only to size the visits). Then `rounds` rounds; each
+    visits every runner once in a shuffled (seeded) order: pause, untimed runs, `runs` timed runs. A visit's
+    untimed runs are `untimed_per_visit`, or more for a fast model: as many as fill `visit_warm_s` (at most
+    MAX_UNTIMED_PER_VISIT), so that its timed runs do not start on caches the previous model left cold.
     """
     order_rng = random.Random(seed)
+    warm_runs = []
     for run in runners:
+        spent = []
         for _ in range(warmup):
+            t0 = clock()
             run()
+            spent.append((clock() - t0) / 1e9)
+        typical = sorted(spent)[len(spent) // 2] if spent else 0.0
+        extra = math.ceil(visit_warm_s / typical) if typical > 0 and visit_warm_s > 0 else 0
+        warm_runs.append(max(untimed_per_visit, min(extra, MAX_UNTIMED_PER_VISIT)))
     times: list[list[float]] = [[] for _ in runners]
     indices = list(range(len(runners)))
     for _ in range(rounds):
@@ -234,7 +250,7 @@ def interleave(
             run = runners[i]
             if pause_s:
                 time.sleep(pause_s)
-            for _ in range(untimed_per_visit):
+            for _ in range(warm_runs[i]):
                 run()
             for _ in range(runs):
                 t0 = clock()
@@ -442,7 +458,7 @@ def method_text(cfg: BenchConfig) -> str:
     return (
         f"one process; ORT_ENABLE_ALL, intra_op_num_threads as listed, inter_op_num_threads=1, sequential; "
         f"{cfg.warmup} untimed warm-up runs per session, then {cfg.rounds} shuffled rounds, each visiting every "
-        f"model once ({cfg.pause_s * 1000:g} ms pause, {cfg.untimed_per_visit} untimed runs, {cfg.runs} timed runs); "
+        f"model once ({cfg.pause_s * 1000:g} ms pause, {cfg.untimed_per_visit} untimed runs or as many as fill {VISIT_WARM_S * 1000:g} ms (at most {MAX_UNTIMED_PER_VISIT}), {cfg.runs} timed runs); "
         f"median and p10-p90 over all timed runs; same seeded inputs (seed {cfg.seed}) for every model"
     )
 

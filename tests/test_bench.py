@@ -98,7 +98,7 @@ def test_interleave_blocks_warmup_and_shuffle():
     calls = []
     runners = [lambda i=i: calls.append(i) for i in range(3)]
     ticks = iter(range(0, 10**9, 1000))
-    times = interleave(runners, warmup=2, runs=3, rounds=4, untimed_per_visit=2, pause_s=0, seed=1,
+    times = interleave(runners, warmup=2, runs=3, rounds=4, untimed_per_visit=2, pause_s=0, visit_warm_s=0, seed=1,
                        clock=lambda: next(ticks))
     assert [len(t) for t in times] == [12, 12, 12]
     assert calls[:6] == [0, 0, 1, 1, 2, 2]  # warm-up, never timed
@@ -108,6 +108,16 @@ def test_interleave_blocks_warmup_and_shuffle():
     rounds = [[b[0] for b in blocks[k:k + 3]] for k in range(0, 12, 3)]
     assert all(sorted(r) == [0, 1, 2] for r in rounds)  # every round visits every model once
     assert len({tuple(r) for r in rounds}) > 1  # in a shuffled order
+
+
+def test_fast_models_get_more_untimed_runs_per_visit():
+    calls = []
+    runners = [lambda i=i: calls.append(i) for i in range(2)]
+    ticks = iter(range(0, 10**12, 2_000_000))  # every run "takes" 2 ms
+    interleave(runners, warmup=3, runs=2, rounds=1, untimed_per_visit=2, pause_s=0, visit_warm_s=0.01, seed=0,
+               clock=lambda: next(ticks))
+    visits = calls[6:]
+    assert len(visits) == 2 * (5 + 2)  # 10 ms of untimed runs (5 x 2 ms) then 2 timed, per visit
 
 
 def test_unavailable_cuda_is_reported(two, monkeypatch):
