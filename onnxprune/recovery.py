@@ -41,7 +41,9 @@ from .graph import Graph, attr
 METHODS = ("none", "bias", "lsq", "stats", "all")
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)
 ROWS_PER_LAYER = 30_000
-HOLDOUT_EVERY = 4  # every 4th sample is held out to choose alpha
+HOLDOUT_EVERY = 4
+NOT_A_LAYER = "its weight is not a constant"
+CONSTANT_INPUT = "its input is a constant"  # every 4th sample is held out to choose alpha
 Progress = Optional[Callable[[int, int], None]]  # (samples done over all passes, total)
 
 
@@ -306,9 +308,9 @@ def _eligible(graph: Graph, node: onnx.NodeProto, uses: dict[str, int]) -> Optio
     if node.domain not in ("", "ai.onnx") or node.op_type not in ("Conv", "Gemm", "MatMul"):
         return "not a Conv, Gemm or MatMul"
     if len(node.input) < 2 or graph.constant_root(node.input[1]) is None:
-        return "its weight is not a constant"
+        return NOT_A_LAYER
     if graph.constant_root(node.input[0]) is not None:
-        return "its input is a constant"
+        return CONSTANT_INPUT
     root = graph.constant_root(node.input[1])
     if uses.get(root, 0) > 1:
         return "its weight is shared with another node"
@@ -388,7 +390,7 @@ def plan_layers(analysis: Analysis, keep, removed: dict, steps: set[str], report
                 if is_reader and layer.removed_in is not None:
                     seeds.append(layer)
                 target = layer
-            else:
+            elif why not in (NOT_A_LAYER, CONSTANT_INPUT):  # activation x activation products are not layers
                 report.skipped.append((node.name, why))
         elif touched and "stats" in steps and node.op_type == "BatchNormalization" and _bn_constant(graph, node):
             target = node
