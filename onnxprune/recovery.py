@@ -41,9 +41,9 @@ from .graph import Graph, attr
 METHODS = ("none", "bias", "lsq", "stats", "all")
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)
 ROWS_PER_LAYER = 30_000
-HOLDOUT_EVERY = 4
+HOLDOUT_EVERY = 4  # every 4th sample is held out to choose alpha
 NOT_A_LAYER = "its weight is not a constant"
-CONSTANT_INPUT = "its input is a constant"  # every 4th sample is held out to choose alpha
+CONSTANT_INPUT = "its input is a constant"
 Progress = Optional[Callable[[int, int], None]]  # (samples done over all passes, total)
 
 
