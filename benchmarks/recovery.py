@@ -127,6 +127,11 @@ def markdown(data: dict) -> str:
             acc = {r["method"]: r["accuracy"] for r in data["rows"]
                    if r["model"] == name and r["criterion"] == criterion and r["ratio"] == 0.5}
             lines.append(f"| {name} | {criterion} | {acc.get('none', float('nan')):.3f} | {acc.get('all', float('nan')):.3f} |")
+    lines += ["", "Where the scores differ: without recovery, choosing by data (activation, wanda) can save a model that "
+              "L1 breaks (the plain CNN above); once least squares runs, the choice hardly matters and L1 is as good "
+              "as the data-aware scores or better, as ../shared/RECOVERY.md found. Without recovery, the ResNets fall "
+              "to chance whatever the score: the next layers (and their folded BatchNorm) no longer fit the "
+              "narrowed inputs."]
     return "\n".join(lines) + "\n"
 
 
