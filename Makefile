@@ -20,6 +20,11 @@ demo: $(STAMP)
 	$(VENV)/bin/onnxprune prune $(DEMO_MODEL) -o $(OUT)/demo_pruned.onnx --ratio 0.5
 	$(VENV)/bin/onnxprune verify $(DEMO_MODEL) $(OUT)/demo_pruned.onnx --samples 4
 	$(VENV)/bin/onnxprune bench $(DEMO_MODEL) $(OUT)/demo_pruned.onnx --threads 1 --rounds 5 --runs 5
+	@echo "--- a trained digit classifier: pruned with calibration data, accuracy checked on held-out labels"
+	$(VENV)/bin/onnxprune prune models/digits_resnet.onnx -o $(OUT)/digits_pruned.onnx --ratio 0.3 --round-to 1 \
+		--calib models/digits_calib.npz
+	$(VENV)/bin/onnxprune verify models/digits_resnet.onnx $(OUT)/digits_pruned.onnx --data models/digits_test.npz \
+		--labels models/digits_test_labels.npy --max-accuracy-drop 0.01
 
 test: $(STAMP)
 	$(PY) -m pytest -q

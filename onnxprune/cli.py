@@ -165,7 +165,8 @@ class _StageBar:
         if stage != self.stage:
             self.close()
             self.stage, self.shown = stage, 0
-            self.bar = click.progressbar(length=total, label=stage, file=sys.stderr)
+            label = {"scores": "scoring channels on calibration data", "recovery": "recovery passes"}.get(stage, stage)
+            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
             self.bar.__enter__()
         self.bar.update(done - self.shown)
         self.shown = done
