@@ -75,7 +75,7 @@ def main() -> None:
         paths = variants(name, build, cache, shapes)
         config = BenchConfig(
             threads=(1, 2), batches=(1,) if args.quick else (1, 8),
-            rounds=4 if args.quick else 8, runs=3, warmup=3, shapes={k: v for k, v in (shapes or {}).items()},
+            rounds=4 if args.quick else 12, runs=3, warmup=3, shapes={k: v for k, v in (shapes or {}).items()},
         )
         print(f"bench {name}: {', '.join(p.name for p in paths)}", file=sys.stderr)
         report = bench([str(p) for p in paths], config)
@@ -130,7 +130,7 @@ def round_to_section(cache: Path, quick: bool) -> str:
         paths.append(path)
     print("bench round-to", file=sys.stderr)
     report = bench([str(p) for p in paths], BenchConfig(threads=(1,), batches=(1,) if quick else (1, 8),
-                                                        rounds=4 if quick else 8, runs=3, warmup=3))
+                                                        rounds=4 if quick else 12, runs=3, warmup=3))
     return ("## --round-to on this machine: MobileNetV2 at ratio 0.5, kept counts rounded to 1, 8, 16, 32\n\n"
             + format_markdown(report).split("\n", 2)[2])
 
@@ -138,13 +138,13 @@ def round_to_section(cache: Path, quick: bool) -> str:
 def crosscheck_section(cache: Path) -> str:
     """benchmarks/crosscheck.py on ResNet-18 s50 and MobileNetV2 s50: bench vs an independent timing."""
     rows = ["`onnxprune bench`'s speedup against an independent timing of the same files (benchmarks/crosscheck.py: "
-            "a fresh plain-onnxruntime process per measurement, models alternating, 5 processes each, 1 thread, "
+            "a fresh plain-onnxruntime process per measurement, models alternating, 7 processes each, 1 thread, "
             "batch 1).", "", "| dense | pruned | independent | onnxprune bench | bench control | difference |",
             "|---|---|---:|---:|---:|---:|"]
     for name in ("resnet18", "mobilenet_v2"):
         out = OUT / f"crosscheck_{name}.json"
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crosscheck.py"), str(cache / f"{name}.onnx"),
-                        str(cache / f"{name}_s50.onnx"), "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
+                        str(cache / f"{name}_s50.onnx"), "--repeats", "7", "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
         r = json.loads(out.read_text())
         rows.append(f"| {name}.onnx | {name}_s50.onnx | {r['plain_speedup']:.2f}x | {r['bench_speedup']:.2f}x | "
                     f"{r['bench_control']:.3f}x | {r['difference'] * 100:+.1f}% |")
