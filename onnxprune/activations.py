@@ -159,6 +159,10 @@ class ChannelStats:
         return self.total / max(self.count, 1.0)
 
     @property
+    def variance(self) -> np.ndarray:
+        return np.maximum(self.squares / max(self.count, 1.0) - self.mean ** 2, 0.0)
+
+    @property
     def mean_abs(self) -> np.ndarray:
         return self.absolute / max(self.count, 1.0)
 

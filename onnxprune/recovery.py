@@ -491,6 +491,11 @@ def match_moments(m: Moments, theta: np.ndarray) -> np.ndarray:
     var_p = np.maximum(sq_p - mean_p ** 2, 0.0)
     mean_d = xy[-1] / n
     var_d = np.maximum(yy / n - mean_d ** 2, 0.0)
+    return _rescaled(theta, mean_p, var_p, mean_d, var_d)
+
+
+def _rescaled(theta: np.ndarray, mean_p, var_p, mean_d, var_d) -> np.ndarray:
+    """theta scaled and shifted per output: mean mean_p and variance var_p become mean_d and var_d."""
     scale = np.where(var_p > 1e-12 * np.maximum(var_d, 1e-30), np.sqrt(var_d / np.maximum(var_p, 1e-300)), 1.0)
     out = theta * scale[None, :]
     out[-1] += mean_d - scale * mean_p
@@ -645,9 +650,8 @@ def _level_pass(dense, graph, level, steps, samples, per_sample, rng, alpha, rep
     for node in norms:
         stats = bn_stats[node.name]
         eps = float(attr(node, "epsilon", 1e-5))
-        mean = stats.mean
-        var = np.maximum(stats.squares / max(stats.count, 1.0) - mean ** 2 - eps, 0.0)
-        for index, value in ((3, mean), (4, var)):
+        var = np.maximum(stats.variance - eps, 0.0)  # BatchNormalization divides by sqrt(var + eps)
+        for index, value in ((3, stats.mean), (4, var)):
             old = graph.value(node.input[index])
             _set_input(graph, node, index, value.astype(old.dtype).reshape(old.shape))
         report.layers.append(LayerResult(node.name, "bn", note="running mean and variance re-estimated"))
@@ -655,13 +659,7 @@ def _level_pass(dense, graph, level, steps, samples, per_sample, rng, alpha, rep
 
 def _affine(theta: np.ndarray, pruned: ChannelStats, dense: ChannelStats) -> np.ndarray:
     """theta scaled and shifted per output so that its mean and standard deviation become the dense ones."""
-    mean_p, mean_d = pruned.mean, dense.mean
-    var_p = np.maximum(pruned.squares / max(pruned.count, 1.0) - mean_p ** 2, 0.0)
-    var_d = np.maximum(dense.squares / max(dense.count, 1.0) - mean_d ** 2, 0.0)
-    scale = np.where(var_p > 1e-12 * np.maximum(var_d, 1e-30), np.sqrt(var_d / np.maximum(var_p, 1e-300)), 1.0)
-    out = theta * scale[None, :]
-    out[-1] += mean_d - scale * mean_p
-    return out
+    return _rescaled(theta, pruned.mean, pruned.variance, dense.mean, dense.variance)
 
 
 def _feeds_batchnorm(graph: Graph, node: onnx.NodeProto) -> bool:
