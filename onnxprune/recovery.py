@@ -114,12 +114,12 @@ class Layer:
         return self.node.input[0]
 
     @property
-    def channel_axis(self) -> int:
-        return 1 if self.kind == "conv" else -1
-
-    @property
     def y(self) -> str:
         return self.node.output[0]
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.kind == "conv" else -1
 
     # ---- rows ------------------------------------------------------------------------------------------------
     def rows(self, x: np.ndarray, y: Optional[np.ndarray], per_sample: int, rng) -> tuple:
@@ -171,12 +171,7 @@ class Layer:
         return np.zeros(n)  # MatMul: theta's bias is a shift added to the bias Add after it (or a new one)
 
     def width(self, graph: Graph) -> int:
-        shape = graph.const_shape(self.node.input[1])
-        if self.kind == "conv":
-            return shape[0]
-        if self.kind == "gemm":
-            return shape[0] if attr(self.node, "transB", 0) else shape[1]
-        return shape[1]
+        return out_width(graph, self.node)
 
     def write(self, graph: Graph, theta: np.ndarray) -> None:
         proto = graph.root_proto(self.root)
@@ -220,6 +215,11 @@ class Layer:
         if len(node.input) > index and node.input[index]:
             dtype = graph.value(node.input[index]).dtype
         _set_input(graph, node, index, b.astype(dtype))
+
+
+def out_width(graph: Graph, node: onnx.NodeProto) -> int:
+    """Output features of a Conv, Gemm or MatMul, from its weight's shape."""
+    return graph.const_shape(node.input[1])[_out_axis(node)]
 
 
 def _gather_y(y, batch_idx, pos):
@@ -384,7 +384,7 @@ def plan_layers(analysis: Analysis, keep, removed: dict, steps: set[str], report
                 root = graph.constant_root(node.input[1])
                 positions = kept_out.get((root, _out_axis(node)))
                 if positions is None:
-                    positions = np.arange(Layer(node, _kind(node), root, np.arange(0)).width(graph))
+                    positions = np.arange(out_width(graph, node))
                 layer = Layer(node, _kind(node), root, positions, removed.get((root, _in_axis(node))),
                               tuple(graph.const_shape(node.input[1])[2:]))
                 if is_reader and layer.removed_in is not None:
@@ -581,8 +581,7 @@ def _bias_pass(dense, graph, seeds, samples, per_sample, rng, report, tick) -> N
 
 def _dense_view(layer: Layer, dgraph: Graph) -> Layer:
     node = dgraph.node_by_name(layer.name)
-    full = Layer(node, layer.kind, layer.root, np.arange(0)).width(dgraph)
-    return Layer(node, layer.kind, layer.root, np.arange(full), kernel=layer.kernel)
+    return Layer(node, layer.kind, layer.root, np.arange(out_width(dgraph, node)), kernel=layer.kernel)
 
 
 def _features_of_inputs(layer: Layer, dgraph: Graph) -> list[np.ndarray]:
