@@ -320,6 +320,29 @@ def _matmul_macs(node, dims: _Dims, ia: int, ib: int) -> Optional[int]:
     return _numel(batch) * a[-2] * a[-1] * b[-1]
 
 
+def _attention_macs(node, dims: _Dims) -> Optional[int]:
+    # com.microsoft Attention: input [B, S, Hin] x packed QKV weight [Hin, Hq + Hk + Hv], then per head
+    # Q K^T (S x S x D) and attention x V (S x S x D): B*S*Hin*(Hq+Hk+Hv) + B*S*S*(Hq + Hv)
+    x, w = dims.get(node.input[0]), dims.get(node.input[1]) if len(node.input) > 1 else None
+    if x is None or w is None or len(x) != 3 or len(w) != 2:
+        return None
+    batch, seq, _ = x
+    sizes = _attr(node, "qkv_hidden_sizes", None) or [w[1] // 3] * 3
+    return batch * seq * w[0] * w[1] + batch * seq * seq * (sizes[0] + sizes[2])
+
+
+def _mha_macs(node, dims: _Dims) -> Optional[int]:
+    # com.microsoft MultiHeadAttention on projected query [B, S, Hq], key [B, L, Hk], value [B, L, Hv]
+    q = dims.get(node.input[0])
+    k = dims.get(node.input[1]) if len(node.input) > 1 else None
+    v = dims.get(node.input[2]) if len(node.input) > 2 else None
+    if q is None or k is None or v is None or len(q) != 3 or len(k) != 3 or len(v) != 3:
+        return None
+    return q[0] * q[1] * k[1] * (q[2] + v[2])
+
+
+_CONTRIB_MAC_RULES = {"Attention": _attention_macs, "MultiHeadAttention": _mha_macs}
+
 _MAC_RULES = {
     "Conv": lambda n, d: _conv_macs(n, d, 0, 1),
     "ConvInteger": lambda n, d: _conv_macs(n, d, 0, 1),
@@ -336,7 +359,8 @@ def _node_macs(nodes, names, dims: _Dims) -> dict[str, tuple[Optional[int], bool
     """MACs (None: not inferable) and whether a dim was guessed, for every node with a MAC rule."""
     out = {}
     for name, node in zip(names, nodes):
-        rule = _MAC_RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        rule = (_MAC_RULES.get(node.op_type) if node.domain in ("", "ai.onnx")
+                else _CONTRIB_MAC_RULES.get(node.op_type) if node.domain == "com.microsoft" else None)
         if rule is not None:
             dims.guessed = False
             value = rule(node, dims)

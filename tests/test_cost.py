@@ -1,5 +1,7 @@
 """MAC and parameter counts against hand-computed numbers, and the --shape helpers."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -255,3 +257,11 @@ def test_dims_behind_shape_arithmetic():
     r = count_cost(m, {"x": [2, 8, 4, 4]})
     assert r.per_node["conv"].macs == 2 * 4 * 16 * 4
     assert not r.unknown_dims
+
+
+def test_fused_contrib_attention_counts_the_same_macs_as_the_unfused_graph():
+    models = Path(__file__).resolve().parent.parent / "models"
+    shapes = {"input_ids": [2, 16], "attention_mask": [2, 16], "token_type_ids": [2, 16]}
+    unfused = count_cost(onnx.load(str(models / "tx_bert_ts.onnx")), shapes)
+    fused = count_cost(onnx.load(str(models / "tx_bert_ts_ortopt.onnx")), shapes)  # com.microsoft Attention per layer
+    assert fused.macs == unfused.macs > 0
