@@ -16,8 +16,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .calib import Feed, SampleSet
+from .calib import Feed, SampleSet, feed_rows
 from .errors import OnnxPruneError
+from .graph import subgraph_outer_names
 
 Progress = Optional[Callable[[int], None]]  # called with the number of samples just processed
 ACTIVATION_BUDGET = 256 << 20  # bytes of tapped tensors per batch, which sets the batch size
@@ -40,7 +41,7 @@ def tap(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
         wanted_nodes.add(i)
         node = graph.node[i]
         stack.extend(n for n in node.input if n)
-        stack.extend(_outer_names(node))
+        stack.extend(subgraph_outer_names(node))
     cut = onnx.ModelProto()
     for field_name in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
         setattr(cut, field_name, getattr(model, field_name))
@@ -57,12 +58,6 @@ def tap(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:
         typed = name in types
         g.output.append(onnx.helper.make_tensor_value_info(name, types[name], None) if typed else onnx.ValueInfoProto(name=name))
     return cut
-
-
-def _outer_names(node: onnx.NodeProto) -> set[str]:
-    from .graph import subgraph_outer_names
-
-    return subgraph_outer_names(node)
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -101,13 +96,13 @@ def walk(
     if batch is None:
         probe = next(samples.feeds(1))
         tapped = sum(v.nbytes for r in _run_all(sessions, probe) for v in r.values())
-        batch = batch_size(3 * tapped // _rows(probe))
+        batch = batch_size(3 * tapped // feed_rows(probe))
     for feed in samples.feeds(batch):
         results = _run_all(sessions, feed)
         fold(feed, results)
         del results
         if progress is not None:
-            progress(_rows(feed))
+            progress(feed_rows(feed))
 
 
 def _run_all(sessions, feed: Feed) -> list[dict[str, np.ndarray]]:
@@ -121,11 +116,6 @@ def _run_all(sessions, feed: Feed) -> list[dict[str, np.ndarray]]:
             raise OnnxPruneError(f"onnxruntime failed on the calibration data: {text[0] if text else exc}") from None
         results.append(dict(zip(names, values)))
     return results
-
-
-def _rows(feed: Feed) -> int:
-    first = next(iter(feed.values()))
-    return int(np.shape(first)[0]) if np.ndim(first) else 1
 
 
 def batch_size(per_sample_bytes: int, budget: int = ACTIVATION_BUDGET, most: int = 64) -> int:

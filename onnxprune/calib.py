@@ -40,7 +40,7 @@ class SampleSet:
     @property
     def count(self) -> int:
         if self.given:
-            return sum(_rows(feed) for feed in self.given)
+            return sum(feed_rows(feed) for feed in self.given)
         first = next(iter(self.arrays.values()), None)
         return 0 if first is None else int(first.shape[0])
 
@@ -68,7 +68,7 @@ class SampleSet:
                 if total >= limit:
                     break
                 kept.append(feed)
-                total += _rows(feed)
+                total += feed_rows(feed)
             return SampleSet(self.source, given=kept)
         return SampleSet(self.source, {k: v[:limit] for k, v in self.arrays.items()}, self.stacked, self.fixed_batch)
 
@@ -78,7 +78,8 @@ class SampleSet:
         return self
 
 
-def _rows(feed: Feed) -> int:
+def feed_rows(feed: Feed) -> int:
+    """Samples in one feed: the leading dim of its first input (1 for scalars)."""
     first = next(iter(feed.values()), None)
     return 1 if first is None or np.ndim(first) == 0 else int(np.shape(first)[0])
 

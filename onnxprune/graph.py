@@ -136,12 +136,35 @@ class Graph:
             return shape
         return self.shapes.dims(name)
 
+    # ---- the few edits the rewriter and recovery make -------------------------------------------------
+    def set_constant_input(self, node: onnx.NodeProto, index: int, value: np.ndarray, base: str) -> str:
+        """Give input `index` of `node` a new initializer holding `value`, named after `base` (unique);
+        the old constant may be shared, so it is left as it is. Returns the new name."""
+        name = base
+        while name in self.initializers:
+            name += "_"
+        self.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.initializers[name] = self.graph.initializer[-1]
+        while len(node.input) <= index:
+            node.input.append("")
+        node.input[index] = name
+        return name
+
 
 def attr(node: onnx.NodeProto, name: str, default=None):
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+def set_attr(node: onnx.NodeProto, name: str, value) -> None:
+    """Set (or replace) attribute `name` of `node`."""
+    for i, a in enumerate(node.attribute):
+        if a.name == name:
+            del node.attribute[i]
+            break
+    node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
 def _is_constant_node(node: onnx.NodeProto) -> bool:

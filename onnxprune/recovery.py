@@ -36,7 +36,7 @@ from .activations import ChannelStats, session, tap, walk
 from .calib import SampleSet
 from .deps.context import Analysis
 from .errors import OptionError
-from .graph import Graph, attr
+from .graph import Graph, attr, set_attr
 
 METHODS = ("none", "bias", "lsq", "stats", "all")
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -167,7 +167,7 @@ class Layer:
             return graph.value(self.node.input[2]).astype(np.float64).reshape(-1)
         if self.kind == "gemm" and len(self.node.input) > 2 and self.node.input[2]:
             c = graph.value(self.node.input[2]).astype(np.float64)
-            return np.broadcast_to(c.reshape(-1) if c.size == n else c, (n,)).copy() * float(attr(self.node, "beta", 1.0))
+            return np.broadcast_to(c.reshape(-1), (n,)) * float(attr(self.node, "beta", 1.0))
         return np.zeros(n)  # MatMul: theta's bias is a shift added to the bias Add after it (or a new one)
 
     def width(self, graph: Graph) -> int:
@@ -208,7 +208,7 @@ class Layer:
         if self.kind == "gemm":
             beta = float(attr(node, "beta", 1.0))
             if beta == 0.0:
-                _set_attr(node, "beta", 1.0)
+                set_attr(node, "beta", 1.0)
                 beta = 1.0
             b = b / beta
         index = 2
@@ -279,24 +279,7 @@ def _bias_add(graph: Graph, node: onnx.NodeProto):
 
 
 def _set_input(graph: Graph, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
-    """Give input `index` of `node` a fresh initializer holding `value` (the old one may be shared)."""
-    name = f"{node.name}__recovered_{index}"
-    while name in graph.initializers:
-        name += "_"
-    tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
-    graph.graph.initializer.append(tensor)
-    graph.initializers[name] = graph.graph.initializer[-1]
-    while len(node.input) <= index:
-        node.input.append("")
-    node.input[index] = name
-
-
-def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
-    for i, a in enumerate(node.attribute):
-        if a.name == name:
-            del node.attribute[i]
-            break
-    node.attribute.append(helper.make_attribute(name, value))
+    graph.set_constant_input(node, index, value, f"{node.name}__recovered_{index}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

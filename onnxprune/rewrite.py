@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 
 from .deps.context import Analysis
 from .deps.layout import Layout, Space
+from .graph import set_attr
 
 
 class Rewriter:
@@ -30,8 +31,7 @@ class Rewriter:
         return self.analysis.spaces.positions(layout, self.keep)
 
     def set_attr(self, node: onnx.NodeProto, name: str, value) -> None:
-        self.remove_attr(node, name)
-        node.attribute.append(helper.make_attribute(name, value))
+        set_attr(node, name, value)
 
     def remove_attr(self, node: onnx.NodeProto, name: str) -> None:
         for i, a in enumerate(node.attribute):
@@ -47,12 +47,7 @@ class Rewriter:
         if old_value is not None and old_value.dtype in (np.int32, np.int64):
             dtype = old_value.dtype
         self._fresh += 1
-        name = f"{node.name}__pruned_{index}_{self._fresh}"
-        self.graph.graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
-        self.graph.initializers[name] = self.graph.graph.initializer[-1]
-        while len(node.input) <= index:
-            node.input.append("")
-        node.input[index] = name
+        self.graph.set_constant_input(node, index, np.asarray(values, dtype=dtype), f"{node.name}__pruned_{index}_{self._fresh}")
 
     def set_int_entry(self, node: onnx.NodeProto, index: int, position: int, value: int) -> None:
         current = self.graph.value(node.input[index])

@@ -1,14 +1,11 @@
 """bench: the structure of the report (never timing values), providers, shapes, formatters and the command."""
 
 import json
-import sys
 
-import click
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
@@ -24,7 +21,7 @@ from onnxprune.bench import (
     interleave,
     shapes_for_batch,
 )
-from onnxprune.cli_measure import bench_cmd
+from test_cli import run
 from onnxprune.errors import OnnxPruneError, OptionError
 
 FAST = dict(warmup=1, runs=2, rounds=2, pause_s=0.0)
@@ -225,30 +222,13 @@ def test_markdown_states_noise_plainly():
 # The command
 
 
-class _Main(click.Group):
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except OnnxPruneError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-
-@click.group(cls=_Main)
-def main():
-    pass
-
-
-main.add_command(bench_cmd)
-
-
 def _args(two, *extra):
     return ["bench", str(two[0]), str(two[1]), "--warmup", "1", "--runs", "1", "--rounds", "2", *extra]
 
 
 def test_cli_json_and_markdown(two, monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    r = CliRunner().invoke(main, _args(two, "--json", "--batch", "2", "--threads", "1", "--threads", "2",
+    r = run(*_args(two, "--json", "--batch", "2", "--threads", "1", "--threads", "2",
                                        "--provider", "cpu", "--provider", "cuda", "--shape", "x=1x3x8x8"))
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
@@ -256,21 +236,21 @@ def test_cli_json_and_markdown(two, monkeypatch):
     assert keys == [("cpu", 1, 2, "ok")] * 3 + [("cpu", 2, 2, "ok")] * 3 + [("cuda", 1, 2, "unavailable")] * 3 \
         + [("cuda", 2, 2, "unavailable")] * 3
     assert "bench:" in r.stderr  # progress goes to stderr, the report alone to stdout
-    r = CliRunner().invoke(main, _args(two, "--markdown"))
+    r = run(*_args(two, "--markdown"))
     assert r.exit_code == 0 and "### cpu, 1 thread, batch 1" in r.stdout and "noise" in r.stdout
-    r = CliRunner().invoke(main, _args(two))
+    r = run(*_args(two))
     assert r.exit_code == 0 and "dense.onnx (control)" in r.stdout
 
 
 def test_cli_errors(two, monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    r = CliRunner().invoke(main, _args(two, "--provider", "cuda", "--require-provider"))
+    r = run(*_args(two, "--provider", "cuda", "--require-provider"))
     assert r.exit_code == 1 and "not available" in r.output and "Traceback" not in r.output
-    r = CliRunner().invoke(main, _args(two, "--shape", "x=1x3"))
+    r = run(*_args(two, "--shape", "x=1x3"))
     assert r.exit_code == 1 and "rank" in r.output
-    r = CliRunner().invoke(main, _args(two, "--json", "--markdown"))
+    r = run(*_args(two, "--json", "--markdown"))
     assert r.exit_code == 1 and "exclusive" in r.output
-    r = CliRunner().invoke(main, ["bench", "missing.onnx"])
+    r = run("bench", "missing.onnx")
     assert r.exit_code == 1 and "no such file" in r.output
 
 

@@ -1,18 +1,15 @@
 """verify: random and .npz inputs, per-output statistics, gates, and the `verify` command's exit codes."""
 
 import json
-import sys
 
-import click
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from onnxprune.cli_measure import verify_cmd
+from test_cli import run
 from onnxprune.errors import OnnxPruneError, OptionError, VerificationError
 from onnxprune.verify import Gates, compare, format_table, load_inputs_npz, make_inputs
 
@@ -209,28 +206,11 @@ def test_bad_gates_and_missing_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The command, through a tiny group that handles errors the way the main CLI does
-
-
-class _Main(click.Group):
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except OnnxPruneError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-
-
-@click.group(cls=_Main)
-def main():
-    pass
-
-
-main.add_command(verify_cmd)
+# The command, through the real entry point (tests/test_cli.run)
 
 
 def _invoke(*args):
-    return CliRunner().invoke(main, ["verify", *map(str, args)])
+    return run("verify", *args)
 
 
 def test_cli_identical_passes(files):
@@ -250,7 +230,7 @@ def test_cli_perturbed_exits_4_after_the_table(files):
 
 def test_cli_json(files):
     dense, _, bad = files
-    r = CliRunner().invoke(main, ["verify", str(dense), str(bad), "--json", "--max-abs", "1e-6"])
+    r = _invoke(dense, bad, "--json", "--max-abs", "1e-6")
     assert r.exit_code == 4
     payload = r.stdout[: r.stdout.rindex("}") + 1]
     d = json.loads(payload)
