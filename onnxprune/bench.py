@@ -9,6 +9,9 @@
   (Alternating sessions run by run makes onnxruntime's spinning threads fight and reads several times slower.)
 - Warm-up runs are never timed; the inputs are fixed (seeded) and the same for every model.
 - A control row, a second session on the first model, shows the noise floor ("dense vs dense").
+- Each speedup has a 95% interval from resampling whole rounds; a model is called faster or slower only when its
+  whole interval lies beyond the control's reach from 1.00x (the control's speedup or interval end farthest
+  from 1.00x), so a 2% difference on a noisy machine is not reported as a speedup.
 - On a GPU, inputs are bound once with I/O binding, outputs are bound on the device, and the clock is read only
   after synchronizing.
 
@@ -43,6 +46,7 @@ PROVIDERS = {
 DEVICE_OF = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}
 # The control row's deviation from 1.00x is the noise; below this floor a single run cannot resolve anything.
 NOISE_FLOOR = 0.01
+BOOTSTRAP_SAMPLES = 2000  # resamples of whole rounds for a speedup's 95% interval
 
 
 @dataclass
@@ -100,6 +104,8 @@ class BenchRow:
     runs: int = 0  # timed runs
     throughput: Optional[float] = None  # samples per second at the median
     speedup: Optional[float] = None  # vs the first model in the same provider/threads/batch group
+    speedup_low: Optional[float] = None  # 95% interval of the speedup (rounds resampled; None with one round)
+    speedup_high: Optional[float] = None
     macs: Optional[int] = None
     mac_ratio: Optional[float] = None
     efficiency: Optional[float] = None
@@ -123,10 +129,12 @@ class BenchReport:
         return list(out.items())
 
     def noise(self, group: Sequence[BenchRow]) -> Optional[float]:
-        """The group's noise: how far the control row's speedup is from 1.00 (at least NOISE_FLOOR)."""
+        """The group's noise: how far from 1.00 the control row's speedup and its 95% interval reach
+        (at least NOISE_FLOOR)."""
         for r in group:
             if r.control and r.speedup is not None:
-                return max(abs(r.speedup - 1.0), NOISE_FLOOR)
+                ends = [x for x in (r.speedup, r.speedup_low, r.speedup_high) if x is not None]
+                return max(max(abs(x - 1.0) for x in ends), NOISE_FLOOR)
         return None
 
     def to_dict(self) -> dict:
@@ -425,21 +433,41 @@ def bench(
                     runners, warmup=cfg.warmup, runs=cfg.runs, rounds=cfg.rounds,
                     untimed_per_visit=cfg.untimed_per_visit, pause_s=cfg.pause_s, seed=cfg.seed,
                 )
-                rows += _rows(timed, times, provider, threads, b, [macs[k, b] for k in range(len(timed))])
+                rows += _rows(timed, times, provider, threads, b, [macs[k, b] for k in range(len(timed))],
+                              rounds=cfg.rounds, seed=cfg.seed)
             del sessions
     return BenchReport(rows=rows, config=cfg, environment=environment())
 
 
-def _rows(timed, times, provider, threads, batch, macs) -> list[BenchRow]:
+def speedup_interval(base: np.ndarray, model: np.ndarray, seed: int = 0) -> tuple[Optional[float], Optional[float]]:
+    """95% interval of median(base) / median(model), both (rounds, runs) arrays of latencies.
+
+    Whole rounds are resampled with replacement, the same rounds for both models (a round times every model
+    within a second or so, so a slow spell of the machine hits both): the interval shows how much the speedup
+    depends on which rounds happened to be quiet. None with a single round.
+    """
+    rounds = base.shape[0]
+    if rounds < 2:
+        return None, None
+    picks = np.random.default_rng(seed).integers(0, rounds, size=(BOOTSTRAP_SAMPLES, rounds))
+    ratios = np.median(base[picks].reshape(BOOTSTRAP_SAMPLES, -1), axis=1) / np.median(
+        model[picks].reshape(BOOTSTRAP_SAMPLES, -1), axis=1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _rows(timed, times, provider, threads, batch, macs, *, rounds: int, seed: int = 0) -> list[BenchRow]:
     rows = []
     base_median = float(np.median(times[0]))
-    for e, t, m in zip(timed, times, macs):
+    by_round = [np.asarray(t, dtype=np.float64).reshape(rounds, -1) for t in times]  # timed runs, round by round
+    for e, t, per_round, m in zip(timed, times, by_round, macs):
         median = float(np.median(t))
+        low, high = speedup_interval(by_round[0], per_round, seed) if median > 0 else (None, None)
         row = BenchRow(
             e.label, _source_text(e.source), provider, threads, batch, control=e.control,
             median_ms=median, p10_ms=_pct(t, 10), p90_ms=_pct(t, 90), runs=len(t),
             throughput=batch * 1000.0 / median if median > 0 else None,
-            speedup=base_median / median if median > 0 else None,
+            speedup=base_median / median if median > 0 else None, speedup_low=low, speedup_high=high,
             macs=m,
         )
         if m is not None and macs[0]:
@@ -459,12 +487,24 @@ def method_text(cfg: BenchConfig) -> str:
         f"one process; ORT_ENABLE_ALL, intra_op_num_threads as listed, inter_op_num_threads=1, sequential; "
         f"{cfg.warmup} untimed warm-up runs per session, then {cfg.rounds} shuffled rounds, each visiting every "
         f"model once ({cfg.pause_s * 1000:g} ms pause, {cfg.untimed_per_visit} untimed runs or as many as fill {VISIT_WARM_S * 1000:g} ms (at most {MAX_UNTIMED_PER_VISIT}), {cfg.runs} timed runs); "
-        f"median and p10-p90 over all timed runs; same seeded inputs (seed {cfg.seed}) for every model"
+        f"median and p10-p90 over all timed runs; speedup 95% intervals from {BOOTSTRAP_SAMPLES} resamples of whole "
+        f"rounds; same seeded inputs (seed {cfg.seed}) for every model"
     )
 
 
 def _f(x: Optional[float], spec: str, suffix: str = "") -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:{spec}}{suffix}"
+
+
+def call(row: BenchRow, noise: float) -> str:
+    """"faster" or "slower" only when the row's whole 95% interval lies beyond the control's reach from 1.00x."""
+    low = row.speedup if row.speedup_low is None else row.speedup_low
+    high = row.speedup if row.speedup_high is None else row.speedup_high
+    if low > 1.0 + noise:
+        return "faster"
+    if high < 1.0 - noise:
+        return "slower"
+    return "within noise"
 
 
 def _verdict(row: BenchRow, index: int, noise: Optional[float]) -> str:
@@ -478,26 +518,33 @@ def _verdict(row: BenchRow, index: int, noise: Optional[float]) -> str:
         return "-"
     if noise is None:
         return "no control row: noise unknown"
-    if abs(row.speedup - 1.0) <= noise:
-        return "within noise"
-    return "faster" if row.speedup > 1 else "slower"
+    return call(row, noise)
+
+
+def _interval(row: BenchRow) -> str:
+    if row.speedup_low is None or row.speedup_high is None:
+        return "-"
+    return f"{row.speedup_low:.2f}-{row.speedup_high:.2f}"
 
 
 def _table_rows(report: BenchReport, rows: Sequence[BenchRow], noise) -> list[list[str]]:
     out = []
     for i, r in enumerate(rows):
         if r.status != "ok":
-            out.append([r.model, r.status, "-", "-", "-", "-", _f(r.mac_ratio, ".3f"), "-", _verdict(r, i, noise)])
+            out.append([r.model, r.status, "-", "-", "-", "-", "-", _f(r.mac_ratio, ".3f"), "-",
+                        _verdict(r, i, noise)])
             continue
         out.append([
             r.model, _f(r.median_ms, ".3f"), f"{_f(r.p10_ms, '.3f')}-{_f(r.p90_ms, '.3f')}", str(r.runs),
-            _f(r.throughput, ".1f"), _f(r.speedup, ".2f", "x"), _f(r.mac_ratio, ".3f"), _f(r.efficiency, ".2f"),
+            _f(r.throughput, ".1f"), _f(r.speedup, ".2f", "x"), _interval(r), _f(r.mac_ratio, ".3f"),
+            _f(r.efficiency, ".2f"),
             _verdict(r, i, noise),
         ])
     return out
 
 
-HEADER = ["model", "median ms", "p10-p90 ms", "runs", "samples/s", "speedup", "MAC ratio", "efficiency", "verdict"]
+HEADER = ["model", "median ms", "p10-p90 ms", "runs", "samples/s", "speedup", "95% interval", "MAC ratio",
+          "efficiency", "verdict"]
 
 
 def _group_title(provider: str, threads: int, batch: int) -> str:
@@ -512,17 +559,19 @@ def _noise_sentence(report: BenchReport, rows: Sequence[BenchRow]) -> list[str]:
     control = next((r for r in rows if r.control), None)
     if noise is None or control is None:
         return ["No control row: the noise floor is unknown, so no speedup here can be called real."]
+    interval = "" if control.speedup_low is None else f" (95% interval {_interval(control)})"
     lines = [
-        f"Control (a second session on {rows[0].model}): {control.speedup:.2f}x, so speedups within "
-        f"±{noise * 100:.1f}% of 1.00x are noise."
+        f"Control (a second session on {rows[0].model}): {control.speedup:.2f}x{interval}, so speedups within "
+        f"±{noise * 100:.1f}% of 1.00x are noise; a row is called faster or slower only when its whole 95% "
+        "interval lies beyond that."
     ]
     for i, r in enumerate(rows):
         if i == 0 or r.control or r.speedup is None:
             continue
-        if abs(r.speedup - 1.0) <= noise:
+        word = call(r, noise)
+        if word == "within noise":
             lines.append(f"{r.model}: {r.speedup:.2f}x is within the control's noise: no measurable speedup.")
         else:
-            word = "faster" if r.speedup > 1 else "slower"
             eff = f", efficiency {r.efficiency:.2f}" if r.efficiency is not None else ""
             lines.append(f"{r.model}: {r.speedup:.2f}x ({word}) is beyond the control's noise{eff}.")
     return lines
@@ -537,7 +586,7 @@ def format_table(report: BenchReport) -> str:
         widths = [max(len(r[i]) for r in body) for i in range(len(HEADER))]
         lines.append(f"== {_group_title(provider, threads, batch)}")
         for r in body:
-            lines.append("  ".join(c.ljust(w) if i in (0, 8) else c.rjust(w)
+            lines.append("  ".join(c.ljust(w) if i in (0, len(HEADER) - 1) else c.rjust(w)
                                    for i, (c, w) in enumerate(zip(r, widths))).rstrip())
         lines.extend(_noise_sentence(report, rows))
         lines.append("")
@@ -561,7 +610,7 @@ def format_markdown(report: BenchReport) -> str:
         lines.append(f"### {_group_title(provider, threads, batch)}")
         lines.append("")
         lines.append("| " + " | ".join(HEADER) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * 7 + ["---"]) + "|")
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 2) + ["---"]) + "|")
         for r in _table_rows(report, rows, noise):
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
         lines.append("")

@@ -38,6 +38,8 @@ class SweepPoint:
     p10_ms: Optional[float] = None
     p90_ms: Optional[float] = None
     speedup: Optional[float] = None
+    speedup_low: Optional[float] = None  # 95% interval (bench.speedup_interval)
+    speedup_high: Optional[float] = None
     efficiency: Optional[float] = None
     note: str = ""
 
@@ -47,30 +49,31 @@ class SweepReport:
     model: str
     dense_ms: Optional[float]
     control_speedup: Optional[float]
+    noise: Optional[float]  # the control's reach from 1.00x (bench.BenchReport.noise)
     points: list[SweepPoint] = field(default_factory=list)
     files: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "model": self.model, "dense_ms": self.dense_ms, "control_speedup": self.control_speedup,
+            "noise": self.noise,
             "points": [asdict(p) for p in self.points], "files": self.files,
         }
 
     def format_markdown(self) -> str:
-        noise = abs(self.control_speedup - 1.0) if self.control_speedup else None
         lines = [
             f"# Sweep of {self.model}",
             "",
             f"Dense median latency {_f(self.dense_ms, '.3f')} ms; control (dense vs dense) "
-            f"{_f(self.control_speedup, '.2f')}x, so speedups within {_f(noise and noise * 100, '.1f')}% of 1.00x are noise.",
+            f"{_f(self.control_speedup, '.2f')}x, so speedups within {_f(self.noise and self.noise * 100, '.1f')}% of 1.00x are noise.",
             "",
-            "| method | ratio | MAC ratio | params | median ms | speedup | efficiency | cosine | top-1 | note |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| method | ratio | MAC ratio | params | median ms | speedup | 95% interval | efficiency | cosine | top-1 | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for p in self.points:
             lines.append(
                 f"| {p.method} | {p.ratio:g} | {_f(p.mac_ratio, '.3f')} | {_f(p.params, ',')} | {_f(p.median_ms, '.3f')} "
-                f"| {_f(p.speedup, '.2f', 'x')} | {_f(p.efficiency, '.2f')} | {_f(p.cosine, '.4f')} | {_f(p.top1, '.3f')} | {p.note} |"
+                f"| {_f(p.speedup, '.2f', 'x')} | {_f(p.speedup_low, '.2f')}-{_f(p.speedup_high, '.2f')} | {_f(p.efficiency, '.2f')} | {_f(p.cosine, '.4f')} | {_f(p.top1, '.3f')} | {p.note} |"
             )
         lines += [
             "",
@@ -147,9 +150,11 @@ def sweep(
         row = by_source.get(p.path)
         if row is not None:
             p.median_ms, p.p10_ms, p.p90_ms = row.median_ms, row.p10_ms, row.p90_ms
-            p.speedup, p.efficiency = row.speedup, row.efficiency
+            p.speedup, p.speedup_low, p.speedup_high = row.speedup, row.speedup_low, row.speedup_high
+            p.efficiency = row.efficiency
     dense_row = by_source.get(str(model))
-    result = SweepReport(str(model), dense_row.median_ms if dense_row else None, control.speedup if control else None, points)
+    result = SweepReport(str(model), dense_row.median_ms if dense_row else None, control.speedup if control else None,
+                         report.noise(rows), points)
     result.files["json"] = str(out / "sweep.json")
     result.files["markdown"] = str(out / "sweep.md")
     plot = _plot(result, out / "sweep.png")

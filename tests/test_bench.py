@@ -20,6 +20,7 @@ from onnxprune.bench import (
     format_table,
     interleave,
     shapes_for_batch,
+    speedup_interval,
 )
 from test_cli import run
 from onnxprune.errors import OnnxPruneError, OptionError
@@ -77,6 +78,9 @@ def test_rows_include_control_and_ratios(two):
     assert small.mac_ratio == pytest.approx(0.5)
     assert small.efficiency == pytest.approx(small.speedup * 0.5)
     assert control.mac_ratio == 1.0
+    for r in report.rows:  # two rounds: an interval exists and holds the point estimate's neighbourhood
+        assert r.speedup_low <= r.speedup_high
+    assert base.speedup_low == base.speedup_high == 1.0
     d = report.to_dict()
     json.loads(json.dumps(d))
     assert len(d["rows"]) == 6 and d["groups"][0]["noise"] >= bench_mod.NOISE_FLOOR
@@ -196,12 +200,29 @@ def test_bad_config():
         bench([conv_net(4)], BenchConfig(providers=("rocm",), **FAST))
 
 
-def _fake(speedups, control):
+def test_speedup_interval_resamples_whole_rounds():
+    base = np.full((10, 3), 10.0)
+    assert speedup_interval(base, base / 2.0) == (2.0, 2.0)  # no spread: a point
+    assert speedup_interval(base[:1], base[:1]) == (None, None)  # one round: no interval
+    rng = np.random.default_rng(0)
+    drift = rng.uniform(1.0, 1.5, size=(10, 1))  # the machine slows down in some rounds, for both models alike
+    low, high = speedup_interval(base * drift, base * drift / 2.0)
+    assert low == pytest.approx(2.0) and high == pytest.approx(2.0)  # paired rounds: the drift cancels
+    noisy = base * rng.uniform(0.8, 1.2, size=(10, 3))
+    low, high = speedup_interval(base, noisy, seed=3)
+    median = 10.0 / np.median(noisy)
+    assert low < median < high and high - low > 0.02
+    assert speedup_interval(base, noisy, seed=3) == (low, high)  # seeded
+
+
+def _fake(speedups, control, intervals=None):
     rows = [BenchRow("dense.onnx", "dense.onnx", "cpu", 1, 1, median_ms=2.0, p10_ms=1.9, p90_ms=2.1, runs=50,
                      throughput=500.0, speedup=1.0, macs=100, mac_ratio=1.0, efficiency=1.0)]
     for i, s in enumerate(speedups):
+        low, high = (intervals or {}).get(i, (None, None))
         rows.append(BenchRow(f"p{i}.onnx", f"p{i}.onnx", "cpu", 1, 1, median_ms=2.0 / s, p10_ms=1.0, p90_ms=3.0,
-                             runs=50, throughput=500.0 * s, speedup=s, macs=50, mac_ratio=0.5, efficiency=s * 0.5))
+                             runs=50, throughput=500.0 * s, speedup=s, speedup_low=low, speedup_high=high, macs=50,
+                             mac_ratio=0.5, efficiency=s * 0.5))
     rows.append(BenchRow("dense.onnx (control)", "dense.onnx", "cpu", 1, 1, control=True, median_ms=2.0 / control,
                          p10_ms=1.9, p90_ms=2.1, runs=50, throughput=1.0, speedup=control, macs=100, mac_ratio=1.0,
                          efficiency=control))
@@ -216,6 +237,20 @@ def test_markdown_states_noise_plainly():
     assert "p1.onnx: 1.80x (faster) is beyond the control's noise, efficiency 0.90." in md
     text = format_table(_fake([1.005], control=1.0))
     assert "within noise" in text  # the floor: a control of exactly 1.00x still means ±1%
+
+
+def test_a_small_speedup_is_called_only_when_its_whole_interval_clears_the_noise():
+    report = _fake([1.04, 1.04, 0.95, 1.30], control=1.01, intervals={0: (1.01, 1.07), 1: (1.03, 1.05),
+                                                                      2: (0.93, 0.97), 3: (1.25, 1.35)})
+    control = report.rows[-1]
+    control.speedup_low, control.speedup_high = 0.98, 1.02
+    assert report.noise(report.rows) == pytest.approx(0.02)  # the interval's far end, not the point (1%)
+    verdicts = [line.split("|")[-2].strip() for line in format_markdown(report).splitlines()
+                if line.startswith("| p")]
+    assert verdicts == ["within noise", "faster", "slower", "faster"]
+    md = format_markdown(report)
+    assert "| 1.01-1.07 |" in md and "95% interval 0.98-1.02" in md
+    assert "p0.onnx: 1.04x is within the control's noise: no measurable speedup." in md
 
 
 # ---------------------------------------------------------------------------------------------------------------
