@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import api
-from .bench import BenchConfig, bench
+from .bench import BenchConfig, bench, call
 from .cost import count_cost
 from .errors import NothingToPruneError, OptionError
 from .io import load_model, save_model
@@ -41,6 +41,7 @@ class SweepPoint:
     speedup_low: Optional[float] = None  # 95% interval (bench.speedup_interval)
     speedup_high: Optional[float] = None
     efficiency: Optional[float] = None
+    verdict: str = ""  # faster | slower | within noise, against the control (bench.call)
     note: str = ""
 
 
@@ -65,15 +66,15 @@ class SweepReport:
             f"# Sweep of {self.model}",
             "",
             f"Dense median latency {_f(self.dense_ms, '.3f')} ms; control (dense vs dense) "
-            f"{_f(self.control_speedup, '.2f')}x, so speedups within {_f(self.noise and self.noise * 100, '.1f')}% of 1.00x are noise.",
+            f"{_f(self.control_speedup, '.2f')}x, so speedups within ±{_f(self.noise and self.noise * 100, '.1f')}% of 1.00x are noise.",
             "",
-            "| method | ratio | MAC ratio | params | median ms | speedup | 95% interval | efficiency | cosine | top-1 | note |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| method | ratio | MAC ratio | params | median ms | speedup | 95% interval | verdict | efficiency | cosine | top-1 | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
         ]
         for p in self.points:
             lines.append(
                 f"| {p.method} | {p.ratio:g} | {_f(p.mac_ratio, '.3f')} | {_f(p.params, ',')} | {_f(p.median_ms, '.3f')} "
-                f"| {_f(p.speedup, '.2f', 'x')} | {_f(p.speedup_low, '.2f')}-{_f(p.speedup_high, '.2f')} | {_f(p.efficiency, '.2f')} | {_f(p.cosine, '.4f')} | {_f(p.top1, '.3f')} | {p.note} |"
+                f"| {_f(p.speedup, '.2f', 'x')} | {_f(p.speedup_low, '.2f')}-{_f(p.speedup_high, '.2f')} | {p.verdict} | {_f(p.efficiency, '.2f')} | {_f(p.cosine, '.4f')} | {_f(p.top1, '.3f')} | {p.note} |"
             )
         lines += [
             "",
@@ -146,15 +147,17 @@ def sweep(
     rows = [r for r in rows if (r.threads, r.batch, r.provider) == first]
     by_source = {r.source: r for r in rows if not r.control}
     control = next((r for r in rows if r.control), None)
+    noise = report.noise(rows)
     for p in timed:
         row = by_source.get(p.path)
         if row is not None:
             p.median_ms, p.p10_ms, p.p90_ms = row.median_ms, row.p10_ms, row.p90_ms
             p.speedup, p.speedup_low, p.speedup_high = row.speedup, row.speedup_low, row.speedup_high
             p.efficiency = row.efficiency
+            p.verdict = call(row, noise) if noise is not None else "noise unknown"
     dense_row = by_source.get(str(model))
     result = SweepReport(str(model), dense_row.median_ms if dense_row else None, control.speedup if control else None,
-                         report.noise(rows), points)
+                         noise, points)
     result.files["json"] = str(out / "sweep.json")
     result.files["markdown"] = str(out / "sweep.md")
     plot = _plot(result, out / "sweep.png")

@@ -34,10 +34,12 @@ def test_sweep_measures_both_methods(model_path, tmp_path, monkeypatch):
         assert s.mac_ratio < 1.0 and u.mac_ratio == 1.0  # zeros keep every MAC
         assert s.params < u.params
         assert s.median_ms is not None and u.median_ms is not None and s.cosine is not None
+        assert u.verdict in ("faster", "slower", "within noise")
     assert by[("structured", 0.6)].macs < by[("structured", 0.3)].macs
     data = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert len(data["points"]) == 4 and "plot" not in data["files"]
-    assert "| structured | 0.3 |" in (tmp_path / "out" / "sweep.md").read_text()
+    md = (tmp_path / "out" / "sweep.md").read_text()
+    assert "| structured | 0.3 |" in md and "| verdict |" in md and "are noise" in md
 
 
 def test_sweep_cli(model_path, tmp_path):
