@@ -18,6 +18,7 @@ from .bench import PROVIDERS, BenchConfig, bench, format_markdown
 from .bench import format_table as format_bench_table
 from .cost import parse_shapes
 from .errors import OptionError, VerificationError
+from .layers import bench_layers, format_groups
 from .verify import Gates, compare, format_table, load_inputs_npz, load_labels, make_inputs
 
 SHAPE_HELP = "Pin a dynamic input shape, NAME=1x3x224x224 (repeatable)."
@@ -79,11 +80,16 @@ def verify_cmd(dense, pruned, shapes, samples, data, seed, min_cosine, min_top1,
 @click.option("--trt-sparsity", is_flag=True, help="TensorRT: enable sparse kernels (trt_sparsity_enable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--markdown", is_flag=True, help="Print the report as Markdown tables.")
+@click.option("--layers", type=int, default=None, metavar="N",
+              help="Then profile the first model and each other one layer by layer (CPU; --warmup runs, then "
+                   "--runs x --rounds profiled runs) and show the N layers that take the most time.")
 def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes, seed, require_provider,
-              trt_sparsity, as_json, markdown):
+              trt_sparsity, as_json, markdown, layers):
     """Time MODEL [MODEL ...] side by side; the first is the baseline, and a control row shows the noise."""
     if as_json and markdown:
         raise OptionError("--json and --markdown are exclusive: choose one")
+    if layers is not None and (layers < 1 or len(models) < 2):
+        raise OptionError("--layers N compares the first model with the others: it needs N >= 1 and two models")
     config = BenchConfig(
         providers=tuple(providers) or ("cpu",),
         batches=tuple(batches) or None,
@@ -97,12 +103,20 @@ def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes,
         trt_sparsity=trt_sparsity,
     )
     report = bench(list(models), config, progress=_progress)
+    groups = bench_layers(list(models), report, progress=_progress) if layers else []
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        data = report.to_dict()
+        if layers:
+            data["layers"] = [g.to_dict() for g in groups]
+        click.echo(json.dumps(data, indent=2))
     elif markdown:
         click.echo(format_markdown(report), nl=False)
+        if layers:
+            click.echo("\n" + format_groups(groups, layers, markdown=True), nl=False)
     else:
         click.echo(format_bench_table(report))
+        if layers:
+            click.echo("\n" + format_groups(groups, layers), nl=False)
 
 
 def _progress(message: str) -> Optional[None]:
