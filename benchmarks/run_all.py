@@ -83,6 +83,8 @@ def main() -> None:
         sections.append(f"## {name} at {title}\n\n" + format_markdown(report).split("\n", 2)[2])
         if shapes:  # transformers: how close the pruned hidden states stay to the dense ones
             sections.append(fidelity_table(paths, shapes))
+    sections.insert(0, targets_section(speed))
+    sections.append(layers_section(cache, quick=args.quick))
     sections.append(round_to_section(cache, quick=args.quick))
     sections.append(crosscheck_section(cache))
     (OUT / "speed.json").write_text(json.dumps(speed, indent=2))
@@ -118,6 +120,71 @@ def fidelity_table(paths: list[Path], shapes: dict) -> str:
         for out in report.outputs:
             lines.append(f"| {path.name} | {out.name} | {out.cosine:.4f} | {out.max_abs:.3g} |")
     return "\n".join(lines) + "\n"
+
+
+TARGETS = (  # (model, variant, what, test on a row dict)
+    ("resnet18", "s50", "ResNet-18 structured 50%: efficiency >= 0.95", lambda r: r["efficiency"] >= 0.95),
+    ("mobilenet_v2", "s50", "MobileNetV2 structured 50% (defaults): efficiency >= 0.90", lambda r: r["efficiency"] >= 0.90),
+    ("bert_mini", "s50", "BERT-mini heads + FFN 50%: efficiency (no target; for reference)", None),
+)
+
+
+def _group_rows(report: dict):
+    """(threads, batch, {label: row}) for every group of a bench report's JSON."""
+    groups: dict = {}
+    for r in report["rows"]:
+        groups.setdefault((r["threads"], r["batch"]), {})[r["model"]] = r
+    return [(t, b, rows) for (t, b), rows in groups.items()]
+
+
+def targets_section(speed: dict) -> str:
+    """The issue's speed targets against this run's tables, each group on its own line: met or missed."""
+    columns = [f"{t} thread{'s' if t != 1 else ''} b{b}" for t, b, _ in _group_rows(speed["resnet18"])]
+    lines = ["## Targets in this run", "", "| target | " + " | ".join(columns) + " | held |",
+             "|---|" + "---:|" * len(columns) + "---|"]
+    for name, variant, what, test in TARGETS:
+        groups = _group_rows(speed[name])
+        rows = [g[f"{name}_{variant}.onnx"] for _, _, g in groups]
+        held = "-" if test is None else ("yes" if all(test(r) for r in rows) else "**no**")
+        lines.append(f"| {what} | " + " | ".join(f"{r['efficiency']:.3f}" for r in rows) + f" | {held} |")
+    for name in ("resnet18", "mobilenet_v2", "bert_mini"):
+        groups = _group_rows(speed[name])
+        for variant in ("u50", "u90"):
+            rows = [g[f"{name}_{variant}.onnx"] for _, _, g in groups]
+            verdicts = [f"{r['speedup']:.2f}x {_call(r, speed[name], t, b)}" for (t, b, _), r in zip(groups, rows)]
+            held = "yes" if all(v.endswith("within noise") for v in verdicts) else "**no**"
+            lines.append(f"| {name} unstructured {variant[1:]}%: speedup within noise of 1.0 | "
+                         + " | ".join(verdicts) + f" | {held} |")
+    lines += ["", "Efficiency = speedup / (1 / MAC ratio). Unstructured rows: the verdict of the table below "
+              "(within noise unless the whole 95% interval of the speedup lies beyond the control's reach)."]
+    return "\n".join(lines) + "\n"
+
+
+def _call(row: dict, report: dict, threads: int, batch: int) -> str:
+    from onnxprune.bench import BenchRow, call
+
+    noise = next(g["noise"] for g in report["groups"] if (g["threads"], g["batch"]) == (threads, batch))
+    return call(BenchRow(**row), noise)
+
+
+def layers_section(cache: Path, quick: bool) -> str:
+    """Per-layer kernel time (onnxprune bench --layers) of MobileNetV2 and ResNet-18 at 0.5, 1 thread."""
+    from onnxprune.layers import compare_layers, format_report_markdown
+
+    text = ["## Where the time goes: per-layer profile at structured 50% (1 thread)", "",
+            "`onnxprune bench DENSE PRUNED --layers N` (onnxprune/layers.py): onnxruntime's profiler, one session at a "
+            "time, kernel time per layer mapped back to the original nodes. The per-layer ideal is the speedup the "
+            "pruned model would reach if every layer's time fell exactly with its own MACs; MAC efficiency = (ideal / "
+            "MAC promise) x (measured / ideal). The first factor is how unevenly the time is spread against the "
+            "MACs, which no choice of kernels can change at this pruning; the second is how well the layers "
+            "themselves kept pace.", ""]
+    for name in ("mobilenet_v2", "resnet18"):
+        for batch in (1,) if quick else (1, 8):
+            print(f"layers {name} batch {batch}", file=sys.stderr)
+            report = compare_layers(str(cache / f"{name}.onnx"), str(cache / f"{name}_s50.onnx"), threads=1,
+                                    batch=batch, warmup=5, runs=10 if quick else 40)
+            text += [f"### {name}, batch {batch}", "", format_report_markdown(report, top=8)]
+    return "\n".join(text) + "\n"
 
 
 def round_to_section(cache: Path, quick: bool) -> str:
