@@ -4,8 +4,9 @@ The independent timing shares no code with onnxprune.bench: each measurement is 
 loads one model into a plain onnxruntime session (same thread settings), runs it WARMUP times untimed and then
 RUNS times timed with time.perf_counter, and prints the median. Processes alternate between the models
 (A B A B ..., REPEATS times each) so that slow drifts of the machine hit both; the speedup is the ratio of the
-medians of the per-process medians. Then `onnxprune bench` times the same files in one process, and the two
-speedups are printed side by side with bench's control row (its noise band).
+medians of the per-process medians, with a 95% interval from resampling the (A, B) process pairs. Then
+`onnxprune bench` times the same files in one process, and the two speedups and their intervals are printed side
+by side with bench's control row (its noise band); they agree when the intervals overlap.
 
     .venv/bin/python benchmarks/crosscheck.py DENSE PRUNED [--threads 1] [--batch 1] [--shape NAME=1x3x224x224]
 """
@@ -61,7 +62,9 @@ def plain_median(path: str, threads: int, batch: int, shapes: dict, warmup: int,
 
 
 def main() -> None:
-    from onnxprune.bench import BenchConfig, bench
+    import numpy as np
+
+    from onnxprune.bench import BenchConfig, bench, speedup_interval
     from onnxprune.cost import parse_shapes
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -83,24 +86,30 @@ def main() -> None:
     plain = {p: statistics.median(v) for p, v in medians.items()}
     plain_speedup = plain[args.dense] / plain[args.pruned]
     spread = {p: (min(v), max(v)) for p, v in medians.items()}
+    pairs = [np.asarray(medians[p], dtype=np.float64).reshape(-1, 1) for p in (args.dense, args.pruned)]
+    plain_interval = speedup_interval(*pairs)
 
     report = bench([args.dense, args.pruned], BenchConfig(threads=(args.threads,), batches=(args.batch,),
                                                          rounds=8, runs=3, warmup=3, shapes=shapes))
     rows = [r for r in report.rows if not r.control]
     bench_speedup = rows[1].speedup
+    bench_interval = (rows[1].speedup_low, rows[1].speedup_high)
     control = next((r.speedup for r in report.rows if r.control), None)
     result = {
         "dense": args.dense, "pruned": args.pruned, "threads": args.threads, "batch": args.batch,
         "plain_ms": plain, "plain_ms_range": spread, "plain_speedup": plain_speedup,
         "bench_speedup": bench_speedup, "bench_control": control,
+        "plain_interval": plain_interval, "bench_interval": bench_interval,
+        "agree": plain_interval[0] <= bench_interval[1] and bench_interval[0] <= plain_interval[1],
         "difference": bench_speedup / plain_speedup - 1.0,
     }
     lo_d, hi_d = spread[args.dense]
     lo_p, hi_p = spread[args.pruned]
     print(f"independent (a fresh process per measurement, {args.repeats} each): dense {plain[args.dense]:.3f} ms "
-          f"({lo_d:.3f}-{hi_d:.3f}), pruned {plain[args.pruned]:.3f} ms ({lo_p:.3f}-{hi_p:.3f}) -> {plain_speedup:.2f}x")
-    print(f"onnxprune bench: {bench_speedup:.2f}x (control row {control:.3f}x)")
-    print(f"difference: {result['difference'] * 100:+.1f}%")
+          f"({lo_d:.3f}-{hi_d:.3f}), pruned {plain[args.pruned]:.3f} ms ({lo_p:.3f}-{hi_p:.3f}) -> {plain_speedup:.2f}x (95% interval {plain_interval[0]:.2f}-{plain_interval[1]:.2f})")
+    print(f"onnxprune bench: {bench_speedup:.2f}x (95% interval {bench_interval[0]:.2f}-{bench_interval[1]:.2f}; "
+          f"control row {control:.3f}x)")
+    print(f"difference: {result['difference'] * 100:+.1f}%; the intervals {'overlap' if result['agree'] else 'do not overlap'}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -206,15 +206,19 @@ def crosscheck_section(cache: Path) -> str:
     """benchmarks/crosscheck.py on ResNet-18 s50 and MobileNetV2 s50: bench vs an independent timing."""
     rows = ["`onnxprune bench`'s speedup against an independent timing of the same files (benchmarks/crosscheck.py: "
             "a fresh plain-onnxruntime process per measurement, models alternating, 7 processes each, 1 thread, "
-            "batch 1).", "", "| dense | pruned | independent | onnxprune bench | bench control | difference |",
-            "|---|---|---:|---:|---:|---:|"]
+            "batch 1); 95% intervals from resampling the independent process pairs and bench's rounds; they agree "
+            "when the intervals overlap.", "",
+            "| dense | pruned | independent | onnxprune bench | bench control | difference | agree |",
+            "|---|---|---:|---:|---:|---:|---|"]
     for name in ("resnet18", "mobilenet_v2"):
         out = OUT / f"crosscheck_{name}.json"
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crosscheck.py"), str(cache / f"{name}.onnx"),
                         str(cache / f"{name}_s50.onnx"), "--repeats", "7", "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
         r = json.loads(out.read_text())
-        rows.append(f"| {name}.onnx | {name}_s50.onnx | {r['plain_speedup']:.2f}x | {r['bench_speedup']:.2f}x | "
-                    f"{r['bench_control']:.3f}x | {r['difference'] * 100:+.1f}% |")
+        (pl, ph), (bl, bh) = r["plain_interval"], r["bench_interval"]
+        rows.append(f"| {name}.onnx | {name}_s50.onnx | {r['plain_speedup']:.2f}x ({pl:.2f}-{ph:.2f}) | "
+                    f"{r['bench_speedup']:.2f}x ({bl:.2f}-{bh:.2f}) | {r['bench_control']:.3f}x | "
+                    f"{r['difference'] * 100:+.1f}% | {'yes' if r['agree'] else '**no**'} |")
     return "## Cross-check: bench against an independent timing\n\n" + "\n".join(rows) + "\n"
 
 
