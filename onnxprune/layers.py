@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 import re
 import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Collection, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
@@ -62,8 +63,9 @@ class KernelTime:
     ms: float  # median over the profiled runs
 
 
-def read_profile(events: Sequence[Mapping], skip: int = 0) -> dict[str, KernelTime]:
-    """Median kernel time per profiled node over the runs of an onnxruntime profile, after the first `skip` runs.
+def read_profile(events: Sequence[Mapping], skip: Collection[int] = ()) -> dict[str, KernelTime]:
+    """Median kernel time per profiled node over the runs of an onnxruntime profile, leaving out the runs whose
+    index (0 = the session's first run) is in `skip`.
 
     A node's times within one run are summed (a node inside a loop runs many times); a run it skipped counts 0.
     """
@@ -82,7 +84,8 @@ def read_profile(events: Sequence[Mapping], skip: int = 0) -> dict[str, KernelTi
         node = name[: -len(KERNEL_SUFFIX)]
         per_run[i][node] += e["dur"] / 1000.0
         ops.setdefault(node, e.get("args", {}).get("op_name", "?"))
-    kept = per_run[skip:]
+    skipped = set(skip)
+    kept = [r for i, r in enumerate(per_run) if i not in skipped]
     return {
         node: KernelTime(op, float(np.median([r.get(node, 0.0) for r in kept])))
         for node, op in ops.items()
@@ -90,22 +93,43 @@ def read_profile(events: Sequence[Mapping], skip: int = 0) -> dict[str, KernelTi
     }
 
 
-def profile(source: ModelSource, feed: Feed, *, threads: int = 1, warmup: int = 5, runs: int = 20
-            ) -> dict[str, KernelTime]:
-    """Kernel time per node of onnxruntime's optimized graph: `warmup` runs, then the median of `runs` runs."""
-    label = source_label(source)
+def profile(sources: Sequence[ModelSource], feed: Feed, *, threads: int = 1, warmup: int = 5, runs: int = 20,
+            rounds: int = 5) -> list[dict[str, KernelTime]]:
+    """Kernel time per node of onnxruntime's optimized graph, for each of `sources` on the same feed.
+
+    Like the benchmark, the sessions take turns in blocks, so that a slow spell of the machine hits every model:
+    `warmup` untimed runs each, then `rounds` rounds in which every session does one untimed run and its share
+    of the `runs` profiled runs. Each node's time is the median over its profiled runs.
+    """
+    per_visit = max(1, math.ceil(runs / max(rounds, 1)))
     with tempfile.TemporaryDirectory(prefix="onnxprune-layers-") as folder:
-        options = session_options(threads)
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(folder, "profile")
-        session = open_session(source, options)
-        for _ in range(warmup + runs):
-            run_session(session, feed, label)
-        path = session.end_profiling()
-        del session
-        with open(path, encoding="utf-8") as f:
-            events = json.load(f)
-    return read_profile(events, skip=warmup)
+        sessions, labels = [], []
+        for k, source in enumerate(sources):
+            options = session_options(threads)
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(folder, f"profile{k}")
+            sessions.append(open_session(source, options))
+            labels.append(source_label(source))
+        untimed: list[list[int]] = [list(range(warmup)) for _ in sessions]  # run indices left out, per session
+        done = [warmup] * len(sessions)
+        for session, label in zip(sessions, labels):
+            for _ in range(warmup):
+                run_session(session, feed, label)
+        left = runs
+        while left > 0:
+            block = min(per_visit, left)
+            for k, (session, label) in enumerate(zip(sessions, labels)):
+                untimed[k].append(done[k])
+                for _ in range(1 + block):
+                    run_session(session, feed, label)
+                done[k] += 1 + block
+            left -= block
+        out = []
+        for session, skip in zip(sessions, untimed):
+            with open(session.end_profiling(), encoding="utf-8") as f:
+                out.append(read_profile(json.load(f), skip=skip))
+        del sessions
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -380,11 +404,13 @@ def compare_layers(
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
     warmup: int = 5,
     runs: int = 20,
+    rounds: int = 5,
     seed: int = 0,
     labels: Sequence[str] = (),
     progress: Optional[Callable[[str], None]] = None,
 ) -> LayerReport:
-    """Profile `dense`, then `pruned`, on the same seeded inputs (the dense model's, at `batch`), and compare them."""
+    """Profile `dense` and `pruned` taking turns (see `profile`), on the same seeded inputs (the dense model's, at
+    `batch`), and compare them."""
     if runs < 1 or warmup < 0:
         raise OptionError(f"profiling needs at least 1 run and no negative warm-up, got {runs} and {warmup}")
     say = progress or (lambda _msg: None)
@@ -394,15 +420,12 @@ def compare_layers(
                     else default_input_shapes(dense_proto, shapes))
     feed = make_inputs(dense_proto, input_shapes, samples=1, seed=seed)[0]
 
-    def measure(source: ModelSource, proto: onnx.ModelProto, label: str) -> ModelLayers:
-        say(f"layers: profiling {label} ({threads} thread(s), {warmup} + {runs} runs)")
-        times = profile(named_for_profiling(source, proto), feed, threads=threads, warmup=warmup, runs=runs)
-        return model_layers(proto, times, input_shapes, label)
-
-    sides = [measure(dense, dense_proto, labels[0])]
-    del dense_proto  # one model in memory at a time
-    sides.append(measure(pruned, load_model(pruned), labels[1]))
-    report = layer_report(*sides)
+    protos = [dense_proto, load_model(pruned)]
+    say(f"layers: profiling {labels[0]} and {labels[1]} ({threads} thread(s), {warmup} + {runs} runs each)")
+    times = profile([named_for_profiling(src, proto) for src, proto in zip((dense, pruned), protos)], feed,
+                    threads=threads, warmup=warmup, runs=runs, rounds=rounds)
+    report = layer_report(*(model_layers(proto, t, input_shapes, label)
+                            for proto, t, label in zip(protos, times, labels)))
     report.threads, report.batch, report.runs = threads, batch, runs
     return report
 
@@ -445,7 +468,7 @@ def bench_layers(models: Sequence[ModelSource], report: BenchReport,
         for source, label in zip(models[1:], labels[1:]):
             group.reports.append(compare_layers(
                 models[0], source, threads=threads, batch=batch, shapes=cfg.shapes, warmup=cfg.warmup,
-                runs=cfg.runs * cfg.rounds, seed=cfg.seed, labels=(labels[0], label), progress=progress,
+                runs=cfg.runs * cfg.rounds, rounds=cfg.rounds, seed=cfg.seed, labels=(labels[0], label), progress=progress,
             ))
     return groups
 

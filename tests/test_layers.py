@@ -22,6 +22,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 import onnxprune.api
+from onnxprune import layers as layers_mod
 from onnxprune.graph import node_names
 from onnxprune.layers import (
     INSERTED, KernelTime, compare_layers, format_report, format_report_markdown, layer_report, model_layers,
@@ -101,7 +102,7 @@ def test_read_profile_skips_warmup_runs_and_takes_medians():
         _event("late_kernel_time", 620, 800, op="Add"),  # ran in one kept run of three: median of 0, 0, 0.8
         _event("a_kernel_time", 150, 9000),  # between runs: ignored
     ]
-    profile_ = read_profile(events, skip=1)
+    profile_ = read_profile(events, skip=[0])
     assert set(profile_) == {"a", "late"}
     assert profile_["a"].op == "Conv" and profile_["a"].ms == pytest.approx(3.0)  # median of 2, 5, 3 ms
     assert profile_["late"].op == "Add" and profile_["late"].ms == 0.0
@@ -140,7 +141,7 @@ def test_fused_conv_keeps_its_first_nodes_name(dense):
 
 def test_real_profile_maps_every_node(dense):
     feed = make_inputs(dense, SHAPES)[0]
-    profiled = profile(dense, feed, warmup=1, runs=2)
+    profiled = profile([dense], feed, warmup=1, runs=2)[0]
     layers = model_layers(dense, profiled, SHAPES).layers
     names = {name for name, _ in layers}
     assert {"conv1", "conv2", "fc"} <= names
@@ -151,6 +152,23 @@ def test_real_profile_maps_every_node(dense):
         assert (INSERTED, "ReorderOutput") in layers
 
 
+def test_profiles_take_turns_in_blocks(dense, pruned, monkeypatch):
+    order = []
+    real = layers_mod.run_session
+
+    def recording(session, feed, label):
+        order.append(id(session))
+        return real(session, feed, label)
+
+    monkeypatch.setattr(layers_mod, "run_session", recording)
+    a, b = profile([dense, pruned], make_inputs(dense, SHAPES)[0], warmup=2, runs=5, rounds=2)
+    d, p = order[0], order[2]
+    assert d != p
+    # warm-up per session, then blocks of 1 untimed + ceil(5/2)=3 profiled runs, the last block the 2 left
+    assert order == [d] * 2 + [p] * 2 + [d] * 4 + [p] * 4 + [d] * 3 + [p] * 3
+    assert a and b and sum(t.ms for t in a.values()) > 0  # both sessions profiled, warm-up and untimed runs left out
+
+
 def test_unnamed_nodes_are_named_as_reports_name_them(dense):
     bare = onnx.ModelProto()
     bare.CopyFrom(dense)
@@ -159,7 +177,7 @@ def test_unnamed_nodes_are_named_as_reports_name_them(dense):
     runnable = named_for_profiling(bare, bare)
     assert runnable is not bare and [n.name for n in bare.graph.node] == [""] * 8
     assert named_for_profiling(dense, dense) is dense
-    profiled = profile(runnable, make_inputs(bare, SHAPES)[0], warmup=0, runs=1)
+    profiled = profile([runnable], make_inputs(bare, SHAPES)[0], warmup=0, runs=1)[0]
     names = {name for name, _ in model_layers(bare, profiled, SHAPES).layers}
     assert {"Conv_0", "Conv_3", "Gemm_7"} <= names
 
