@@ -350,16 +350,11 @@ class LayerReport:
         lines = []
         if self.spread_efficiency is not None:
             slow = [b for b in self.buckets() if b.label != BUCKETS[0]]
-            share = (f"the layers whose MACs fell less than the model's x{self.mac_ratio:.3f}, or have none, hold "
-                     f"{sum(b.dense_time_share for b in slow):.0%} of the dense time against "
-                     f"{sum(b.dense_mac_share for b in slow):.0%} of the dense MACs")
-            if self.spread_efficiency < KEPT_PACE:
-                lines.append(f"Even if every layer's time fell with its own MACs, the model would reach only "
-                             f"{self.ideal_speedup:.2f}x of the {1 / self.mac_ratio:.2f}x the MAC count promises: "
-                             f"{share}.")
-            else:
-                lines.append(f"Time is spread over the layers much like the MACs: {share}, so the per-layer ideal "
-                             f"{self.ideal_speedup:.2f}x is close to the {1 / self.mac_ratio:.2f}x of the MAC count.")
+            lines.append(f"The layers whose MACs fell less than the model's x{self.mac_ratio:.3f}, or have none, hold "
+                         f"{sum(b.dense_time_share for b in slow):.0%} of the dense time against "
+                         f"{sum(b.dense_mac_share for b in slow):.0%} of the dense MACs: even if every layer's time fell with its own MACs, the model "
+                         f"would reach {self.ideal_speedup:.2f}x of the {1 / self.mac_ratio:.2f}x the MAC count "
+                         f"promises ({self.spread_efficiency:.2f} of it).")
         if self.speedup is not None and self.ideal_efficiency is not None:
             verdict = (
                 "the layers kept pace with their own MACs"
