@@ -161,10 +161,10 @@ def targets_section(speed: dict) -> str:
 
 
 def _call(row: dict, report: dict, threads: int, batch: int) -> str:
-    from onnxprune.bench import BenchRow, call
+    from onnxprune.bench import BenchRow, speed_verdict
 
     noise = next(g["noise"] for g in report["groups"] if (g["threads"], g["batch"]) == (threads, batch))
-    return call(BenchRow(**row), noise)
+    return speed_verdict(BenchRow(**row), noise)
 
 
 def layers_section(cache: Path, quick: bool) -> str:

@@ -496,7 +496,7 @@ def _f(x: Optional[float], spec: str, suffix: str = "") -> str:
     return "-" if x is None or not math.isfinite(x) else f"{x:{spec}}{suffix}"
 
 
-def call(row: BenchRow, noise: float) -> str:
+def speed_verdict(row: BenchRow, noise: float) -> str:
     """"faster" or "slower" only when the row's whole 95% interval lies beyond the control's reach from 1.00x."""
     low = row.speedup if row.speedup_low is None else row.speedup_low
     high = row.speedup if row.speedup_high is None else row.speedup_high
@@ -518,7 +518,7 @@ def _verdict(row: BenchRow, index: int, noise: Optional[float]) -> str:
         return "-"
     if noise is None:
         return "no control row: noise unknown"
-    return call(row, noise)
+    return speed_verdict(row, noise)
 
 
 def _interval(row: BenchRow) -> str:
@@ -568,7 +568,7 @@ def _noise_sentence(report: BenchReport, rows: Sequence[BenchRow]) -> list[str]:
     for i, r in enumerate(rows):
         if i == 0 or r.control or r.speedup is None:
             continue
-        word = call(r, noise)
+        word = speed_verdict(r, noise)
         if word == "within noise":
             lines.append(f"{r.model}: {r.speedup:.2f}x is within the control's noise: no measurable speedup.")
         else:

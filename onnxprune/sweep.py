@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import api
-from .bench import BenchConfig, bench, call
+from .bench import BenchConfig, bench, speed_verdict
 from .cost import count_cost
 from .errors import NothingToPruneError, OptionError
 from .io import load_model, save_model
@@ -41,7 +41,7 @@ class SweepPoint:
     speedup_low: Optional[float] = None  # 95% interval (bench.speedup_interval)
     speedup_high: Optional[float] = None
     efficiency: Optional[float] = None
-    verdict: str = ""  # faster | slower | within noise, against the control (bench.call)
+    verdict: str = ""  # faster | slower | within noise, against the control (bench.speed_verdict)
     note: str = ""
 
 
@@ -154,7 +154,7 @@ def sweep(
             p.median_ms, p.p10_ms, p.p90_ms = row.median_ms, row.p10_ms, row.p90_ms
             p.speedup, p.speedup_low, p.speedup_high = row.speedup, row.speedup_low, row.speedup_high
             p.efficiency = row.efficiency
-            p.verdict = call(row, noise) if noise is not None else "noise unknown"
+            p.verdict = speed_verdict(row, noise) if noise is not None else "noise unknown"
     dense_row = by_source.get(str(model))
     result = SweepReport(str(model), dense_row.median_ms if dense_row else None, control.speedup if control else None,
                          noise, points)
