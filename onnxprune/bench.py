@@ -36,6 +36,7 @@ import onnx
 from .cost import count_cost, default_input_shapes, model_inputs
 from .errors import OnnxPruneError, OptionError
 from .io import load_model
+from .tables import markdown, num, plain
 from .verify import ModelSource, make_inputs, open_session
 
 PROVIDERS = {
@@ -492,10 +493,6 @@ def method_text(cfg: BenchConfig) -> str:
     )
 
 
-def _f(x: Optional[float], spec: str, suffix: str = "") -> str:
-    return "-" if x is None or not math.isfinite(x) else f"{x:{spec}}{suffix}"
-
-
 def speed_verdict(row: BenchRow, noise: float) -> str:
     """"faster" or "slower" only when the row's whole 95% interval lies beyond the control's reach from 1.00x."""
     low = row.speedup if row.speedup_low is None else row.speedup_low
@@ -531,13 +528,13 @@ def _table_rows(report: BenchReport, rows: Sequence[BenchRow], noise) -> list[li
     out = []
     for i, r in enumerate(rows):
         if r.status != "ok":
-            out.append([r.model, r.status, "-", "-", "-", "-", "-", _f(r.mac_ratio, ".3f"), "-",
+            out.append([r.model, r.status, "-", "-", "-", "-", "-", num(r.mac_ratio, ".3f"), "-",
                         _verdict(r, i, noise)])
             continue
         out.append([
-            r.model, _f(r.median_ms, ".3f"), f"{_f(r.p10_ms, '.3f')}-{_f(r.p90_ms, '.3f')}", str(r.runs),
-            _f(r.throughput, ".1f"), _f(r.speedup, ".2f", "x"), _interval(r), _f(r.mac_ratio, ".3f"),
-            _f(r.efficiency, ".2f"),
+            r.model, num(r.median_ms, ".3f"), f"{num(r.p10_ms, '.3f')}-{num(r.p90_ms, '.3f')}", str(r.runs),
+            num(r.throughput, ".1f"), num(r.speedup, ".2f", "x"), _interval(r), num(r.mac_ratio, ".3f"),
+            num(r.efficiency, ".2f"),
             _verdict(r, i, noise),
         ])
     return out
@@ -545,6 +542,7 @@ def _table_rows(report: BenchReport, rows: Sequence[BenchRow], noise) -> list[li
 
 HEADER = ["model", "median ms", "p10-p90 ms", "runs", "samples/s", "speedup", "95% interval", "MAC ratio",
           "efficiency", "verdict"]
+TEXT_COLUMNS = (0, len(HEADER) - 1)  # model and verdict; the numbers between are right-aligned
 
 
 def _group_title(provider: str, threads: int, batch: int) -> str:
@@ -582,12 +580,8 @@ def format_table(report: BenchReport) -> str:
     lines = []
     for (provider, threads, batch), rows in report.groups():
         noise = report.noise(rows)
-        body = [HEADER] + _table_rows(report, rows, noise)
-        widths = [max(len(r[i]) for r in body) for i in range(len(HEADER))]
         lines.append(f"== {_group_title(provider, threads, batch)}")
-        for r in body:
-            lines.append("  ".join(c.ljust(w) if i in (0, len(HEADER) - 1) else c.rjust(w)
-                                   for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        lines += plain([HEADER] + _table_rows(report, rows, noise), TEXT_COLUMNS)
         lines.extend(_noise_sentence(report, rows))
         lines.append("")
     lines.append("method: " + method_text(report.config))
@@ -609,10 +603,7 @@ def format_markdown(report: BenchReport) -> str:
         noise = report.noise(rows)
         lines.append(f"### {_group_title(provider, threads, batch)}")
         lines.append("")
-        lines.append("| " + " | ".join(HEADER) + " |")
-        lines.append("|" + "|".join(["---"] + ["---:"] * (len(HEADER) - 2) + ["---"]) + "|")
-        for r in _table_rows(report, rows, noise):
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+        lines += markdown(HEADER, _table_rows(report, rows, noise), TEXT_COLUMNS)
         lines.append("")
         lines.extend(_noise_sentence(report, rows))
         lines.append("")

@@ -39,6 +39,7 @@ from .cost import count_cost, default_input_shapes
 from .errors import OnnxPruneError, OptionError
 from .graph import node_names
 from .io import load_model
+from .tables import markdown, num, plain
 from .verify import Feed, ModelSource, make_inputs, open_session, run_session, source_label
 
 INSERTED = "(onnxruntime-inserted)"
@@ -472,10 +473,6 @@ def bench_layers(models: Sequence[ModelSource], report: BenchReport,
 # Formatting
 
 
-def _f(x: Optional[float], spec: str) -> str:
-    return "-" if x is None else f"{x:{spec}}"
-
-
 LAYER_HEADER = ["layer", "op", "kernel", "dense ms", "dense %", "pruned ms", "time ratio", "MAC ratio"]
 BUCKET_HEADER = ["MAC-ratio bucket", "layers", "dense time", "dense MACs", "time ratio", "MAC ratio"]
 
@@ -484,31 +481,31 @@ def _layer_cells(report: LayerReport, top: int) -> list[list[str]]:
     ranked = sorted(report.rows, key=lambda r: (r.dense_ms or 0.0, r.pruned_ms or 0.0), reverse=True)
     shown, rest = ranked[:top], ranked[top:]
     total = report.dense_ms
-    cells = [[r.name, r.op_type, r.kernel, _f(r.dense_ms, ".3f"), _f(_ratio(r.dense_ms, total), ".1%"),
-              _f(r.pruned_ms, ".3f"), _f(r.time_ratio, ".3f"), _f(r.mac_ratio, ".3f")] for r in shown]
+    cells = [[r.name, r.op_type, r.kernel, num(r.dense_ms, ".3f"), num(_ratio(r.dense_ms, total), ".1%"),
+              num(r.pruned_ms, ".3f"), num(r.time_ratio, ".3f"), num(r.mac_ratio, ".3f")] for r in shown]
     if rest:
         rest_dense, rest_pruned = sum(r.dense_ms or 0.0 for r in rest), sum(r.pruned_ms or 0.0 for r in rest)
-        cells.append([f"({len(rest)} more layers)", "", "", f"{rest_dense:.3f}", _f(_ratio(rest_dense, total), ".1%"),
-                      f"{rest_pruned:.3f}", _f(_ratio(rest_pruned, rest_dense), ".3f"), ""])
+        cells.append([f"({len(rest)} more layers)", "", "", f"{rest_dense:.3f}", num(_ratio(rest_dense, total), ".1%"),
+                      f"{rest_pruned:.3f}", num(_ratio(rest_pruned, rest_dense), ".3f"), ""])
     cells.append(["total (kernel time)", "", "", f"{report.dense_ms:.3f}", "100.0%", f"{report.pruned_ms:.3f}",
-                  _f(_ratio(report.pruned_ms, report.dense_ms), ".3f"), _f(report.mac_ratio, ".3f")])
+                  num(_ratio(report.pruned_ms, report.dense_ms), ".3f"), num(report.mac_ratio, ".3f")])
     return cells
 
 
 def _bucket_cells(report: LayerReport) -> list[list[str]]:
-    return [[b.label, str(b.layers), f"{b.dense_time_share:.1%}", f"{b.dense_mac_share:.1%}", _f(b.time_ratio, ".3f"),
-             _f(b.mac_ratio, ".3f")] for b in report.buckets()]
+    return [[b.label, str(b.layers), f"{b.dense_time_share:.1%}", f"{b.dense_mac_share:.1%}", num(b.time_ratio, ".3f"),
+             num(b.mac_ratio, ".3f")] for b in report.buckets()]
 
 
 def _totals_lines(report: LayerReport) -> list[str]:
     promise = _ratio(1.0, report.mac_ratio)
     return [
-        f"measured speedup {_f(report.speedup, '.2f')}x (sum of kernel times); MACs x{_f(report.mac_ratio, '.3f')} "
-        f"promise {_f(promise, '.2f')}x: MAC efficiency {_f(report.mac_efficiency, '.2f')}",
-        f"per-layer ideal {_f(report.ideal_speedup, '.2f')}x (each layer's time falling with its own MACs): "
-        f"efficiency against it {_f(report.ideal_efficiency, '.2f')}",
-        f"MAC efficiency {_f(report.mac_efficiency, '.2f')} = {_f(report.spread_efficiency, '.2f')} (time spread unlike "
-        f"MACs: ideal / promise) x {_f(report.ideal_efficiency, '.2f')} (layers against their own MACs)",
+        f"measured speedup {num(report.speedup, '.2f')}x (sum of kernel times); MACs x{num(report.mac_ratio, '.3f')} "
+        f"promise {num(promise, '.2f')}x: MAC efficiency {num(report.mac_efficiency, '.2f')}",
+        f"per-layer ideal {num(report.ideal_speedup, '.2f')}x (each layer's time falling with its own MACs): "
+        f"efficiency against it {num(report.ideal_efficiency, '.2f')}",
+        f"MAC efficiency {num(report.mac_efficiency, '.2f')} = {num(report.spread_efficiency, '.2f')} (time spread unlike "
+        f"MACs: ideal / promise) x {num(report.ideal_efficiency, '.2f')} (layers against their own MACs)",
     ]
 
 
@@ -516,34 +513,22 @@ def _heading(report: LayerReport) -> str:
     return f"{report.dense} vs {report.pruned} (median of {report.runs} profiled runs per layer)"
 
 
-def _plain(body: list[list[str]], left: int) -> list[str]:
-    widths = [max(len(r[i]) for r in body) for i in range(len(body[0]))]
-    return ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in body]
-
-
 def format_report(report: LayerReport, top: int = 15) -> str:
     """A plain-text table of the `top` layers by dense time, the rest in one line, then where the time went."""
     lines = [_heading(report)]
-    lines += _plain([LAYER_HEADER] + _layer_cells(report, top), 3)
+    lines += plain([LAYER_HEADER] + _layer_cells(report, top), range(3))
     lines.append("")
-    lines += _plain([BUCKET_HEADER] + _bucket_cells(report), 1)
+    lines += plain([BUCKET_HEADER] + _bucket_cells(report), (0,))
     lines += _totals_lines(report) + report.summary()
     lines.append("-: the layer does not run in that model. Profiled kernel times leave out the time between "
                  "kernels: take the model's latency from the benchmark.")
     return "\n".join(lines)
 
 
-def _markdown_table(header: list[str], body: list[list[str]], left: int) -> list[str]:
-    align = ["---"] * left + ["---:"] * (len(header) - left)
-    return (["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-            + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body])
-
-
 def format_report_markdown(report: LayerReport, top: int = 15) -> str:
     lines = [f"**{_heading(report)}**", ""]
-    lines += _markdown_table(LAYER_HEADER, _layer_cells(report, top), 3) + [""]
-    lines += _markdown_table(BUCKET_HEADER, _bucket_cells(report), 1) + [""]
+    lines += markdown(LAYER_HEADER, _layer_cells(report, top), range(3)) + [""]
+    lines += markdown(BUCKET_HEADER, _bucket_cells(report), (0,)) + [""]
     lines += [f"{line}  " for line in _totals_lines(report)] + [" ".join(report.summary()), ""]
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from .bench import BenchConfig, bench, speed_verdict
 from .cost import count_cost
 from .errors import NothingToPruneError, OptionError
 from .io import load_model, save_model
+from .tables import markdown, num
 from .unstructured import prune_unstructured
 from .verify import compare, make_inputs
 
@@ -45,6 +46,10 @@ class SweepPoint:
     note: str = ""
 
 
+SWEEP_HEADER = ["method", "ratio", "MAC ratio", "params", "median ms", "speedup", "95% interval", "verdict",
+                "efficiency", "cosine", "top-1", "note"]
+
+
 @dataclass
 class SweepReport:
     model: str
@@ -65,27 +70,20 @@ class SweepReport:
         lines = [
             f"# Sweep of {self.model}",
             "",
-            f"Dense median latency {_f(self.dense_ms, '.3f')} ms; control (dense vs dense) "
-            f"{_f(self.control_speedup, '.2f')}x, so speedups within ±{_f(self.noise and self.noise * 100, '.1f')}% of 1.00x are noise.",
+            f"Dense median latency {num(self.dense_ms, '.3f')} ms; control (dense vs dense) "
+            f"{num(self.control_speedup, '.2f')}x, so speedups within ±{num(self.noise and self.noise * 100, '.1f')}% of 1.00x are noise.",
             "",
-            "| method | ratio | MAC ratio | params | median ms | speedup | 95% interval | verdict | efficiency | cosine | top-1 | note |",
-            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
         ]
-        for p in self.points:
-            lines.append(
-                f"| {p.method} | {p.ratio:g} | {_f(p.mac_ratio, '.3f')} | {_f(p.params, ',')} | {_f(p.median_ms, '.3f')} "
-                f"| {_f(p.speedup, '.2f', 'x')} | {_f(p.speedup_low, '.2f')}-{_f(p.speedup_high, '.2f')} | {p.verdict} | {_f(p.efficiency, '.2f')} | {_f(p.cosine, '.4f')} | {_f(p.top1, '.3f')} | {p.note} |"
-            )
+        rows = [[p.method, f"{p.ratio:g}", num(p.mac_ratio, ".3f"), num(p.params, ","), num(p.median_ms, ".3f"),
+                 num(p.speedup, ".2f", "x"), f"{num(p.speedup_low, '.2f')}-{num(p.speedup_high, '.2f')}", p.verdict,
+                 num(p.efficiency, ".2f"), num(p.cosine, ".4f"), num(p.top1, ".3f"), p.note] for p in self.points]
+        lines += markdown(SWEEP_HEADER, rows, (0, 7, 11))
         lines += [
             "",
             "Structured pruning removes channels: every GEMM shrinks and latency follows the MACs. Unstructured "
             "pruning zeroes weights in place: shapes and MACs are unchanged, and dense kernels run exactly as before.",
         ]
         return "\n".join(lines) + "\n"
-
-
-def _f(value, spec: str, suffix: str = "") -> str:
-    return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
 def parse_ratios(text: str) -> list[float]:

@@ -18,6 +18,7 @@ import onnx
 from .cost import default_input_shapes, model_inputs
 from .errors import ModelLoadError, OnnxPruneError, OptionError
 from .io import load_model
+from .tables import plain
 
 ModelSource = Union[str, os.PathLike, onnx.ModelProto]
 Feed = dict[str, np.ndarray]
@@ -490,9 +491,7 @@ def format_table(report: VerifyReport) -> str:
             o.name, "x".join(map(str, o.shape)) or "scalar", _fmt(o.max_abs), _fmt(o.mean_abs), _fmt(o.rel),
             _fmt_cos(o.cosine), "-" if o.top1 is None else f"{o.top1:.4f}",
         ])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    lines += plain(rows, (0, 1))
     for o in report.outputs:
         line = f"  {o.name}: would pass with {would_pass_with(o)}"
         if o.note:
