@@ -220,8 +220,8 @@ def model_layers(model: onnx.ModelProto, times: Mapping[str, KernelTime], shapes
 # The comparison
 
 
-def _ratio(num: Optional[float], den: Optional[float]) -> Optional[float]:
-    return num / den if num is not None and den else None
+def _ratio(part: Optional[float], whole: Optional[float]) -> Optional[float]:
+    return part / whole if part is not None and whole else None
 
 
 @dataclass
