@@ -37,7 +37,7 @@ from .cost import count_cost, default_input_shapes, model_inputs
 from .errors import OnnxPruneError, OptionError
 from .io import load_model
 from .tables import markdown, num, plain
-from .verify import ModelSource, make_inputs, open_session
+from .verify import ModelSource, make_inputs, open_session, run_failure
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -213,8 +213,8 @@ class _Runner:
                 self.session.run_with_iobinding(self.binding)
                 self.binding.synchronize_outputs()
         except Exception as exc:  # onnxruntime's own exception classes
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise OnnxPruneError(f"{self.label}: onnxruntime failed to run: {first_line}") from None
+            raise run_failure(self.session, self.feeds, self.label, exc,
+                              "bench draws the inputs from the first model; models timed together take the same inputs") from None
 
 
 VISIT_WARM_S = 0.03  # untimed work at the start of each visit, at least

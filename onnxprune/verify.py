@@ -140,7 +140,42 @@ def run_session(session, feeds: Feed, label: str) -> list[np.ndarray]:
     try:
         return session.run(None, feeds)
     except Exception as exc:
-        raise OnnxPruneError(f"{label}: onnxruntime failed to run: {_first_line(exc)}") from None
+        raise run_failure(session, feeds, label, exc) from None
+
+
+def _dims_text(dims) -> str:
+    return "x".join(str(d) if isinstance(d, int) else (d or "?") for d in dims) or "a scalar"
+
+
+def feed_mismatch(session, feeds: Feed) -> Optional[str]:
+    """Why `feeds` does not fit `session`'s inputs (names, element types, fixed dims), or None when it fits."""
+    wanted = session.get_inputs()
+    names = [i.name for i in wanted]
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        return f"it takes inputs {names}, but is given {sorted(feeds)}"
+    for info in wanted:
+        value = np.asarray(feeds[info.name])
+        given = f"{_dims_text(value.shape)} {value.dtype}"
+        onnx_type = info.type[len("tensor("):-1] if info.type.startswith("tensor(") else info.type
+        type_name = {"float": "float32", "double": "float64"}.get(onnx_type, onnx_type)
+        expected = f"{_dims_text(info.shape)} {type_name}"
+        shape = info.shape if isinstance(info.shape, list) else []
+        if type_name != str(value.dtype):
+            return f"input {info.name!r} is {expected}, but is given {given}"
+        if len(shape) != value.ndim or any(isinstance(d, int) and d != v for d, v in zip(shape, value.shape)):
+            return f"input {info.name!r} is {expected}, but is given {given}"
+    return None
+
+
+def run_failure(session, feeds: Feed, label: str, exc: BaseException, hint: str = "") -> OnnxPruneError:
+    """One readable line for a failed run: the input that does not fit when that is the cause (plus `hint`),
+    else all of onnxruntime's message on one line (its first line alone often names no index or shape)."""
+    mismatch = feed_mismatch(session, feeds)
+    if mismatch is not None:
+        return OnnxPruneError(f"{label}: {mismatch}" + (f" ({hint})" if hint else ""))
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return OnnxPruneError(f"{label}: onnxruntime failed to run: {text}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -193,6 +193,16 @@ def test_different_inputs_are_refused(tmp_path, two):
         bench([two[0], other], BenchConfig(**FAST))
 
 
+def test_a_model_with_other_input_dims_is_refused_naming_the_input(tmp_path, two):
+    other = conv_net(4)
+    other.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 16  # x[N, 3, 16, 8]
+    with pytest.raises(OnnxPruneError) as err:
+        bench([two[0], other], BenchConfig(**FAST))
+    message = str(err.value)
+    assert "input 'x' is Nx3x16x8 float32, but is given 1x3x8x8 float32" in message
+    assert "first model" in message and "\n" not in message
+
+
 def test_bad_config():
     with pytest.raises(OptionError, match="--threads"):
         bench([conv_net(4)], BenchConfig(threads=(0,), **FAST))

@@ -179,6 +179,29 @@ def test_different_output_names_is_an_error():
         compare(classifier(), classifier(out_name="probs"), feeds)
 
 
+def test_models_taking_other_inputs_are_refused_naming_the_input():
+    wide = classifier()
+    wide.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 9
+    wide.graph.initializer[0].CopyFrom(nh.from_array(np.ones((9, 5), np.float32), "W"))
+    with pytest.raises(OnnxPruneError, match=r"^clf: input 'x' is Nx9 float32, but is given 2x8 float32$"):
+        compare(classifier(), wide, make_inputs(classifier(), {"x": [2, 8]}))
+
+
+def test_a_failed_run_is_one_line_with_all_of_onnxruntime_message():
+    import onnxruntime as ort
+
+    from onnxprune.verify import run_failure
+
+    session = ort.InferenceSession(classifier().SerializeToString())
+    feeds = {"x": np.ones((2, 8), np.float32)}
+    err = run_failure(session, feeds, "m.onnx", RuntimeError("[ONNXRuntimeError] : 6 : FAILED\n index: 2 Got: 3"))
+    assert str(err) == "m.onnx: onnxruntime failed to run: [ONNXRuntimeError] : 6 : FAILED index: 2 Got: 3"
+    err = run_failure(session, {"x": np.ones((2, 8), np.float64)}, "m.onnx", RuntimeError("type"))
+    assert str(err) == "m.onnx: input 'x' is Nx8 float32, but is given 2x8 float64"
+    err = run_failure(session, {"y": np.ones((2, 8), np.float32)}, "m.onnx", RuntimeError("missing"))
+    assert str(err) == "m.onnx: it takes inputs ['x'], but is given ['y']"
+
+
 def test_output_shape_change_fails():
     pruned = classifier()
     pruned.graph.initializer[0].CopyFrom(nh.from_array(np.ones((8, 4), np.float32), "W"))
