@@ -14,9 +14,9 @@ import click
 
 from . import api
 from .cli_measure import bench_cmd, verify_cmd
-from .cost import parse_shapes
+from .cost import parse_shapes, unpinned_dims_notes
 from .errors import NothingToPruneError, OnnxPruneError, OptionError
-from .io import check_output_path, stage_model
+from .io import check_output_path, load_model, stage_model
 from .importance import CRITERIA
 from .plan import DEFAULT_ROUND_TO, SCOPES
 from .recovery import METHODS
@@ -203,7 +203,6 @@ def _refuse_overwrite(model: str, output: str, force: bool) -> None:
 
 
 def _prune_unstructured(model, sparsity, scope, pattern, exclude):
-    from .io import load_model
     from .unstructured import parse_pattern, prune_unstructured
 
     if sparsity is None and pattern is None:
@@ -249,6 +248,8 @@ def sweep_cmd(model, ratios, out_dir, round_to, target, shapes, threads, batch, 
     config = BenchConfig(threads=(threads,), batches=(batch,) if batch else None, rounds=rounds, runs=runs,
                          warmup=3, shapes=dict(pinned or {}))
     config.validate()
+    for note in unpinned_dims_notes(load_model(model), config.shapes, "fidelity and latency are measured"):
+        click.echo(f"note: {note}", err=True)
     with click.progressbar(length=len(values) * len(METHODS) + 1, label="sweep", file=sys.stderr) as bar:
         report = sweep(model, values, out_dir, round_to=round_to, shapes=pinned, samples=samples, config=config,
                        progress=lambda _step: bar.update(1))

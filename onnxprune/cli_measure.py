@@ -16,8 +16,9 @@ import click
 
 from .bench import PROVIDERS, BenchConfig, bench, format_markdown
 from .bench import format_table as format_bench_table
-from .cost import parse_shapes
+from .cost import parse_shapes, unpinned_dims_notes
 from .errors import OptionError, VerificationError
+from .io import load_model
 from .layers import bench_layers, format_groups
 from .verify import Gates, compare, format_table, load_inputs_npz, load_labels, make_inputs
 
@@ -54,7 +55,9 @@ def verify_cmd(dense, pruned, shapes, samples, data, seed, min_cosine, min_top1,
             raise OptionError("--data gives the inputs and their shapes: drop --shape and --samples")
         feeds = load_inputs_npz(data, dense)
     else:
-        feeds = make_inputs(dense, parse_shapes(shapes), samples=4 if samples is None else samples, seed=seed)
+        pinned = parse_shapes(shapes)
+        _notes(unpinned_dims_notes(load_model(dense), pinned, "the outputs are compared"))
+        feeds = make_inputs(dense, pinned, samples=4 if samples is None else samples, seed=seed)
     report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
     if not report.passed:
@@ -102,6 +105,7 @@ def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes,
         require_provider=require_provider,
         trt_sparsity=trt_sparsity,
     )
+    _notes(unpinned_dims_notes(load_model(models[0]), config.shapes, "latency is measured"))
     report = bench(list(models), config, progress=_progress)
     groups = bench_layers(list(models), report, progress=_progress) if layers else []
     if as_json:
@@ -117,6 +121,11 @@ def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes,
         click.echo(format_bench_table(report))
         if layers:
             click.echo("\n" + format_groups(groups, layers), nl=False)
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
 
 
 def _progress(message: str) -> Optional[None]:

@@ -188,6 +188,30 @@ def dynamic_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
     }
 
 
+def unpinned_dims_notes(model: onnx.ModelProto, pinned: Mapping[str, Sequence[int]], what: str) -> list[str]:
+    """Notes on inputs whose dims past the batch axis are dynamic and not pinned by `pinned`: they are set to 1,
+    which says little about real inputs (a sequence of one token, a 1x1 image). A named dim is mentioned once:
+    pinning it in one input pins it everywhere (see default_input_shapes)."""
+    specs = [spec for spec in model_inputs(model) if spec.dims is not None]
+    settled = {d for spec in specs if spec.name in pinned for d in spec.dims if isinstance(d, str)}
+    notes = []
+    for spec in specs:
+        if spec.name in pinned:
+            continue
+        open_dims = {a: d for a, d in enumerate(spec.dims) if not (isinstance(d, int) and d > 0)}
+        axes = [a for a, d in open_dims.items() if a > 0 and not (isinstance(d, str) and d in settled)]
+        if not axes:
+            continue
+        settled.update(d for d in open_dims.values() if isinstance(d, str))
+        example = "x".join(
+            "1" if a == 0 and a in open_dims else f"<{d or f'dim{a}'}>" if a in open_dims else str(d)
+            for a, d in enumerate(spec.dims)
+        )
+        notes.append(f"input {spec.name!r}: dynamic dims {axes} set to 1, so {what} at that size; "
+                     f"pin real sizes with --shape {spec.name}={example}")
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Parameters
 

@@ -265,3 +265,24 @@ def test_fused_contrib_attention_counts_the_same_macs_as_the_unfused_graph():
     unfused = count_cost(onnx.load(str(models / "tx_bert_ts.onnx")), shapes)
     fused = count_cost(onnx.load(str(models / "tx_bert_ts_ortopt.onnx")), shapes)  # com.microsoft Attention per layer
     assert fused.macs == unfused.macs > 0
+
+
+def test_unpinned_dims_notes_name_each_open_dim_once_and_skip_the_batch():
+    from onnxprune.cost import unpinned_dims_notes
+
+    graph = h.make_graph(
+        [h.make_node("Add", ["ids", "mask"], ["s"]), h.make_node("Add", ["img", "img"], ["t"])], "g",
+        [h.make_tensor_value_info("ids", T.FLOAT, ["batch", "seq"]),
+         h.make_tensor_value_info("mask", T.FLOAT, ["batch", "seq"]),
+         h.make_tensor_value_info("img", T.FLOAT, ["batch", 3, None, 8]),
+         h.make_tensor_value_info("flat", T.FLOAT, ["batch", 4])],
+        [h.make_tensor_value_info("s", T.FLOAT, None), h.make_tensor_value_info("t", T.FLOAT, None)],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    notes = unpinned_dims_notes(model, {}, "it is timed")
+    assert notes == [
+        "input 'ids': dynamic dims [1] set to 1, so it is timed at that size; pin real sizes with --shape ids=1x<seq>",
+        "input 'img': dynamic dims [2] set to 1, so it is timed at that size; pin real sizes with --shape img=1x3x<dim2>x8",
+    ]
+    # pinning 'seq' through one input pins it for every input that names it
+    assert unpinned_dims_notes(model, {"mask": [2, 5], "img": [1, 3, 4, 8]}, "it is timed") == []

@@ -274,3 +274,14 @@ def test_cli_data_and_errors(files, tmp_path):
     assert r.exit_code == 1 and "rank" in r.output
     r = _invoke(dense, tmp_path / "missing.onnx")
     assert r.exit_code == 1 and "no such file" in r.output
+
+
+def test_cli_notes_a_dynamic_sequence_left_at_one(tmp_path):
+    path = tmp_path / "text.onnx"
+    onnx.save(text_model(), path)
+    r = _invoke(path, path)
+    assert r.exit_code == 0
+    assert "note: input 'ids': dynamic dims [1] set to 1, so the outputs are compared at that size" in r.output
+    assert "--shape ids=1x<S>" in r.output
+    r = _invoke(path, path, "--shape", "ids=2x7")
+    assert r.exit_code == 0 and "note:" not in r.output and "ids[2, 7], mask[2, 7]" in r.output
