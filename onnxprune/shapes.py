@@ -138,9 +138,11 @@ def _shape_constant(node: onnx.NodeProto, dims: list[int]) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [node.output[0]], name=node.name, value=value)
 
 
-def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> ShapeInfo:
-    """Types and shapes of every tensor onnx can infer; `input_shapes` pins dynamic input dims."""
-    sk = skeleton(model, input_shapes)
+FOLD_PASSES = 8
+FOLD_MAX_BYTES = 1 << 16  # shape arithmetic is small; larger constant tensors (masks, position tables) stay unfolded
+
+
+def _onnx_inferred(sk: onnx.ModelProto) -> tuple[onnx.ModelProto, ShapeInfo]:
     try:
         inferred = onnx.shape_inference.infer_shapes(sk, strict_mode=False, data_prop=True)
     except Exception:  # inference is best effort: an op it cannot type leaves its outputs unknown
@@ -152,13 +154,88 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seq
         info.tensors[vi.name] = TensorInfo(elem_type, dims)
     for t in g.initializer:
         info.tensors[t.name] = TensorInfo(t.data_type, tuple(int(d) for d in t.dims))
-    missing = any(
-        name and (info.get(name) is None or info.get(name).dims is None)
-        for node in model.graph.node if node.op_type != "Constant" for name in node.output
+    for node in g.node:  # folded shape arithmetic: Constant nodes hold the values
+        if node.op_type == "Constant" and node.output and node.attribute and node.attribute[0].name == "value":
+            t = node.attribute[0].t
+            info.tensors[node.output[0]] = TensorInfo(t.data_type, tuple(int(d) for d in t.dims))
+    return inferred, info
+
+
+def _unresolved(model: onnx.ModelProto, info: ShapeInfo, static_inputs: bool) -> int:
+    """How many node outputs have an unknown rank, or (when every input is static) a dim that is not a number."""
+    count = 0
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            continue
+        for name in node.output:
+            dims = info.dims(name) if name else ()
+            if dims is None or (static_inputs and not all(isinstance(d, int) for d in dims)):
+                count += 1
+    return count
+
+
+def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None) -> ShapeInfo:
+    """Types and shapes of every tensor onnx can infer; `input_shapes` pins dynamic input dims.
+
+    Where onnx loses track behind shape arithmetic (pads or Reshape targets computed from Shape, as torch's F.pad
+    exports), that arithmetic is folded to constants (onnx-graphsurgeon, on the weight-free skeleton) and inference
+    runs again; onnxruntime's symbolic inference is the last resort for ranks still unknown.
+    """
+    sk = skeleton(model, input_shapes)
+    sk, info = _onnx_inferred(sk)
+    static_inputs = all(
+        dims is not None and all(isinstance(d, int) for d in dims)
+        for dims in (info.dims(vi.name) for vi in sk.graph.input)
     )
-    if missing:  # onnx lost track behind computed shapes: ask onnxruntime's symbolic inference too
+    unresolved = _unresolved(model, info, static_inputs)
+    for _ in range(FOLD_PASSES if unresolved else 0):
+        folded = _fold_shape_arithmetic(sk)
+        if folded is None:
+            break
+        sk, more = _onnx_inferred(folded)
+        merge_shapes(info, more)
+        left = _unresolved(model, info, static_inputs)
+        if left == 0 or left >= unresolved:
+            break
+        unresolved = left
+    if _unresolved(model, info, static_inputs=False):  # some rank is still unknown
         merge_shapes(info, symbolic_shapes(model, input_shapes or {}))
     return info
+
+
+def _computes_values(node) -> bool:
+    """A node with a floating-point output computes values, not shapes: folding it would hide its tensors' dims
+    (a rotary table folded whole takes the MatMul that built it out of the graph)."""
+    import numpy as np
+
+    for out in node.outputs:
+        try:
+            if np.issubdtype(np.dtype(out.dtype), np.floating):
+                return True
+        except TypeError:  # no dtype known, or one numpy does not have (bfloat16 ...)
+            if out.dtype is not None:
+                return True
+    return False
+
+
+def _fold_shape_arithmetic(sk: onnx.ModelProto) -> Optional[onnx.ModelProto]:
+    """`sk` with every small computation on constants and known shapes replaced by its value; None on failure."""
+    try:
+        import onnx_graphsurgeon as gs
+        import onnxruntime as ort
+
+        ort.set_default_logger_severity(3)  # the sessions it evaluates with would warn about every fusion they skip
+        severity = gs.logger.G_LOGGER.severity
+        gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.CRITICAL
+        try:
+            graph = gs.import_onnx(sk)
+            graph.fold_constants(fold_shapes=True, error_ok=True, size_threshold=FOLD_MAX_BYTES,
+                                 should_exclude_node=_computes_values)
+            return gs.export_onnx(graph.cleanup(remove_unused_graph_inputs=False), do_type_check=False)
+        finally:
+            gs.logger.G_LOGGER.severity = severity
+    except Exception:  # an op onnxruntime cannot evaluate, a graph onnx-graphsurgeon cannot import ...
+        return None
 
 
 def symbolic_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> ShapeInfo:

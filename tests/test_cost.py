@@ -286,3 +286,47 @@ def test_unpinned_dims_notes_name_each_open_dim_once_and_skip_the_batch():
     ]
     # pinning 'seq' through one input pins it for every input that names it
     assert unpinned_dims_notes(model, {"mask": [2, 5], "img": [1, 3, 4, 8]}, "it is timed") == []
+
+
+def _torch_style_pad_net() -> onnx.ModelProto:
+    """x[N, 3, 8, 8] -Pad(pads computed the way torch exports F.pad)-> Conv(4, 3x3) -> y[N, 4, 8, 8].
+
+    onnx's inference cannot follow the pads through ConstantOfShape/Concat/Reshape/Slice/Transpose, so the Pad
+    output and everything after it would have unknown dims without folding that arithmetic.
+    """
+    i64 = lambda name, values: nh.from_array(np.array(values, np.int64), name)  # noqa: E731
+    nodes = [
+        h.make_node("ConstantOfShape", ["four"], ["zeros"], value=nh.from_array(np.array([0], np.int64))),
+        h.make_node("Concat", ["pad_hw", "zeros"], ["flat"], axis=0),
+        h.make_node("Reshape", ["flat", "pairs"], ["pairs_2d"]),
+        h.make_node("Slice", ["pairs_2d", "start", "end", "axis0", "step"], ["reversed"]),
+        h.make_node("Transpose", ["reversed"], ["begin_end"], perm=[1, 0]),
+        h.make_node("Reshape", ["begin_end", "minus1"], ["pads"]),
+        h.make_node("Pad", ["x", "pads"], ["xp"]),
+        h.make_node("Conv", ["xp", "W"], ["y"]),
+    ]
+    graph = h.make_graph(
+        nodes, "torch_pad",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, None)],
+        [i64("four", [4]), i64("pad_hw", [1, 1, 1, 1]), i64("pairs", [-1, 2]), i64("start", [-1]),
+         i64("end", [-(2**62)]), i64("axis0", [0]), i64("step", [-1]), i64("minus1", [-1]),
+         nh.from_array(np.ones((4, 3, 3, 3), np.float32), "W")],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+
+
+def test_shape_arithmetic_is_folded_so_macs_are_exact():
+    import onnxruntime as ort
+
+    from onnxprune.shapes import infer_shapes
+
+    model = _torch_style_pad_net()
+    y = ort.InferenceSession(model.SerializeToString()).run(None, {"x": np.ones((2, 3, 8, 8), np.float32)})[0]
+    assert y.shape == (2, 4, 8, 8)
+    plain = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    assert not any(vi.name == "xp" and all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)
+                   for vi in plain.graph.value_info)  # onnx alone does not know the padded size
+    assert infer_shapes(model, {"x": [2, 3, 8, 8]}).dims("y") == (2, 4, 8, 8)
+    report = count_cost(model, {"x": [2, 3, 8, 8]})
+    assert report.macs == 2 * 4 * 8 * 8 * 3 * 3 * 3 and report.notes == []
