@@ -13,8 +13,9 @@ runs, then `runs` profiled runs, the median kernel time per node. onnxruntime pr
 each profiled node is mapped back to the original node it came from (what onnxruntime 1.31 does):
 - fused nodes keep the first node's name (Conv+Relu -> FusedConv), sometimes with a "/...Fusion" suffix
   ("fc/MatMul/MatMulAddFusion" for MatMul+Add -> Gemm, ".../MatMulScaleFusion/", "ln/Mul/LayerNormFusion/");
-- NCHWc convolutions and pools are named after their output tensor plus "_nchwc"; after Conv+BatchNormalization
-  (+activation) fusion that tensor is the last fused node's output, so the name is walked back to the Conv;
+- NCHWc convolutions and pools are named after their output tensor, or after the last node fused in, plus
+  "_nchwc"; after Conv+BatchNormalization (+activation, bias or residual Add, the Transposes of an NHWC export)
+  fusion that is the last fused node, so the name is walked back to the Conv;
 - nodes onnxruntime creates (ReorderInput/ReorderOutput, BiasGelu, Gelu, the Reshapes around a fused Gemm) map
   to no original node: they are reported as "(onnxruntime-inserted)", one row per kernel type.
 """
@@ -47,8 +48,11 @@ KERNEL_SUFFIX = "_kernel_time"
 NCHWC_SUFFIX = "_nchwc"
 _GENERATED_SUFFIXES = (re.compile(r"_token_\d+$"), re.compile(r"/\w*Fusion/?$"))
 CONV_KERNELS = frozenset({"Conv", "FusedConv"})
-# ops onnxruntime folds into the Conv before them; an NCHWc Conv is named after the last one's output
-FOLDED_INTO_CONV = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"})
+# ops onnxruntime folds into the Conv before them (or moves out of the way, as the Transposes of NHWC exports);
+# an NCHWc Conv is named after the last one, or its output
+FOLDED_INTO_CONV = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh",
+                              "Add", "Sub", "Mul", "Div", "Transpose", "Cast", "Identity"})
+FOLD_WALK_STEPS = 12
 UNCHANGED = 0.95  # a layer whose MACs kept at least this fraction counts as unpruned
 WITH_THE_MODEL = 1.05  # a layer's MAC ratio up to this times the model's counts as falling with the model
 KEPT_PACE = 0.9  # efficiency against the per-layer ideal from which the layers are said to keep pace
@@ -143,7 +147,9 @@ class _Index:
     def __init__(self, model: onnx.ModelProto):
         nodes = model.graph.node
         self.op = {name: n.op_type for name, n in zip(node_names(nodes), nodes)}
-        self.data_input = {name: (n.input[0] if n.input else "") for name, n in zip(self.op, nodes)}
+        constants = {t.name for t in model.graph.initializer} | {
+            out for n in nodes if n.op_type == "Constant" for out in n.output}
+        self.data_inputs = {name: [i for i in n.input if i and i not in constants] for name, n in zip(self.op, nodes)}
         self.producer = {out: name for name, n in zip(self.op, nodes) for out in n.output if out}
 
     def resolve(self, profiled: str, kernel: str) -> Optional[str]:
@@ -153,8 +159,9 @@ class _Index:
         name = profiled
         for pattern in _GENERATED_SUFFIXES:
             name = pattern.sub("", name)
-        if name.endswith(NCHWC_SUFFIX):
-            node = self.producer.get(name[: -len(NCHWC_SUFFIX)])
+        if name.endswith(NCHWC_SUFFIX):  # named after the output tensor, or after the last node fused in
+            base = name[: -len(NCHWC_SUFFIX)]
+            node = self.producer.get(base, base if base in self.op else None)
         else:
             node = name if name in self.op else None
         if node is not None and kernel in CONV_KERNELS:
@@ -162,10 +169,15 @@ class _Index:
         return node
 
     def _conv_before(self, node: str) -> str:
-        """The Conv that `node` (a BatchNormalization or activation right after it) was folded into."""
+        """The Conv that `node` (a BatchNormalization, activation, bias or residual Add ... after it) was folded
+        into: walked back through such ops, preferring an input a Conv produced where there are two."""
         current: Optional[str] = node
-        while current is not None and self.op[current] in FOLDED_INTO_CONV:
-            current = self.producer.get(self.data_input[current])
+        for _ in range(FOLD_WALK_STEPS):
+            if current is None or self.op[current] not in FOLDED_INTO_CONV:
+                break
+            sources = [self.producer.get(i) for i in self.data_inputs[current]]
+            convs = [p for p in sources if p is not None and self.op[p] == "Conv"]
+            current = convs[0] if len(convs) == 1 else sources[0] if len(sources) == 1 else None
         return current if current is not None and self.op[current] == "Conv" else node
 
 

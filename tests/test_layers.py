@@ -152,6 +152,43 @@ def test_real_profile_maps_every_node(dense):
         assert (INSERTED, "ReorderOutput") in layers
 
 
+def nhwc_model() -> onnx.ModelProto:
+    """An NHWC export: x[N,8,8,3] -> Transpose -> conv (3->8) -> Transpose -> Cast -> bias Add -> Relu -> conv2 ..."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        h.make_node("Transpose", ["x"], ["xc"], name="to_nchw", perm=[0, 3, 1, 2]),
+        h.make_node("Conv", ["xc", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        h.make_node("Transpose", ["c"], ["ch"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        h.make_node("Cast", ["ch"], ["cf"], name="cast", to=T.FLOAT),
+        h.make_node("Add", ["cf", "b"], ["a"], name="bias"),
+        h.make_node("Relu", ["a"], ["r"], name="relu"),
+        h.make_node("Transpose", ["r"], ["rc"], name="to_nchw2", perm=[0, 3, 1, 2]),
+        h.make_node("Conv", ["rc", "w2"], ["y"], name="conv2"),
+    ]
+    graph = h.make_graph(nodes, "nhwc", [h.make_tensor_value_info("x", T.FLOAT, ["N", 8, 8, 3])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None)],
+                         [_w(rng, "w", 16, 3, 3, 3), _w(rng, "b", 16), _w(rng, "w2", 16, 16, 1, 1)])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8)
+
+
+def test_nchwc_conv_named_after_a_fused_node_maps_back_through_transposes():
+    fake = {
+        "bias_nchwc": KernelTime("Conv", 1.0),  # named after the bias Add fused in, past Transpose and Cast
+        "r_nchwc": KernelTime("Conv", 0.5),  # or after the Relu's output tensor
+        "y_nchwc": KernelTime("Conv", 0.25),
+    }
+    layers = model_layers(nhwc_model(), fake, {"x": [1, 8, 8, 3]}).layers
+    assert {key: layer.ms for key, layer in layers.items()} == {("conv", "Conv"): 1.5, ("conv2", "Conv"): 0.25}
+
+
+def test_real_profile_of_an_nhwc_export_puts_conv_time_on_the_convs():
+    model = nhwc_model()
+    feed = make_inputs(model, {"x": [1, 8, 8, 3]})[0]
+    layers = model_layers(model, profile([model], feed, warmup=1, runs=2)[0], {"x": [1, 8, 8, 3]}).layers
+    assert (INSERTED, "Conv") not in layers and (INSERTED, "FusedConv") not in layers
+    assert {"conv", "conv2"} <= {name for name, _ in layers}
+
+
 def test_profiles_take_turns_in_blocks(dense, pruned, monkeypatch):
     order = []
     real = layers_mod.run_session
