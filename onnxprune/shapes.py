@@ -14,6 +14,7 @@ import os
 import tempfile
 from typing import Mapping, Optional, Sequence, Union
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -206,8 +207,6 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seq
 def _computes_values(node) -> bool:
     """A node with a floating-point output computes values, not shapes: folding it would hide its tensors' dims
     (a rotary table folded whole takes the MatMul that built it out of the graph)."""
-    import numpy as np
-
     for out in node.outputs:
         try:
             if np.issubdtype(np.dtype(out.dtype), np.floating):

@@ -159,11 +159,12 @@ def feed_mismatch(session, feeds: Feed) -> Optional[str]:
         given = f"{_dims_text(value.shape)} {value.dtype}"
         onnx_type = info.type[len("tensor("):-1] if info.type.startswith("tensor(") else info.type
         type_name = {"float": "float32", "double": "float64"}.get(onnx_type, onnx_type)
-        expected = f"{_dims_text(info.shape)} {type_name}"
-        shape = info.shape if isinstance(info.shape, list) else []
-        if type_name != str(value.dtype):
-            return f"input {info.name!r} is {expected}, but is given {given}"
-        if len(shape) != value.ndim or any(isinstance(d, int) and d != v for d, v in zip(shape, value.shape)):
+        expected = f"{_dims_text(info.shape or ())} {type_name}"
+        wrong_type = onnx_type != "string" and type_name != str(value.dtype)
+        shape = info.shape  # None where the model does not state the rank
+        wrong_shape = shape is not None and (
+            len(shape) != value.ndim or any(isinstance(d, int) and d != v for d, v in zip(shape, value.shape)))
+        if wrong_type or wrong_shape:
             return f"input {info.name!r} is {expected}, but is given {given}"
     return None
 
