@@ -23,6 +23,7 @@ each profiled node is mapped back to the original node it came from (what onnxru
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import os
@@ -48,6 +49,7 @@ KERNEL_SUFFIX = "_kernel_time"
 NCHWC_SUFFIX = "_nchwc"
 _GENERATED_SUFFIXES = (re.compile(r"_token_\d+$"), re.compile(r"/\w*Fusion/?$"))
 CONV_KERNELS = frozenset({"Conv", "FusedConv"})
+CONTROL_FLOW = frozenset({"Loop", "If", "Scan"})  # kernels whose time includes their body's nodes
 # ops onnxruntime folds into the Conv before them (or moves out of the way, as the Transposes of NHWC exports);
 # an NCHWc Conv is named after the last one, or its output
 FOLDED_INTO_CONV = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh",
@@ -72,16 +74,25 @@ def read_profile(events: Sequence[Mapping], skip: Collection[int] = ()) -> dict[
     """Median kernel time per profiled node over the runs of an onnxruntime profile, leaving out the runs whose
     index (0 = the session's first run) is in `skip`.
 
-    A node's times within one run are summed (a node inside a loop runs many times); a run it skipped counts 0.
+    A node's times within one run are summed (a node run many times counts its total); a run it skipped counts 0.
+    The nodes of a Loop's, If's or Scan's body are left out: their time is inside that node's own.
     """
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session"
                   and e.get("name") == "model_run")
     starts = [start for start, _ in runs]
+    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith(KERNEL_SUFFIX)]
+    bodies = sorted((e["ts"], e["ts"] + e["dur"]) for e in kernels
+                    if e.get("args", {}).get("op_name") in CONTROL_FLOW)
+    body_starts = [start for start, _ in bodies]
+    reach = list(itertools.accumulate((end for _, end in bodies), max))  # the latest end among bodies begun so far
     per_run: list[dict[str, float]] = [defaultdict(float) for _ in runs]
     ops: dict[str, str] = {}
-    for e in events:
-        name = e.get("name", "")
-        if e.get("cat") != "Node" or not name.endswith(KERNEL_SUFFIX):
+    for e in kernels:
+        name = e["name"]
+        # control-flow nodes begun before this one (at the same microsecond too, unless it is one itself)
+        begun = bisect.bisect_left if e.get("args", {}).get("op_name") in CONTROL_FLOW else bisect.bisect_right
+        k = begun(body_starts, e["ts"]) - 1
+        if k >= 0 and e["ts"] + e["dur"] <= reach[k]:
             continue
         i = bisect.bisect_right(starts, e["ts"]) - 1
         if i < 0 or e["ts"] > runs[i][1]:

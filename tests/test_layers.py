@@ -108,6 +108,20 @@ def test_read_profile_skips_warmup_runs_and_takes_medians():
     assert profile_["late"].op == "Add" and profile_["late"].ms == 0.0
 
 
+def test_read_profile_leaves_out_the_nodes_of_a_loop_body():
+    events = [
+        _event("model_run", 0, 1000, "Session"),
+        _event("loop_kernel_time", 10, 500, op="Loop"),
+        _event("body_mm_kernel_time", 10, 50, op="MatMul"),  # begins in the same microsecond as its Loop
+        _event("body_add_kernel_time", 100, 100, op="Add"),
+        _event("inner_kernel_time", 300, 100, op="Loop"),  # a Loop inside the body
+        _event("inner_body_kernel_time", 310, 10, op="Gemm"),
+        _event("body_late_kernel_time", 450, 10, op="Add"),  # after the inner Loop, still in the outer one
+        _event("after_kernel_time", 600, 20, op="Conv"),
+    ]
+    assert {name: t.ms for name, t in read_profile(events).items()} == {"loop": 0.5, "after": 0.02}
+
+
 # ------------------------------------------------------------------------------------- names mapped back
 
 
