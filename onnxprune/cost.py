@@ -19,9 +19,15 @@ from .errors import OptionError
 from .graph import node_names
 from .shapes import Dim, ShapeInfo, infer_shapes, merge_shapes, symbolic_shapes
 
-FLOAT_TYPES = frozenset(
+# element types of weights: floats, and the 8- and 4-bit integers of quantized weights (int64/int32 constants are
+# shapes, axes and indices, not parameters)
+WEIGHT_TYPES = frozenset(
     t
     for t in (
+        onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8,
+        getattr(onnx.TensorProto, "INT4", None),
+        getattr(onnx.TensorProto, "UINT4", None),
         onnx.TensorProto.FLOAT,
         onnx.TensorProto.FLOAT16,
         onnx.TensorProto.DOUBLE,
@@ -226,10 +232,10 @@ def _numel(dims: Sequence[int]) -> int:
 def _constant_node_params(node: onnx.NodeProto) -> int:
     total = 0
     for attr in node.attribute:
-        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in FLOAT_TYPES:
+        if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type in WEIGHT_TYPES:
             total += _numel(attr.t.dims)
         elif attr.name == "sparse_value" and attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-            if attr.sparse_tensor.values.data_type in FLOAT_TYPES:
+            if attr.sparse_tensor.values.data_type in WEIGHT_TYPES:
                 total += _numel(attr.sparse_tensor.dims)
         elif attr.name == "value_float":
             total += 1
@@ -239,13 +245,13 @@ def _constant_node_params(node: onnx.NodeProto) -> int:
 
 
 def _graph_params(graph: onnx.GraphProto) -> tuple[dict[str, int], int]:
-    """(float constant elements by tensor name for this graph, total including nested subgraphs)."""
+    """(weight elements by tensor name for this graph, total including nested subgraphs)."""
     by_name: dict[str, int] = {}
     for t in graph.initializer:
-        if t.data_type in FLOAT_TYPES:
+        if t.data_type in WEIGHT_TYPES:
             by_name[t.name] = _numel(t.dims)
     for st in graph.sparse_initializer:
-        if st.values.data_type in FLOAT_TYPES:
+        if st.values.data_type in WEIGHT_TYPES:
             by_name[st.values.name] = _numel(st.dims)
     nested = 0
     for node in graph.node:

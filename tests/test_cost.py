@@ -330,3 +330,16 @@ def test_shape_arithmetic_is_folded_so_macs_are_exact():
     assert infer_shapes(model, {"x": [2, 3, 8, 8]}).dims("y") == (2, 4, 8, 8)
     report = count_cost(model, {"x": [2, 3, 8, 8]})
     assert report.macs == 2 * 4 * 8 * 8 * 3 * 3 * 3 and report.notes == []
+
+
+def test_quantized_weights_count_as_parameters_and_shape_constants_do_not():
+    graph = h.make_graph(
+        [h.make_node("DequantizeLinear", ["wq", "scale", "zero"], ["w"]),
+         h.make_node("MatMul", ["x", "w"], ["m"]),
+         h.make_node("Reshape", ["m", "shape"], ["y"])],
+        "q", [h.make_tensor_value_info("x", T.FLOAT, [1, 8])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+        [nh.from_array(np.ones((8, 4), np.int8), "wq"), nh.from_array(np.array(0.1, np.float32), "scale"),
+         nh.from_array(np.array(0, np.int8), "zero"), nh.from_array(np.array([4, 1], np.int64), "shape")],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    assert count_cost(model).params == 8 * 4 + 1 + 1
