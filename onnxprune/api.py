@@ -85,6 +85,18 @@ def _prunable_macs(analysis: Analysis, cost: CostReport) -> int:
     return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
 
 
+def _nothing_to_prune(analysis: Analysis, cost: CostReport, graph, shown: int = 2) -> str:
+    """Why no group can be pruned: the reasons of the groups that hold the most MACs first."""
+    def group_macs(g) -> int:
+        nodes = {p.node for p in g.places if p.role in ("in", "out")}
+        return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
+
+    reasons = list(dict.fromkeys(g.reasons[0] for g in sorted(analysis.groups, key=group_macs, reverse=True)
+                                 if g.reasons)) or [no_group_reason(graph)]
+    more = f" (+{len(reasons) - shown} more: onnxprune inspect lists every group)" if len(reasons) > shown else ""
+    return "nothing to prune: no channel group of this model can be pruned; " + "; ".join(reasons[:shown]) + more
+
+
 def analyze(
     model: ModelSource,
     *,
@@ -162,8 +174,7 @@ def prune(
     graph, analysis, cost_before = _analysis(working, shapes, registry)
     prunable = [g for g in analysis.groups if g.prunable]
     if not prunable:
-        reasons = sorted({g.reasons[0] for g in analysis.groups if g.reasons}) or [no_group_reason(graph)]
-        raise NothingToPruneError(f"nothing to prune: no channel group of this model can be pruned; {reasons[0]}")
+        raise NothingToPruneError(_nothing_to_prune(analysis, cost_before, graph))
     stats = None
     if criterion in DATA_CRITERIA:
         from .activations import channel_stats

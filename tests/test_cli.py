@@ -902,3 +902,23 @@ def test_bench_two_models(work):
     result = run("bench", src, work / "small.onnx", "--runs", "2", "--warmup", "1", "--rounds", "1", "--json")
     assert_ok(result)
     json.loads(result.stdout)
+
+
+def test_nothing_to_prune_names_the_reasons_of_the_biggest_groups_first(tmp_path):
+    """A 32-channel 3x3 conv blocked by the graph output holds nearly all MACs; a 2-channel 1x1 conv is blocked by
+    a ReduceSum over channels. The error leads with the big group's reason, not the alphabetically first one."""
+    rng = np.random.default_rng(0)
+    graph = h.make_graph(
+        [h.make_node("Conv", ["x", "Wbig"], ["y"], name="big", pads=[1, 1, 1, 1]),
+         h.make_node("Conv", ["x", "Wsmall"], ["s"], name="small"),
+         h.make_node("ReduceSum", ["s", "axes"], ["z"], name="sum", keepdims=1)],
+        "two", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, None), h.make_tensor_value_info("z", T.FLOAT, None)],
+        [nh.from_array(rng.standard_normal((32, 3, 3, 3)).astype(np.float32), "Wbig"),
+         nh.from_array(rng.standard_normal((2, 3, 1, 1)).astype(np.float32), "Wsmall"),
+         nh.from_array(np.array([1], np.int64), "axes")],
+    )
+    path = tmp_path / "two.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    line = assert_error(run("prune", path, "-o", tmp_path / "out.onnx", "--round-to", "1"), 3, "nothing to prune")
+    assert line.index("graph output 'y'") < line.index("ReduceSum 'sum'")
