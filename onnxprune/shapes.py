@@ -141,6 +141,7 @@ def _shape_constant(node: onnx.NodeProto, dims: list[int]) -> onnx.NodeProto:
 
 FOLD_PASSES = 8
 FOLD_MAX_BYTES = 1 << 16  # shape arithmetic is small; larger constant tensors (masks, position tables) stay unfolded
+SHAPE_VECTOR_MAX = 16  # float tensors this small with static shape are shape arithmetic, not activations
 
 
 def _onnx_inferred(sk: onnx.ModelProto) -> tuple[onnx.ModelProto, ShapeInfo]:
@@ -206,15 +207,42 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seq
 
 def _computes_values(node) -> bool:
     """A node with a floating-point output computes values, not shapes: folding it would hide its tensors' dims
-    (a rotary table folded whole takes the MatMul that built it out of the graph)."""
+    (a rotary table folded whole takes the MatMul that built it out of the graph). Float scalars and short
+    vectors are shape arithmetic (`ceil(H / stride)` in "same" padding) and fold."""
     for out in node.outputs:
         try:
-            if np.issubdtype(np.dtype(out.dtype), np.floating):
-                return True
+            floating = np.issubdtype(np.dtype(out.dtype), np.floating)
         except TypeError:  # no dtype known, or one numpy does not have (bfloat16 ...)
-            if out.dtype is not None:
-                return True
+            floating = out.dtype is not None
+        shape = out.shape
+        small = shape is not None and all(isinstance(d, int) for d in shape) and int(np.prod(shape)) <= SHAPE_VECTOR_MAX
+        if floating and not small:
+            return True
     return False
+
+
+def _shapes_without_bounds(sk: onnx.ModelProto) -> onnx.ModelProto:
+    """`sk` with every Shape(x, start, end) written as Slice(Shape(x), start, end), which computes the same.
+    onnx-graphsurgeon (0.6) folds a Shape to the whole shape, ignoring start and end."""
+    bounded = [i for i, n in enumerate(sk.graph.node)
+               if n.op_type == "Shape" and n.domain in ("", "ai.onnx") and any(a.name in ("start", "end") for a in n.attribute)]
+    if not bounded:
+        return sk
+    out = onnx.ModelProto()
+    out.CopyFrom(sk)
+    nodes = list(out.graph.node)
+    for i in reversed(bounded):
+        node = nodes[i]
+        start = next((a.i for a in node.attribute if a.name == "start"), 0)
+        end = next((a.i for a in node.attribute if a.name == "end"), 2**63 - 1)
+        whole, name = node.output[0] + "__whole", node.name or node.output[0]
+        bounds = [helper.make_node("Constant", [], [f"{whole}_{k}"], value=helper.make_tensor(f"{whole}_{k}", 7, [1], [v]))
+                  for k, v in (("start", start), ("end", end))]
+        nodes[i:i + 1] = [helper.make_node("Shape", [node.input[0]], [whole], name=name + "__whole"), *bounds,
+                          helper.make_node("Slice", [whole, f"{whole}_start", f"{whole}_end"], [node.output[0]], name=name)]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
 
 
 def _fold_shape_arithmetic(sk: onnx.ModelProto) -> Optional[onnx.ModelProto]:
@@ -227,7 +255,7 @@ def _fold_shape_arithmetic(sk: onnx.ModelProto) -> Optional[onnx.ModelProto]:
         severity = gs.logger.G_LOGGER.severity
         gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.CRITICAL
         try:
-            graph = gs.import_onnx(sk)
+            graph = gs.import_onnx(_shapes_without_bounds(sk))
             graph.fold_constants(fold_shapes=True, error_ok=True, size_threshold=FOLD_MAX_BYTES,
                                  should_exclude_node=_computes_values)
             return gs.export_onnx(graph.cleanup(remove_unused_graph_inputs=False), do_type_check=False)

@@ -332,6 +332,55 @@ def test_shape_arithmetic_is_folded_so_macs_are_exact():
     assert report.macs == 2 * 4 * 8 * 8 * 3 * 3 * 3 and report.notes == []
 
 
+def _dynamo_same_pad_net() -> onnx.ModelProto:
+    """x[N, 3, H, W] -> Relu -Pad(0, 0, ph, pw, 0, 0, ph, pw)-> Conv(4, 3x3, stride 2) -> y, where for each of H, W
+    p = (ceil(size / 2) - 1) * 2 + 3 - size, read with Shape(x, start, end) and computed in float (Ceil) the way
+    the dynamo exporter writes timm's "same" padding (the pads here pad both sides by the whole amount)."""
+    f32 = lambda name, v: nh.from_array(np.array(v, np.float32), name)  # noqa: E731
+    i64 = lambda name, v: nh.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes, pieces = [h.make_node("Relu", ["x"], ["xr"])], []  # Shape of an activation, not of the input
+    for axis in (2, 3):
+        a = f"a{axis}_"
+        nodes += [
+            h.make_node("Shape", ["xr"], [a + "s"], start=axis, end=axis + 1),
+            h.make_node("Cast", [a + "s"], [a + "f"], to=T.FLOAT),
+            h.make_node("Div", [a + "f", "two_f"], [a + "half"]),
+            h.make_node("Ceil", [a + "half"], [a + "c"]),
+            h.make_node("Cast", [a + "c"], [a + "ci"], to=T.INT64),
+            h.make_node("Mul", [a + "ci", "two"], [a + "m"]),
+            h.make_node("Add", [a + "m", "one"], [a + "k"]),
+            h.make_node("Sub", [a + "k", a + "s"], [a + "p"]),
+        ]
+        pieces.append(a + "p")
+    nodes += [
+        h.make_node("Concat", ["zeros", *pieces, "zeros", *pieces], ["pads"], axis=0),
+        h.make_node("Pad", ["xr", "pads"], ["xp"]),
+        h.make_node("Conv", ["xp", "W"], ["y"], strides=[2, 2]),
+    ]
+    graph = h.make_graph(
+        nodes, "dynamo_pad", [h.make_tensor_value_info("x", T.FLOAT, ["N", 3, "H", "W"])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", 4, "OH", "OW"])],
+        [f32("two_f", 2.0), i64("two", [2]), i64("one", [1]), i64("zeros", [0, 0]),
+         nh.from_array(np.ones((4, 3, 3, 3), np.float32), "W")],
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 13)])
+def test_pads_computed_in_float_from_shape_with_bounds_give_exact_macs(size):
+    """The float steps (Cast, Div, Ceil) fold, and Shape's start/end are honoured while folding (onnx-graphsurgeon
+    0.6 alone folds Shape(x, start, end) to the whole shape)."""
+    import onnxruntime as ort
+
+    model = _dynamo_same_pad_net()
+    onnx.checker.check_model(model, full_check=True)
+    x = np.ones((1, 3, *size), np.float32)
+    out = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    report = count_cost(model, {"x": list(x.shape)})
+    assert report.notes == []
+    assert report.macs == out.shape[2] * out.shape[3] * 4 * 3 * 3 * 3
+
+
 def test_quantized_weights_count_as_parameters_and_shape_constants_do_not():
     graph = h.make_graph(
         [h.make_node("DequantizeLinear", ["wq", "scale", "zero"], ["w"]),
