@@ -2,6 +2,7 @@ r"""Op rules that move channels (onnxprune/deps/ops/reindex.py): Concat, Split, 
 Squeeze/Unsqueeze/Transpose, Gather, Resize/Upsample and Pad, checked against the masking oracle."""
 
 import numpy as np
+import onnx
 import pytest
 
 import onnxprune
@@ -637,6 +638,70 @@ def test_resize_scaling_the_channel_axis_is_blocked():
     assert_blocked_by(out_group(result, "conv2"), "Resize 'resize'", "scales the channel axis")
 
 
+def _size_like(b, data, like, dynamo: bool) -> str:
+    """F.interpolate(data, size=like.shape[-2:]) sizes: N and C of `data` read at run time, H and W of `like`.
+    TorchScript: Concat(Slice(Shape(data), 0, 2), Cast(Concat(Unsqueeze(Gather(Shape(like), 2)), ...)));
+    dynamo: Concat(Shape(data, 0, 2), Shape(like, 2, 4))."""
+    if dynamo:
+        return b.op("Concat", [b.op("Shape", [data], start=0, end=2), b.op("Shape", [like], start=2, end=4)], axis=0)
+    head = b.op("Slice", [b.op("Shape", [data]), b.ints([0]), b.ints([2]), b.ints([0])])
+    hw = [b.op("Unsqueeze", [b.op("Gather", [b.op("Shape", [like]), b.const(np.int64(a))], axis=0), b.ints([0])])
+          for a in (2, 3)]
+    return b.op("Concat", [head, b.op("Cast", [b.op("Concat", hw, axis=0)], to=7)], axis=0)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_resize_to_the_size_of_another_tensor_ties_nothing_and_passes(dynamo):
+    r"""An FPN top-down step, sizes read at run time:
+    x[N,3,H,W] -> Conv(8) -> Relu = a -> Conv(8, stride 2) -> Relu -> Conv(6) = top
+    a -> Conv(6) = lateral;  lateral + Resize(top, sizes = [N, C of top, H and W of a]) -> Conv(4) -> y
+
+    The channel entry of the sizes is top's own count at run time: nothing to rewrite."""
+    b = Builder(17)
+    x = b.input("x", ["N", 3, "H", "W"])
+    a = b.op("Relu", [b.conv(x, 3, 8, name="conv1")])
+    top = b.conv(b.op("Relu", [b.conv(a, 8, 8, name="down", strides=[2, 2])]), 8, 6, 1, name="top")
+    up = b.op("Resize", [top, "", "", _size_like(b, top, a, dynamo)], name="resize", mode="nearest")
+    h = b.op("Add", [b.conv(a, 8, 6, 1, name="lateral"), up])
+    b.output(b.conv(h, 6, 4, name="head"))
+    for size in ([2, 3, 10, 14], [1, 3, 9, 7]):
+        result = prune(b.build(), shapes={"x": size})
+        g = out_group(result, "top")
+        assert g.prunable and g.kept == 3 and sorted(g.members) == ["head", "lateral", "top"]
+        assert out_group(result, "down").prunable
+
+
+def test_resize_sizes_setting_the_channel_axis_to_another_count_are_blocked():
+    r"""x[1,3,6,6] -> Conv(8) -> Relu -> Conv(8) = h -> Resize(sizes [N, N + 7, 12, 12]) -> Conv(4) -> y
+
+    The channel entry is 8 here, but computed: it would not follow the pruned count."""
+    b = Builder(17)
+    x = b.input("x", [1, 3, 6, 6])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    n = b.op("Shape", [h], start=0, end=1)
+    sizes = b.op("Concat", [n, b.op("Add", [n, b.ints([7])]), b.ints([12, 12])], axis=0)
+    h = b.op("Resize", [h, "", "", sizes], name="resize", mode="nearest")
+    b.output(b.conv(h, 8, 4, name="conv3"))
+    result = prune(b.build())
+    assert out_group(result, "conv1").prunable
+    assert_blocked_by(out_group(result, "conv2"), "Resize 'resize'", "sets the channel axis to a computed value")
+
+
+def test_resize_with_computed_scales_passes_when_the_channel_scale_is_one():
+    r"""x[N,3,H,W] -> Conv(8) -> Resize(scales Concat([1, 1], Cast(Shape(x)[2:4]) / Shape(x)[2:4] * 2)) -> Conv(4)
+    The spatial scales are computed (2 for every size); the channel scale is the constant 1."""
+    b = Builder(17)
+    x = b.input("x", ["N", 3, "H", "W"])
+    hw = b.op("Cast", [b.op("Shape", [x], start=2, end=4)], to=1)
+    spatial = b.op("Mul", [b.op("Div", [hw, hw]), b.const(np.float32(2))])
+    scales = b.op("Concat", [b.const(np.ones(2, np.float32), dtype=np.float32), spatial], axis=0)
+    h = b.op("Resize", [b.conv(x, 3, 8, name="conv1"), "", scales], name="resize", mode="nearest")
+    b.output(b.conv(h, 8, 4, name="conv2"))
+    result = prune(b.build(), shapes={"x": [1, 3, 5, 6]})
+    g = out_group(result, "conv1")
+    assert g.prunable and g.kept == 4
+
+
 def test_upsample_opset9():
     r"""opset 9: x -> Conv(8) -> Relu -> Upsample(scales [1,1,2,2]) -> Conv(4) -> y"""
     b = Builder(9)
@@ -683,6 +748,77 @@ def test_pad_on_the_channel_axis_is_blocked(opset):
     result = prune(b.build())
     assert out_group(result, "conv1").prunable
     assert_blocked_by(out_group(result, "conv2"), "Pad 'pad'", "pads the channel axis")
+
+
+def _same_pad_amount(b, x, axis: int, k: int, s: int) -> str:
+    """max((ceil(size / s) - 1) * s + k - size, 0) for dimension `axis` of x, read at run time (timm's "same")."""
+    size = b.op("Gather", [b.op("Shape", [x]), b.const(np.int64(axis))], axis=0)
+    steps = b.op("Cast", [b.op("Ceil", [b.op("Div", [b.op("Cast", [size], to=1), b.const(np.float32(s))])])], to=7)
+    need = b.op("Sub", [b.op("Add", [b.op("Mul", [b.op("Sub", [steps, b.const(np.int64(1))]), b.const(np.int64(s))]),
+                                     b.const(np.int64(k))]), size])
+    return b.op("Max", [need, b.const(np.int64(0))])
+
+
+def _torchscript_same_pads(b, x) -> str:
+    """F.pad(x, [w // 2, w - w // 2, h // 2, h - h // 2]) as TorchScript exports it: the 4 computed entries,
+    ConstantOfShape zeros for the other axes, then pairs reversed into ONNX order and cast."""
+    entries = []
+    for axis in (3, 2):
+        amount = _same_pad_amount(b, x, axis, 3, 2)
+        half = b.op("Div", [amount, b.const(np.int64(2))])
+        entries += [half, b.op("Sub", [amount, half])]
+    listed = b.op("Concat", [b.op("Unsqueeze", [e, b.ints([0])]) for e in entries], axis=0)
+    length = b.op("Gather", [b.op("Shape", [listed]), b.const(np.int64(0))], axis=0)
+    zeros = b.op("ConstantOfShape", [b.op("Unsqueeze", [b.op("Sub", [b.const(np.int64(8)), length]), b.ints([0])])],
+                 value=onnx.numpy_helper.from_array(np.zeros(1, np.int64)))
+    pairs = b.op("Reshape", [b.op("Concat", [listed, zeros], axis=0), b.ints([-1, 2])])
+    pairs = b.op("Slice", [pairs, b.ints([-1]), b.ints([-(2**63) + 1]), b.ints([0]), b.ints([-1])])
+    flat = b.op("Reshape", [b.op("Transpose", [pairs], perm=[1, 0]), b.ints([-1])])
+    return b.op("Cast", [flat], to=7)
+
+
+def _dynamo_same_pads(b, x) -> str:
+    """The same pads as the dynamo exporter writes them: Concat([0], [0], h0, w0, [0], [0], h1, w1)."""
+    zero, pieces = b.ints([0]), {}
+    for axis in (2, 3):
+        amount = _same_pad_amount(b, x, axis, 3, 2)
+        half = b.op("Div", [amount, b.const(np.int64(2))])
+        pieces[axis] = [b.op("Reshape", [v, b.ints([1])]) for v in (half, b.op("Sub", [amount, half]))]
+    return b.op("Concat", [zero, zero, pieces[2][0], pieces[3][0], zero, zero, pieces[2][1], pieces[3][1]], axis=0)
+
+
+@pytest.mark.parametrize("exporter", [_torchscript_same_pads, _dynamo_same_pads])
+@pytest.mark.parametrize("size", [[2, 3, 9, 12], [1, 3, 8, 7]])
+def test_pad_computed_from_the_input_size_passes_channels(exporter, size):
+    r"""x[N,3,H,W] -> Conv(8) -> Relu -> Pad(pads computed from H, W: "same" padding for a 3x3 stride-2 conv)
+    -> Conv(8, 3x3, stride 2, no pads) -> Relu -> Conv(4) -> y
+
+    The entries for H and W depend on the image size; those for N and C are zeros for every size."""
+    b = Builder(17)
+    x = b.input("x", ["N", 3, "H", "W"])
+    h = b.op("Relu", [b.conv(x, 3, 8, name="conv1")])
+    h = b.op("Pad", [h, exporter(b, h)], name="pad")
+    h = b.op("Relu", [b.conv(h, 8, 8, name="conv2", strides=[2, 2], pads=[0, 0, 0, 0])])
+    b.output(b.conv(h, 8, 4, name="conv3"))
+    result = prune(b.build(), shapes={"x": size})
+    for conv in ("conv1", "conv2"):
+        assert out_group(result, conv).prunable and out_group(result, conv).kept == 4
+
+
+def test_pad_computed_on_the_channel_axis_is_blocked():
+    r"""x -> Conv(8) -> Relu -> Conv(8) -> Pad(pads Concat([0], [W % 2], [0, 0, 0], [W % 2], [0, 0])) -> Conv(4) -> y
+
+    The channel entries depend on the input's width (zero for even widths): the group cannot be pruned."""
+    b = Builder(17)
+    x = b.input("x", ["N", 3, "H", "W"])
+    h = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="conv1")]), 8, 8, name="conv2")
+    odd = b.op("Mod", [b.op("Gather", [b.op("Shape", [x]), b.ints([3])], axis=0), b.ints([2])])
+    pads = b.op("Concat", [b.ints([0]), odd, b.ints([0, 0, 0]), odd, b.ints([0, 0])], axis=0)
+    h = b.op("Pad", [h, pads], name="pad")
+    b.output(b.conv(h, 8, 4, name="conv3"))
+    result = prune(b.build(), shapes={"x": [1, 3, 6, 8]})  # an even width: the dense model runs
+    assert out_group(result, "conv1").prunable
+    assert_blocked_by(out_group(result, "conv2"), "Pad 'pad'", "computed at run time", "may pad the channel axis")
 
 
 # ---- attention patterns: fused QKV, grouped-query attention, Expand, computed bounds -----------------------

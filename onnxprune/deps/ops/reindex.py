@@ -15,6 +15,9 @@
 - Expand: the channel axis must be expanded to itself (1, the channel count, or its run-time read).
 - Transpose, Squeeze, Unsqueeze, Gather on other axes: the channel axis moves.
 - Resize, Upsample, Pad: spatial only; scale 1 / zero padding on the channel axis, Resize sizes rewritten.
+  Pads and scales computed from the input's size pass where their channel entries are the same for every
+  input (known.py: "same" padding as exporters write it); Resize sizes may read the count at run time
+  (`F.interpolate(x, size=y.shape[-2:])`).
 Concat, Split, Slice and Gather on other axes pass the channels through (Slice bounds on other axes may be
 computed at run time).
 
@@ -30,6 +33,7 @@ from ...graph import attr
 from ..context import ShapeRead
 from ..layout import Seg
 from ..rules import OpRule
+from .known import known_values
 from .shapevec import (
     _block_target_read, _copies_input_dim, _filled_dims, _ints, _is_count, _normalize, _rewrite_entry,
     _vector_entries, _vector_length,
@@ -554,61 +558,81 @@ def _expand(node, ctx) -> None:
     axis = track.axis + out_rank - rank
     position = axis - (out_rank - n)
     _block_target_read(ctx, node, 1, position, "expands another axis to a channel count")
-    if position >= 0:
-        entries = _vector_entries(ctx, node, 1)
-        entry = entries[position] if entries is not None else None
-        channels = ctx.length(track.layout)
-        if entry is None:
-            ctx.block_input(node, 0, "its shape sets the channel axis to a computed value")
-            return
-        value, source = entry[0], entry[1]
-        if _is_count(value):
-            if not ctx.align(track.layout, value[1], node, "shape's run-time channel count"):
-                return
-        elif value == channels and channels > 1 and source is not None:
-            layout = track.layout
-            ctx.on_rewrite(node, lambda rw: _rewrite_entry(rw, node, 1, source, value, rw.new_length(layout)))
-        elif value != 1:
-            ctx.block_input(node, 0, "its shape sets the channel axis to a value other than the channel count")
-            return
+    if position >= 0 and not _keeps_channel_count(ctx, node, 1, position, track, "shape", broadcast=True):
+        return
     ctx.set_track(node.output[0], axis, track.layout)
+
+
+def _keeps_channel_count(ctx, node, slot: int, position: int, track, what: str, broadcast: bool) -> bool:
+    """Whether entry `position` of the int vector at input `slot` keeps the channel count of `track`: the count
+    read at run time (tied to the channels it counts), a constant equal to it (rewritten to the kept count), or
+    1 where `broadcast`. Otherwise the group is blocked."""
+    entries = _vector_entries(ctx, node, slot)
+    entry = entries[position] if entries is not None and position < len(entries) else None
+    if entry is None:
+        ctx.block_input(node, 0, f"its {what} sets the channel axis to a computed value")
+        return False
+    value, source, channels = entry[0], entry[1], ctx.length(track.layout)
+    if _is_count(value):
+        return ctx.align(track.layout, value[1], node, f"{what}'s run-time channel count")
+    if value == channels and channels > 1 and source is not None:
+        layout = track.layout
+        ctx.on_rewrite(node, lambda rw: _rewrite_entry(rw, node, slot, source, value, rw.new_length(layout)))
+        return True
+    if broadcast and value == 1:
+        return True
+    ctx.block_input(node, 0, f"its {what} sets the channel axis to a value other than the channel count")
+    return False
 
 
 # ---- spatial resampling and padding -----------------------------------------------------------------
 def _resize(node, ctx) -> None:
+    """Resize / Upsample: scale 1 on the channel axis, or a sizes entry that keeps the channel count (the count read
+    at run time, `F.interpolate(x, size=y.shape[-2:])`; or a constant, rewritten)."""
+    old = node.op_type == "Upsample" or ctx.graph.opset < 11
+    scales_index = 1 if old else 2
+    sizes_index = None if old or len(node.input) <= 3 or not node.input[3] else 3
+    reads_sizes = sizes_index is not None and node.input[sizes_index] in ctx.shape_reads
+    ctx.block_tracked_inputs(node, "its scales or sizes carry channels", skip=(0, 3) if reads_sizes else (0,))
     track = ctx.track(node.input[0])
     if track is None:
+        if reads_sizes:
+            _block_target_read(ctx, node, 3, None, "resizes an axis to a channel count")
         return
-    ctx.block_tracked_inputs(node, "its scales or sizes carry channels", skip=(0,))
     if attr(node, "axes", None) is not None:
         ctx.block_input(node, 0, "its `axes` attribute is not supported")
         return
-    old = node.op_type == "Upsample" or ctx.graph.opset < 11
-    scales_index = 1 if old else 2
+    axis = track.axis
+    if reads_sizes:
+        _block_target_read(ctx, node, 3, axis, "resizes another axis to a channel count")
     scales = attr(node, "scales", None) if old and ctx.graph.opset < 9 else None
     if scales is None and scales_index < len(node.input) and node.input[scales_index]:
-        scales = ctx.graph.value(node.input[scales_index])
-        scales = None if scales is None else [float(s) for s in scales.reshape(-1)]
-        if scales == []:
-            scales = None
-    sizes = _ints(ctx, node, 3, "") if not old and len(node.input) > 3 and node.input[3] else None
-    axis, layout = track.axis, track.layout
+        scales = _channel_scale(ctx, node.input[scales_index], axis, ctx.rank(node.input[0]))
     if scales is not None:
+        if scales == "computed":
+            ctx.block_input(node, 0, "its scales are computed at run time and may scale the channel axis")
+            return
         if axis >= len(scales) or scales[axis] != 1.0:
             ctx.block_input(node, 0, "it scales the channel axis")
             return
-    elif sizes is not None:
-        def fix(rw):
-            new = list(sizes)
-            new[axis] = rw.new_length(layout)
-            if new != sizes:
-                rw.set_ints(node, 3, new)
-
-        ctx.on_rewrite(node, fix)
-    else:
-        ctx.block_input(node, 0, "its scales or sizes are computed at run time")
+    elif sizes_index is None:
+        ctx.block_input(node, 0, "it has neither scales nor sizes")
         return
-    ctx.set_track(node.output[0], axis, layout)
+    elif not _keeps_channel_count(ctx, node, sizes_index, axis, track, "sizes", broadcast=False):
+        return
+    ctx.set_track(node.output[0], axis, track.layout)
+
+
+def _channel_scale(ctx, name: str, axis: int, rank):
+    """Resize scales as a list (None where given empty: sizes are used), or "computed" where the channel entry is
+    not the same for every input; computed scales whose channel entry is known give a list with that entry."""
+    value = ctx.graph.value(name)
+    if value is not None:
+        return [float(s) for s in value.reshape(-1)] or None
+    got = known_values(ctx, name)
+    if got is None or rank is None or got[0].shape != (rank,) or not got[1][axis]:
+        return "computed"
+    return [float(v) if k else float("nan") for v, k in zip(got[0], got[1])]
 
 
 def _pad(node, ctx) -> None:
@@ -617,19 +641,34 @@ def _pad(node, ctx) -> None:
         return
     ctx.block_tracked_inputs(node, "its pads carry channels", skip=(0,))
     rank = ctx.rank(node.input[0])
-    pads = _ints(ctx, node, 1, "pads") if ctx.graph.opset >= 11 else attr(node, "pads")
     axes = _ints(ctx, node, 3, "") if len(node.input) > 3 and node.input[3] else None
-    if pads is None or rank is None or (len(node.input) > 3 and node.input[3] and axes is None):
-        ctx.block_input(node, 0, "its pads are not constant")
+    if rank is None or (len(node.input) > 3 and node.input[3] and axes is None):
+        ctx.block_input(node, 0, "its pads are not constant" if rank is not None else "the rank of its input is unknown")
         return
     axes = [x % rank for x in axes] if axes is not None else list(range(rank))
     n = len(axes)
     if track.axis in axes:
         k = axes.index(track.axis)
-        if pads[k] != 0 or pads[k + n] != 0:
+        pads = _channel_pads(ctx, node, k, n)
+        if pads is None:
+            ctx.block_input(node, 0, "its pads are computed at run time and may pad the channel axis")
+            return
+        if pads != (0, 0):
             ctx.block_input(node, 0, "it pads the channel axis")
             return
     ctx.set_track(node.output[0], track.axis, track.layout)
+
+
+def _channel_pads(ctx, node, k: int, n: int):
+    """The (begin, end) pads of axis entry k, where they are the same for every input: constant, or computed
+    from the input's size with that entry known (see known.py); None otherwise."""
+    if ctx.graph.opset < 11:
+        pads = attr(node, "pads")
+        return pads[k], pads[k + n]
+    got = known_values(ctx, node.input[1])
+    if got is None or got[0].shape != (2 * n,) or not (got[1][k] and got[1][k + n]):
+        return None
+    return int(got[0][k]), int(got[0][k + n])
 
 
 RULES = [
@@ -643,6 +682,6 @@ RULES = [
     OpRule(("Squeeze",), _squeeze, reads_shapes=True),
     OpRule(("Unsqueeze",), _unsqueeze, reads_shapes=True),
     OpRule(("Gather",), _gather, reads_shapes=True),
-    OpRule(("Resize", "Upsample"), _resize),
+    OpRule(("Resize", "Upsample"), _resize, reads_shapes=True),
     OpRule(("Pad",), _pad),
 ]
