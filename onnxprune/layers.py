@@ -41,7 +41,7 @@ from .cost import count_cost, default_input_shapes
 from .errors import OnnxPruneError, OptionError
 from .graph import node_names
 from .io import load_model
-from .tables import markdown, num, plain
+from .tables import markdown, num, plain, shorten
 from .verify import Feed, ModelSource, make_inputs, open_session, run_session, source_label
 
 INSERTED = "(onnxruntime-inserted)"
@@ -504,7 +504,7 @@ def _layer_cells(report: LayerReport, top: int) -> list[list[str]]:
     ranked = sorted(report.rows, key=lambda r: (r.dense_ms or 0.0, r.pruned_ms or 0.0), reverse=True)
     shown, rest = ranked[:top], ranked[top:]
     total = report.dense_ms
-    cells = [[r.name, r.op_type, r.kernel, num(r.dense_ms, ".3f"), num(_ratio(r.dense_ms, total), ".1%"),
+    cells = [[shorten(r.name), r.op_type, r.kernel, num(r.dense_ms, ".3f"), num(_ratio(r.dense_ms, total), ".1%"),
               num(r.pruned_ms, ".3f"), num(r.time_ratio, ".3f"), num(r.mac_ratio, ".3f")] for r in shown]
     if rest:
         rest_dense, rest_pruned = sum(r.dense_ms or 0.0 for r in rest), sum(r.pruned_ms or 0.0 for r in rest)

@@ -13,6 +13,14 @@ def num(value: Optional[float], spec: str, suffix: str = "") -> str:
     return f"{value:{spec}}{suffix}"
 
 
+def shorten(text: str, width: int = 56) -> str:
+    """`text` cut in the middle to at most `width` characters (exporters' fused layer names run to hundreds)."""
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 2
+    return text[:head] + "..." + text[len(text) - (width - 3 - head):]
+
+
 def plain(rows: Sequence[Sequence[str]], left: Collection[int]) -> list[str]:
     """Rows (the header first) as aligned text lines: the columns in `left` left-aligned, the others right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -1,6 +1,6 @@
 """tables: the one number format and table layout the reports share."""
 
-from onnxprune.tables import markdown, num, plain
+from onnxprune.tables import markdown, num, plain, shorten
 
 
 def test_num_says_dash_for_missing_or_not_finite():
@@ -15,3 +15,10 @@ def test_plain_aligns_text_left_and_numbers_right():
 
 def test_markdown_aligns_and_escapes_pipes():
     assert markdown(["a", "b"], [["x|y", "1"]], left=(0,)) == ["| a | b |", "|---|---:|", "| x\\|y | 1 |"]
+
+
+def test_shorten_cuts_long_names_in_the_middle():
+    name = "StatefulPartitionedCall/model/conv2d_3/Conv2D;StatefulPartitionedCall/model/batch_normalization_3/FusedBatchNorm"
+    short = shorten(name, 40)
+    assert len(short) == 40 and short.startswith("StatefulPartition") and short.endswith("FusedBatchNorm")
+    assert "..." in short and shorten("/layer1/conv1/Conv", 40) == "/layer1/conv1/Conv"
