@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 bad input or option, 2 command-line usage, 3 nothing to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -155,6 +156,17 @@ def _calibration(model, calib, calib_images, size, mean, std, layout, limit):
     return ImageFolder(calib_images, options)
 
 
+@contextlib.contextmanager
+def _steps(total: int, label: str):
+    """A progress callback: a bar on a terminal; elsewhere (a CI log, where click's bar shows only its label) one
+    line per step."""
+    if sys.stderr.isatty():
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            yield lambda _step: bar.update(1)
+    else:
+        yield lambda step: click.echo(f"{label}: {step}", err=True)
+
+
 class _StageBar:
     """A progress bar on stderr per stage of api.prune's progress callback (scores, recovery)."""
 
@@ -250,9 +262,9 @@ def sweep_cmd(model, ratios, out_dir, round_to, target, shapes, threads, batch, 
     config.validate()
     for note in unpinned_dims_notes(load_model(model), config.shapes, "fidelity and latency are measured"):
         click.echo(f"note: {note}", err=True)
-    with click.progressbar(length=len(values) * len(METHODS) + 1, label="sweep", file=sys.stderr) as bar:
+    with _steps(len(values) * len(METHODS) + 1, "sweep") as step:
         report = sweep(model, values, out_dir, round_to=round_to, shapes=pinned, samples=samples, config=config,
-                       progress=lambda _step: bar.update(1))
+                       progress=step)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

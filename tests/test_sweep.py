@@ -48,6 +48,8 @@ def test_sweep_cli(model_path, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [p["method"] for p in data["points"]] == ["structured", "unstructured"]
+    # no terminal: one line per step instead of a bar that would show only its label
+    assert "sweep: structured 0.5\nsweep: unstructured 0.5\nsweep: benchmark" in result.stderr
 
 
 @pytest.mark.parametrize("text", ["", "0.5,x", "0,0.5", "1.0", "-0.2"])
