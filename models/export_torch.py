@@ -18,6 +18,12 @@ Files written (random weights, seeded; every file self-contained and well under 
                                channels with split() as Ultralytics' export does: a Split node
 - c2f_tiny_chunk_ts.onnx       the same with chunk(): Shape -> Gather -> Div computes Slice bounds from
                                the channel count
+- unet_tiny_ts.onnx            U-Net with dynamic height and width: each decoder step F.pads the upsampled
+                               tensor to its skip's size (pads computed from both shapes) and concatenates;
+                               an FPN-style sum resizes to `size=y.shape[-2:]` (sizes read at run time)
+- effnet_same_tiny_ts.onnx     EfficientNet blocks with TensorFlow "same" padding computed from the input's
+                               size (timm's tf_* models), dynamic height and width; squeeze-excite
+- effnet_same_tiny_dynamo.onnx the same through the dynamo exporter (float Ceil in the pad arithmetic)
 """
 
 from __future__ import annotations
@@ -192,6 +198,86 @@ class C2fTiny(nn.Module):
         return torch.cat([box, cls.sigmoid()], 1)
 
 
+# ------------------------------------------------------------------ sizes computed in the graph
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class UpPadCat(nn.Module):
+    """U-Net decoder step: upsample, F.pad to the skip's size (computed from both tensors' shapes), concat."""
+
+    def __init__(self, cin: int, skip: int, cout: int) -> None:
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+        self.conv = _conv_bn_relu(cin + skip, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        dy, dx = skip.size()[2] - x.size()[2], skip.size()[3] - x.size()[3]
+        x = nn.functional.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+class UNetTiny(nn.Module):
+    def __init__(self, num_outputs: int = 2) -> None:
+        super().__init__()
+        self.inc, self.down1, self.down2 = _conv_bn_relu(3, 8), _conv_bn_relu(8, 16), _conv_bn_relu(16, 32)
+        self.up1, self.up2 = UpPadCat(32, 16, 16), UpPadCat(16, 8, 8)
+        self.top = nn.Conv2d(8, 8, 1)
+        self.out = nn.Conv2d(8, num_outputs, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.inc(x)
+        b = self.down1(nn.functional.max_pool2d(a, 2))
+        c = self.down2(nn.functional.max_pool2d(b, 2))
+        y = self.up2(self.up1(c, b), a)
+        # an FPN-style lateral sum: resized to the size of another tensor, read at run time
+        y = y + nn.functional.interpolate(self.top(nn.functional.max_pool2d(y, 2)), size=y.shape[-2:], mode="nearest")
+        return self.out(y)
+
+
+def _same_pad(size: int, k: int, s: int) -> int:
+    return max((-(-size // s) - 1) * s + k - size, 0)
+
+
+class Conv2dSame(nn.Conv2d):
+    """TensorFlow's SAME padding computed from the input's size, as timm's tf_* models do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph = _same_pad(x.size()[-2], self.kernel_size[0], self.stride[0])
+        pw = _same_pad(x.size()[-1], self.kernel_size[1], self.stride[1])
+        x = nn.functional.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return nn.functional.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConvSame(nn.Module):
+    """EfficientNet block with SAME padding: expand 1x1, depthwise (stride 2), squeeze-excite, project 1x1."""
+
+    def __init__(self, cin: int, cout: int, expand: int = 4) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = nn.Sequential(nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU())
+        self.dw = nn.Sequential(Conv2dSame(mid, mid, 3, 2, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.SiLU())
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(mid, mid // 4, 1), nn.SiLU(),
+                                nn.Conv2d(mid // 4, mid, 1), nn.Sigmoid())
+        self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dw(self.expand(x))
+        return self.project(h * self.se(h))
+
+
+class EffNetSameTiny(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(Conv2dSame(3, 16, 3, 2, bias=False), nn.BatchNorm2d(16), nn.SiLU())
+        self.blocks = nn.Sequential(MBConvSame(16, 24), MBConvSame(24, 32))
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
 # ------------------------------------------------------------------ export
 def _build(cls: type[nn.Module], seed: int, **kwargs) -> nn.Module:
     torch.manual_seed(seed)
@@ -200,21 +286,27 @@ def _build(cls: type[nn.Module], seed: int, **kwargs) -> nn.Module:
     return model.eval()
 
 
-def export_ts(model: nn.Module, path: Path, *, output: str = "logits", keep_bn: bool = False) -> None:
+def export_ts(model: nn.Module, path: Path, *, output: str = "logits", keep_bn: bool = False,
+              spatial: bool = False) -> None:
+    """`spatial`: the image's height and width are dynamic too (the output's as well where it has them)."""
     x = torch.randn(1, 3, 32, 32)
+    sizes = {0: "N", 2: "H", 3: "W"} if spatial else {0: "N"}
     torch.onnx.export(
         model, (x,), str(path), dynamo=False, opset_version=OPSET, input_names=["input"], output_names=[output],
-        dynamic_axes={"input": {0: "N"}, output: {0: "N"}},
+        dynamic_axes={"input": sizes, output: sizes if spatial and output == "mask" else {0: "N"}},
         training=torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL,
         do_constant_folding=not keep_bn,
     )
 
 
-def export_dynamo(model: nn.Module, path: Path, *, output: str = "logits") -> None:
+def export_dynamo(model: nn.Module, path: Path, *, output: str = "logits", spatial: bool = False) -> None:
     x = torch.randn(2, 3, 32, 32)
+    sizes = {0: torch.export.Dim("N", min=1, max=1024)}
+    if spatial:
+        sizes.update({2: torch.export.Dim("H", min=8, max=4096), 3: torch.export.Dim("W", min=8, max=4096)})
     program = torch.onnx.export(
         model, (x,), dynamo=True, input_names=["input"], output_names=[output],
-        dynamic_shapes=({0: torch.export.Dim("N", min=1, max=1024)},), optimize=True, verify=False,
+        dynamic_shapes=(sizes,), optimize=True, verify=False,
     )
     program.save(str(path), external_data=False)
 
@@ -237,6 +329,9 @@ def main(out: Path = HERE) -> int:
         ("mobilenetv2_tiny_ts_bn.onnx", lambda p: export_ts(_build(MobileNetV2Tiny, 1), p, keep_bn=True)),
         ("c2f_tiny_ts.onnx", lambda p: export_ts(_build(C2fTiny, 2), p, output="output")),
         ("c2f_tiny_chunk_ts.onnx", lambda p: export_ts(_build(C2fTiny, 2, chunk=True), p, output="output")),
+        ("unet_tiny_ts.onnx", lambda p: export_ts(_build(UNetTiny, 3), p, output="mask", spatial=True)),
+        ("effnet_same_tiny_ts.onnx", lambda p: export_ts(_build(EffNetSameTiny, 4), p, spatial=True)),
+        ("effnet_same_tiny_dynamo.onnx", lambda p: export_dynamo(_build(EffNetSameTiny, 4), p, spatial=True)),
     ]
     failed = []
     for name, job in jobs:

@@ -28,7 +28,8 @@ def _run(model: onnx.ModelProto | Path, batch: int = 2) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     feeds = {}
     for inp in sess.get_inputs():
-        shape = [batch if not isinstance(d, int) else d for d in inp.shape]
+        # a dynamic batch, and 32 for dynamic image sizes (the models exported with dynamic height and width)
+        shape = [d if isinstance(d, int) else batch if i == 0 else 32 for i, d in enumerate(inp.shape)]
         dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
         feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
     return sess.run(None, feeds)
