@@ -109,9 +109,8 @@ def skeleton(
     }
     nodes = []
     for node in graph.node:
-        if fold_shapes and node.op_type == "Shape" and node.domain in ("", "ai.onnx") and node.input[0] in static_inputs:
-            # Shape of a pinned input is a constant: inference then resolves what exporters compute from it
-            nodes.append(_shape_constant(node, static_inputs[node.input[0]]))
+        if fold_shapes and node.op_type == "Shape" and node.domain in ("", "ai.onnx"):
+            nodes.extend(_foldable_shape(node, static_inputs.get(node.input[0])))
             continue
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1:
             attr = node.attribute[0]
@@ -125,18 +124,27 @@ def skeleton(
     return sk
 
 
-def _shape_constant(node: onnx.NodeProto, dims: list[int]) -> onnx.NodeProto:
-    rank = len(dims)
-    start, end = 0, rank
-    for a in node.attribute:
-        if a.name == "start":
-            start = a.i
-        elif a.name == "end":
-            end = a.i
-    start = max(0, min(rank, start + rank if start < 0 else start))
-    end = max(0, min(rank, end + rank if end < 0 else end))
-    value = helper.make_tensor(node.output[0] + "_value", onnx.TensorProto.INT64, [max(0, end - start)], dims[start:end])
-    return helper.make_node("Constant", [], [node.output[0]], name=node.name, value=value)
+def _foldable_shape(node: onnx.NodeProto, dims: Optional[list[int]]) -> list[onnx.NodeProto]:
+    """Shape of a pinned input is a constant: inference then resolves what exporters compute from it. Any other
+    Shape(x, start, end) becomes Slice(Shape(x), start, end), which computes the same: onnx-graphsurgeon (0.6)
+    folds a Shape to the whole shape, ignoring start and end."""
+    start = next((a.i for a in node.attribute if a.name == "start"), 0)
+    end = next((a.i for a in node.attribute if a.name == "end"), None)
+    if dims is not None:
+        rank = len(dims)
+        end = rank if end is None else end
+        start = max(0, min(rank, start + rank if start < 0 else start))
+        end = max(0, min(rank, end + rank if end < 0 else end))
+        value = helper.make_tensor(node.output[0] + "_value", onnx.TensorProto.INT64, [max(0, end - start)],
+                                   dims[start:end])
+        return [helper.make_node("Constant", [], [node.output[0]], name=node.name, value=value)]
+    if start == 0 and end is None:
+        return [node]
+    whole = node.output[0] + "__whole"
+    bounds = [helper.make_node("Constant", [], [f"{whole}_{k}"], value=helper.make_tensor(f"{whole}_{k}", 7, [1], [v]))
+              for k, v in (("start", start), ("end", 2**63 - 1 if end is None else end))]
+    return [helper.make_node("Shape", [node.input[0]], [whole], name=f"{node.name}__whole"), *bounds,
+            helper.make_node("Slice", [whole, f"{whole}_start", f"{whole}_end"], [node.output[0]], name=node.name)]
 
 
 FOLD_PASSES = 8
@@ -221,30 +229,6 @@ def _computes_values(node) -> bool:
     return False
 
 
-def _shapes_without_bounds(sk: onnx.ModelProto) -> onnx.ModelProto:
-    """`sk` with every Shape(x, start, end) written as Slice(Shape(x), start, end), which computes the same.
-    onnx-graphsurgeon (0.6) folds a Shape to the whole shape, ignoring start and end."""
-    bounded = [i for i, n in enumerate(sk.graph.node)
-               if n.op_type == "Shape" and n.domain in ("", "ai.onnx") and any(a.name in ("start", "end") for a in n.attribute)]
-    if not bounded:
-        return sk
-    out = onnx.ModelProto()
-    out.CopyFrom(sk)
-    nodes = list(out.graph.node)
-    for i in reversed(bounded):
-        node = nodes[i]
-        start = next((a.i for a in node.attribute if a.name == "start"), 0)
-        end = next((a.i for a in node.attribute if a.name == "end"), 2**63 - 1)
-        whole, name = node.output[0] + "__whole", node.name or node.output[0]
-        bounds = [helper.make_node("Constant", [], [f"{whole}_{k}"], value=helper.make_tensor(f"{whole}_{k}", 7, [1], [v]))
-                  for k, v in (("start", start), ("end", end))]
-        nodes[i:i + 1] = [helper.make_node("Shape", [node.input[0]], [whole], name=name + "__whole"), *bounds,
-                          helper.make_node("Slice", [whole, f"{whole}_start", f"{whole}_end"], [node.output[0]], name=name)]
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    return out
-
-
 def _fold_shape_arithmetic(sk: onnx.ModelProto) -> Optional[onnx.ModelProto]:
     """`sk` with every small computation on constants and known shapes replaced by its value; None on failure."""
     try:
@@ -255,7 +239,7 @@ def _fold_shape_arithmetic(sk: onnx.ModelProto) -> Optional[onnx.ModelProto]:
         severity = gs.logger.G_LOGGER.severity
         gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.CRITICAL
         try:
-            graph = gs.import_onnx(_shapes_without_bounds(sk))
+            graph = gs.import_onnx(sk)
             graph.fold_constants(fold_shapes=True, error_ok=True, size_threshold=FOLD_MAX_BYTES,
                                  should_exclude_node=_computes_values)
             return gs.export_onnx(graph.cleanup(remove_unused_graph_inputs=False), do_type_check=False)

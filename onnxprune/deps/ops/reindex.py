@@ -607,7 +607,7 @@ def _resize(node, ctx) -> None:
         _block_target_read(ctx, node, 3, axis, "resizes another axis to a channel count")
     scales = attr(node, "scales", None) if old and ctx.graph.opset < 9 else None
     if scales is None and scales_index < len(node.input) and node.input[scales_index]:
-        scales = _channel_scale(ctx, node.input[scales_index], axis, ctx.rank(node.input[0]))
+        scales = _channel_scale(ctx, node.input[scales_index], axis)
     if scales is not None:
         if scales == "computed":
             ctx.block_input(node, 0, "its scales are computed at run time and may scale the channel axis")
@@ -623,16 +623,18 @@ def _resize(node, ctx) -> None:
     ctx.set_track(node.output[0], axis, track.layout)
 
 
-def _channel_scale(ctx, name: str, axis: int, rank):
+def _channel_scale(ctx, name: str, axis: int):
     """Resize scales as a list (None where given empty: sizes are used), or "computed" where the channel entry is
-    not the same for every input; computed scales whose channel entry is known give a list with that entry."""
-    value = ctx.graph.value(name)
-    if value is not None:
-        return [float(s) for s in value.reshape(-1)] or None
+    not the same for every input (known.py); entries not known are NaN."""
     got = known_values(ctx, name)
-    if got is None or rank is None or got[0].shape != (rank,) or not got[1][axis]:
+    if got is None:
         return "computed"
-    return [float(v) if k else float("nan") for v, k in zip(got[0], got[1])]
+    values, known = got[0].reshape(-1), got[1].reshape(-1)
+    if values.size == 0:
+        return None
+    if axis < values.size and not known[axis]:
+        return "computed"
+    return [float(v) if k else float("nan") for v, k in zip(values, known)]
 
 
 def _pad(node, ctx) -> None:
