@@ -1,4 +1,4 @@
-"""Latency of several models side by side, the way shared/BENCHMARKING.md says it must be measured.
+"""Latency of several models side by side, the way docs/measuring.md says it must be measured.
 
 - One process; every session ORT_ENABLE_ALL, intra_op_num_threads set explicitly, inter_op_num_threads=1,
   sequential execution.

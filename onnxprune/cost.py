@@ -3,7 +3,7 @@
 MACs are counted for the ops that carry almost all of a network's arithmetic: Conv, ConvTranspose, Gemm and
 MatMul (weight x activation and activation x activation, e.g. attention), plus their integer / quantized twins.
 Elementwise ops, normalizations, pooling and softmax count 0 MACs: they are cheap per element but not free,
-which is one reason a measured speedup can fall short of the MAC reduction (see shared/BENCHMARKING.md).
+which is one reason a measured speedup can fall short of the MAC reduction (see docs/measuring.md).
 
 Dynamic dims that the caller does not pin are taken as 1; `CostReport.unknown_dims` and `notes` say so.
 """

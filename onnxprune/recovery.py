@@ -1,4 +1,4 @@
-"""Training-free recovery of a pruned model from calibration data (see ../shared/RECOVERY.md for what it won).
+"""Training-free recovery of a pruned model from calibration data (docs/recovery.md says what it won).
 
 The layers it refits are the pruned model's Conv (group 1), Gemm and MatMul nodes with a constant weight that
 either read removed channels or sit downstream of one that did. Methods:
