@@ -228,9 +228,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def load_images(folder: Union[str, os.PathLike], model: onnx.ModelProto, options: ImageOptions,
-                limit: Optional[int] = None) -> SampleSet:
-    """The images of `folder` (sorted by name), resized, scaled to [0, 1], normalized, as the model's image input."""
-    label = f"--calib-images {folder}"
+                limit: Optional[int] = None, option: str = "--calib-images") -> SampleSet:
+    """The images of `folder` (sorted by name), resized, scaled to [0, 1], normalized, as the model's image input;
+    `option` names the folder in messages."""
+    label = f"{option} {folder}"
     try:
         from PIL import Image
     except ImportError:
@@ -243,7 +244,7 @@ def load_images(folder: Union[str, os.PathLike], model: onnx.ModelProto, options
         raise OptionError(f"{label}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     specs = model_inputs(model)
     if len(specs) != 1 or specs[0].dims is None or len(specs[0].dims) != 4:
-        raise OptionError(f"{label}: image calibration needs a model with one 4-D image input; use --calib FILE.npz")
+        raise OptionError(f"{label}: images need a model with one 4-D image input; give the inputs as an .npz")
     spec = specs[0]
     if options.layout not in ("NCHW", "NHWC"):
         raise OptionError(f"--layout must be NCHW or NHWC, got {options.layout!r}")

@@ -15,6 +15,7 @@ import click
 
 from . import api
 from .cli_measure import bench_cmd, verify_cmd
+from .cli_options import image_options, image_options_for
 from .cost import parse_shapes, unpinned_dims_notes
 from .errors import NothingToPruneError, OnnxPruneError, OptionError
 from .io import check_output_path, load_model, stage_model
@@ -76,11 +77,7 @@ def inspect_cmd(model, shapes, as_json, members):
               help="Calibration inputs (.npz, one array per input, samples on axis 0): data-aware scores and recovery.")
 @click.option("--calib-images", type=click.Path(file_okay=False), default=None,
               help="Calibration images from a folder (needs onnxprune[images]); see --size, --mean, --std, --layout.")
-@click.option("--size", default=None, metavar="HxW", help="--calib-images: resize to this (default: the model's).")
-@click.option("--mean", default="0", show_default=True, metavar="M[,M,M]", help="--calib-images: subtracted after /255.")
-@click.option("--std", default="1", show_default=True, metavar="S[,S,S]", help="--calib-images: divided by, after --mean.")
-@click.option("--layout", type=click.Choice(["NCHW", "NHWC"]), default="NCHW", show_default=True,
-              help="--calib-images: the model input's layout.")
+@image_options
 @click.option("--calib-samples", type=int, default=512, show_default=True, help="Most calibration samples used.")
 @click.option("--recover", type=click.Choice(list(METHODS)), default=None,
               help="Training-free recovery: none, bias, lsq, stats or all [default: all with calibration data, else none].")
@@ -139,9 +136,8 @@ def _round_to(round_to, target) -> int:
 
 def _calibration(model, calib, calib_images, size, mean, std, layout, limit):
     """What api.prune takes as `calib`: the .npz path, an ImageFolder, or None."""
+    images = image_options_for(calib_images, "--calib-images", size, mean, std, layout)
     if calib is None and calib_images is None:
-        if size is not None:
-            raise OptionError("--size is for --calib-images")
         return None
     if calib is not None and calib_images is not None:
         raise OptionError("--calib and --calib-images are exclusive: choose one")
@@ -149,11 +145,9 @@ def _calibration(model, calib, calib_images, size, mean, std, layout, limit):
         raise OptionError(f"--calib-samples must be at least 1, got {limit}")
     if calib is not None:
         return calib
-    from .calib import ImageFolder, ImageOptions, parse_floats, parse_size
+    from .calib import ImageFolder
 
-    options = ImageOptions(parse_size(size) if size else None, parse_floats(mean, "--mean"),
-                           parse_floats(std, "--std"), layout)
-    return ImageFolder(calib_images, options)
+    return ImageFolder(calib_images, images)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,8 @@ from .cost import parse_shapes, unpinned_dims_notes
 from .errors import OptionError, VerificationError
 from .io import load_model
 from .layers import bench_layers, format_groups
-from .verify import Gates, compare, format_table, load_inputs_npz, load_labels, make_inputs
+from .cli_options import image_options, image_options_for
+from .verify import Gates, compare, format_table, load_inputs_images, load_inputs_npz, load_labels, make_inputs
 
 SHAPE_HELP = "Pin a dynamic input shape, NAME=1x3x224x224 (repeatable)."
 
@@ -29,36 +30,58 @@ SHAPE_HELP = "Pin a dynamic input shape, NAME=1x3x224x224 (repeatable)."
 @click.argument("dense", type=click.Path(dir_okay=False))
 @click.argument("pruned", type=click.Path(dir_okay=False))
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
-@click.option("--samples", type=int, default=None, help="Random input samples to compare on (default 4).")
+@click.option("--samples", type=int, default=None, help="Random input batches to compare on (default 4).")
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="Inputs from an .npz: one array per input, samples stacked on a new axis 0.")
+              help="Inputs from an .npz: one array per input, samples on axis 0 (along the batch axis or stacked).")
+@click.option("--data-images", type=click.Path(file_okay=False), default=None,
+              help="Inputs from a folder of images, sorted by name (needs onnxprune[images]); see --size, --mean, "
+                   "--std, --layout.")
+@image_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--min-cosine", type=float, default=None, help="Fail if any output's cosine similarity is lower.")
-@click.option("--min-top1", type=float, default=None, help="Fail if top-1 agreement of [N, classes] outputs is lower.")
+@click.option("--max-rel-error", type=float, default=None,
+              help="Fail if any output's relative error ||pruned - dense|| / ||dense|| is larger (0.05 = 5%).")
+@click.option("--min-cosine", type=float, default=None,
+              help="Fail if any output's cosine similarity is lower (blind to scale, and to most changes of "
+                   "outputs of one sign: prefer --max-rel-error).")
+@click.option("--min-top1", type=float, default=None,
+              help="Fail if top-1 agreement of outputs that look like class scores ([N, classes]) is lower.")
 @click.option("--max-abs", type=float, default=None, help="Fail if any output's max absolute error is larger.")
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="Class ids (.npy, one per sample of --data): report both models' accuracy and the drop.")
+              help="Class ids (.npy, one per sample of --data or image of --data-images): report both models' "
+                   "accuracy and the drop.")
 @click.option("--max-accuracy-drop", type=float, default=None,
               help="Fail if accuracy drops more than this fraction (0.01 = 1 point); needs --labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
-def verify_cmd(dense, pruned, shapes, samples, data, seed, min_cosine, min_top1, max_abs, labels, max_accuracy_drop,
-               as_json):
-    """Compare DENSE and PRUNED on the same inputs with onnxruntime; exit 4 if a gate fails."""
-    gates = Gates(min_cosine=min_cosine, min_top1=min_top1, max_abs=max_abs, max_accuracy_drop=max_accuracy_drop)
+def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, std, layout, seed, max_rel_error,
+               min_cosine, min_top1, max_abs, labels, max_accuracy_drop, as_json):
+    """Compare DENSE and PRUNED on the same inputs with onnxruntime; exit 4 if a gate fails.
+
+    Without --data or --data-images the inputs are random: the numbers then say how much the function changed
+    on noise, not how accurate the pruned model is.
+    """
+    gates = Gates(min_cosine=min_cosine, min_top1=min_top1, max_abs=max_abs, max_accuracy_drop=max_accuracy_drop,
+                  max_rel_error=max_rel_error)
     gates.validate()
-    if labels is not None and data is None:
-        raise OptionError("--labels needs the inputs they label: give --data X.npz")
+    images = image_options_for(data_images, "--data-images", size, mean, std, layout)
+    if data is not None and data_images is not None:
+        raise OptionError("--data and --data-images are exclusive: choose one")
+    given = "--data" if data is not None else "--data-images" if data_images is not None else None
+    if labels is not None and given is None:
+        raise OptionError("--labels needs the inputs they label: give --data X.npz or --data-images DIR")
     if max_accuracy_drop is not None and labels is None:
-        raise OptionError("--max-accuracy-drop needs --labels (and --data)")
+        raise OptionError("--max-accuracy-drop needs --labels (and --data or --data-images)")
+    if given is not None and (shapes or samples is not None):
+        raise OptionError(f"{given} gives the inputs and their shapes: drop --shape and --samples")
     if data is not None:
-        if shapes or samples is not None:
-            raise OptionError("--data gives the inputs and their shapes: drop --shape and --samples")
-        feeds = load_inputs_npz(data, dense)
+        feeds, inputs = load_inputs_npz(data, dense), f"--data {data}"
+    elif data_images is not None:
+        feeds, inputs = load_inputs_images(data_images, dense, images), f"--data-images {data_images}"
     else:
         pinned = parse_shapes(shapes)
         _notes(unpinned_dims_notes(load_model(dense), pinned, "the outputs are compared"))
-        feeds = make_inputs(dense, pinned, samples=4 if samples is None else samples, seed=seed)
-    report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None)
+        feeds, inputs = make_inputs(dense, pinned, samples=4 if samples is None else samples, seed=seed), "random"
+    report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None,
+                     inputs=inputs)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
     if not report.passed:
         raise VerificationError(

@@ -135,7 +135,7 @@ def test_identical_models_pass_with_cosine_one(files):
     assert report.passed and report.failures == []
     (out,) = report.outputs
     assert out.name == "logits" and out.shape == [16, 5]
-    assert out.cosine == 1.0 and out.top1 == 1.0 and out.max_abs == 0.0 and out.rel == 0.0
+    assert out.cosine == 1.0 and out.top1 == 1.0 and out.max_abs == 0.0 and out.rel_error == 0.0
     d = report.to_dict()
     json.dumps(d)
     assert d["passed"] is True and d["outputs"][0]["would_pass_with"]["min_cosine"] == 1.0
@@ -148,23 +148,27 @@ def test_protos_and_paths_both_work():
     (out,) = report.outputs
     assert report.passed  # no gates: statistics only
     assert out.cosine == pytest.approx(1.0) and out.top1 == 1.0
-    assert out.rel == pytest.approx(1.0, rel=1e-5)  # max|2y - y| / max|y|
+    assert out.rel_error == pytest.approx(1.0, rel=1e-5)  # ||2y - y|| / ||y||
+    assert out.norm_ratio == pytest.approx(2.0, rel=1e-5)
     assert "statistics only" in format_table(report)
 
 
 def test_perturbed_model_fails_gates(files):
     dense, _, bad = files
     feeds = make_inputs(dense, {"x": [32, 8]}, samples=2)
-    report = compare(dense, bad, feeds, gates=Gates(min_cosine=0.999, min_top1=0.99, max_abs=1e-3))
+    report = compare(dense, bad, feeds,
+                     gates=Gates(min_cosine=0.999, min_top1=0.99, max_abs=1e-3, max_rel_error=0.01))
     assert not report.passed
-    assert {f.gate for f in report.failures} == {"min_cosine", "min_top1", "max_abs"}
+    assert {f.gate for f in report.failures} == {"min_cosine", "min_top1", "max_abs", "max_rel_error"}
     out = report.outputs[0]
-    assert out.cosine < 0.999 and out.max_abs > 1e-3
+    assert out.cosine < 0.999 and out.max_abs > 1e-3 and out.rel_error > 0.01
     # the reported tolerances are exactly what would have passed
-    loose = compare(dense, bad, feeds, gates=Gates(min_cosine=out.cosine, min_top1=out.top1, max_abs=out.max_abs))
+    loose = compare(dense, bad, feeds, gates=Gates(min_cosine=out.cosine, min_top1=out.top1, max_abs=out.max_abs,
+                                                   max_rel_error=out.rel_error))
     assert loose.passed
     text = format_table(report)
-    assert "FAILED: 3 gate(s)" in text and "would pass with --max-abs" in text
+    assert "FAILED: 4 gate(s)" in text and "would pass with --max-rel-error" in text
+    assert "--min-top1" in text and "--min-cosine" in text and "--max-abs" in text
 
 
 def test_min_top1_without_a_classifier_output_is_an_error():
@@ -284,4 +288,4 @@ def test_cli_notes_a_dynamic_sequence_left_at_one(tmp_path):
     assert "note: input 'ids': dynamic dims [1] set to 1, so the outputs are compared at that size" in r.output
     assert "--shape ids=1x<S>" in r.output
     r = _invoke(path, path, "--shape", "ids=2x7")
-    assert r.exit_code == 0 and "note:" not in r.output and "ids[2, 7], mask[2, 7]" in r.output
+    assert r.exit_code == 0 and "note: input" not in r.output and "ids[2, 7], mask[2, 7]" in r.output
