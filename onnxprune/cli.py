@@ -198,7 +198,9 @@ def _write_checked(holder: list, model: str, output: str, force: bool, pinned, s
     with stage_model(holder.pop(), output, inputs=(model,), force=force, keep_model=False) as staged:
         size = staged.size()
         if not skip_check:
-            check_runnable(model, staged.path, pinned, label=output, feeds=feeds, io_checked=feeds is not None)
+            for warning in check_runnable(model, staged.path, pinned, label=output, feeds=feeds,
+                                          io_checked=feeds is not None):
+                click.echo(f"warning: {warning}", err=True)
         staged.commit()
     return size
 

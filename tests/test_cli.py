@@ -790,6 +790,54 @@ def test_failed_check_keeps_existing_output(work, monkeypatch):
     assert snapshot(work) == before
 
 
+def _shapeless_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with its graph output declared without a shape: the checker refuses it, onnxruntime runs it."""
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    return model
+
+
+def test_a_model_only_onnxruntime_accepts_is_pruned_and_held_to_its_checks(work):
+    src = work / "m.onnx"
+    onnx.save(_shapeless_output(chain()), src)
+    with pytest.raises(onnx.checker.ValidationError, match="shape"):
+        onnx.checker.check_model(str(src))
+    result = run("prune", src, "-o", work / "out.onnx", "--round-to", "1")
+    assert_ok(result)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "fails the ONNX checker (Field 'shape' of 'type' is required" in warnings[0]
+    assert "onnxruntime runs it" in warnings[0] and "completes the graph inputs' and outputs' types" in warnings[0]
+    out = onnx.load(str(work / "out.onnx"))
+    assert not out.graph.output[0].type.tensor_type.HasField("shape")  # I/O unchanged, defects included
+    assert sum(t.dims[0] for t in out.graph.initializer if t.name == "b.w") == C // 2
+    session = ort.InferenceSession(str(work / "out.onnx"))
+    assert session.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})[0].shape == (1, 10)
+
+
+def test_the_pruned_model_may_not_fail_the_checker_more_than_the_input(work):
+    from onnxprune.validate import InvalidOutputError, check_runnable
+
+    dense, pruned = work / "dense.onnx", work / "pruned.onnx"
+    onnx.save(_shapeless_output(chain()), dense)
+    broken = _shapeless_output(chain())
+    broken.graph.node[1].attribute.append(h.make_attribute("bogus", 1))  # a node the checker refuses
+    onnx.save(broken, pruned)
+    with pytest.raises(InvalidOutputError, match="Unrecognized attribute: bogus .*the input model fails it with: "
+                                                 "Field 'shape'"):
+        check_runnable(dense, pruned)
+    assert len(check_runnable(dense, dense)) == 1  # the input itself passes what it is held to, with the warning
+
+
+def test_a_cyclic_input_still_fails_in_one_line(work):
+    model = chain()
+    model.graph.node[2].input[0] = "c"  # Conv b reads Conv c's output, which depends on b: a cycle
+    src = work / "cyclic.onnx"
+    onnx.save(model, src)
+    before = snapshot(work)
+    assert_error(run("prune", src, "-o", work / "out.onnx", "--round-to", "1"), 1,
+                 "fails the ONNX checker", "onnxruntime cannot load it", "acyclic")
+    assert snapshot(work) == before
+
+
 def test_internal_error_is_one_line_and_debug_reraises(work, monkeypatch):
     def broken(*a, **k):
         raise ZeroDivisionError("division by zero\nsecond line")

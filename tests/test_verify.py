@@ -9,6 +9,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
+from graphs import Builder
 from test_cli import run
 from onnxprune.errors import OnnxPruneError, OptionError, VerificationError
 from onnxprune.verify import Gates, compare, format_table, load_inputs_npz, make_inputs
@@ -289,3 +290,162 @@ def test_cli_notes_a_dynamic_sequence_left_at_one(tmp_path):
     assert "--shape ids=1x<S>" in r.output
     r = _invoke(path, path, "--shape", "ids=2x7")
     assert r.exit_code == 0 and "note: input" not in r.output and "ids[2, 7], mask[2, 7]" in r.output
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What each statistic can miss
+
+
+def heat_map(halved: bool = False) -> onnx.ModelProto:
+    """x[1, 3, 16, 16] -> Conv -> Relu -> Conv(1) -> Sigmoid(0.1 z + 3) -> heat[1, 1, 16, 16], mean ~0.94.
+    `halved`: a damaged variant whose map keeps its pattern (head weights x1.1) at half the level (x0.494)."""
+    b = Builder(seed=3)
+    x = b.input("x", [1, 3, 16, 16])
+    z = b.conv(b.op("Relu", [b.conv(x, 3, 8, name="c1")]), 8, 1, name="head", bias=False)
+    z = b.op("Add", [b.op("Mul", [z, b.scalar(0.11 if halved else 0.1)]), b.scalar(3.0)])
+    heat = b.op("Sigmoid", [z], name="sig" if halved else "heat")
+    if halved:
+        heat = b.op("Mul", [heat, b.scalar(0.494)], name="heat")
+    b.output(heat, shape=[1, 1, 16, 16])
+    return b.build()
+
+
+def test_a_halved_heat_map_fails_the_recommended_gate_and_cosine_is_flagged():
+    dense, pruned = heat_map(), heat_map(halved=True)
+    report = compare(dense, pruned, make_inputs(dense, samples=4), gates=Gates(min_cosine=0.99))
+    (out,) = report.outputs
+    assert report.passed and out.cosine > 0.999  # what cosine alone says: near-perfect
+    assert out.mean_dense > 0.9 and out.mean_pruned < 0.5
+    assert out.rel_error == pytest.approx(0.5, abs=0.05) and out.norm_ratio == pytest.approx(0.49, abs=0.02)
+    assert out.cosine_floor > 0.98 and not out.cosine_informative
+    # the statistic verify leads with, gated well below the damage, fails it
+    assert list(out.tolerance)[0] == "max_rel_error" and "min_cosine" not in out.tolerance
+    assert not compare(dense, pruned, make_inputs(dense, samples=4), gates=Gates(max_rel_error=0.1)).passed
+    text = format_table(report)
+    assert "would pass with --max-rel-error 0.5" in text and "--min-cosine 0.99" not in text.split("gates:")[0]
+    assert "heat: warning: cosine says little here" in text and "so even a constant output scores 0.98" in text
+    assert "0.9998" in text and "(!)" in text
+    # a faithful copy gets the same warning (it is about the output, not the damage) and passes
+    same = compare(dense, heat_map(), make_inputs(dense, samples=2), gates=Gates(max_rel_error=1e-6))
+    assert same.passed and same.outputs[0].warnings
+
+
+def test_a_scale_change_is_flagged_beside_cosine():
+    feeds = make_inputs(classifier(), {"x": [16, 8]})
+    (out,) = compare(classifier(), classifier(scale=0.5), feeds).outputs
+    assert out.cosine == pytest.approx(1.0) and out.cosine_informative
+    assert out.rel_error == pytest.approx(0.5, rel=1e-5) and out.norm_ratio == pytest.approx(0.5, rel=1e-5)
+    assert out.warnings and "cosine ignores scale" in out.warnings[0]
+    (faithful,) = compare(classifier(), classifier(noise=0.01), feeds).outputs
+    assert faithful.warnings == []  # logits centred on 0: cosine informative, the error is not scale
+
+
+def heads(bits_op: str = "Sigmoid") -> onnx.ModelProto:
+    """x[N, 8] -> logits[N, 5] (Gemm), probs[N, 5] (Softmax), bits[N, 32] (`bits_op` of a Gemm)."""
+    b = Builder(seed=4)
+    x = b.input("x", ["N", 8])
+    logits = b.gemm(x, 8, 5, name="logits")
+    probs = b.op("Softmax", [logits], name="probs", axis=1)
+    z = b.gemm(x, 8, 32, name="bits_fc")
+    bits = (b.op("Clip", [z, b.scalar(0.0), b.scalar(1.0)], name="bits") if bits_op == "Clip"
+            else b.op(bits_op, [z], name="bits"))
+    b.output(logits, probs, bits)
+    return b.build()
+
+
+@pytest.mark.parametrize("bits_op", ["Sigmoid", "Clip"])
+def test_top1_only_for_outputs_that_look_like_class_scores(bits_op):
+    model = heads(bits_op)
+    report = compare(model, model, make_inputs(model, {"x": [16, 8]}))
+    out = {o.name: o for o in report.outputs}
+    assert out["logits"].top1 == 1.0 and out["logits"].top1_rows == 16
+    assert out["probs"].top1 == 1.0  # softmax rows sum to 1: one class per row
+    assert out["bits"].top1 is None and "min_top1" not in out["bits"].tolerance
+    why = "Sigmoid output" if bits_op == "Sigmoid" else "values in [0, 1] whose rows do not sum to 1"
+    assert why in out["bits"].not_classes
+    assert f"bits: no top-1: {why}" in format_table(report)
+
+
+def test_min_top1_on_bits_alone_is_refused_with_the_reason():
+    b = Builder(seed=5)
+    b.output(b.op("Sigmoid", [b.gemm(b.input("x", ["N", 8]), 8, 32, name="fc")], name="bits"))
+    model = b.build()
+    with pytest.raises(OptionError, match=r"no output looks like class scores .*'bits': Sigmoid output"):
+        compare(model, model, make_inputs(model, {"x": [4, 8]}), gates=Gates(min_top1=0.9))
+
+
+def test_bad_max_rel_error():
+    with pytest.raises(OptionError, match="--max-rel-error must be >= 0"):
+        compare(classifier(), classifier(), make_inputs(classifier()), gates=Gates(max_rel_error=-1))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where the inputs come from
+
+
+def test_cli_says_the_inputs_are_random_and_what_that_means(files, tmp_path):
+    dense, same, bad = files
+    r = _invoke(dense, bad, "--shape", "x=4x8")
+    assert r.exit_code == 0
+    assert "4 batch(es) of random inputs" in r.output
+    assert "note: random inputs: the numbers measure how much the function changed on noise, not accuracy" in r.output
+    assert "expected right after pruning without calibration data" in r.output  # rel_err ~0.7 here
+    assert "expected right after pruning" not in _invoke(dense, same).output  # no change: no such note
+    p = tmp_path / "in.npz"
+    np.savez(p, x=np.ones((2, 3, 8), np.float32))
+    r = _invoke(dense, bad, "--data", p)
+    assert r.exit_code == 0 and f"inputs from --data {p}" in r.output and "random" not in r.output
+    assert json.loads(_invoke(dense, bad, "--json").stdout)["inputs"] == "random"
+
+
+def test_cli_max_rel_error_gate(files):
+    dense, same, bad = files
+    assert _invoke(dense, same, "--max-rel-error", "0").exit_code == 0
+    r = _invoke(dense, bad, "--max-rel-error", "0.05")
+    assert r.exit_code == 4 and "relative error" in r.output and "> --max-rel-error 0.05" in r.output
+    r = _invoke(dense, bad, "--max-rel-error", "-1")
+    assert r.exit_code == 1 and "--max-rel-error must be >= 0" in r.stderr
+
+
+def test_cli_data_images(tmp_path):
+    pil = pytest.importorskip("PIL.Image")
+    from test_calib import image_model
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(5):
+        pil.fromarray((np.random.default_rng(i).random((10, 12, 3)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    model = tmp_path / "m.onnx"
+    onnx.save(image_model(), model)
+    r = _invoke(model, model, "--data-images", folder, "--size", "8x8", "--mean", "0.5", "--std", "0.25",
+                "--min-top1", "1")
+    assert r.exit_code == 0, r.output
+    assert f"1 batch(es) of inputs from --data-images {folder}; inputs x[5, 3, 8, 8]" in r.output
+    assert "random" not in r.output and "PASSED" in r.output
+    labels = tmp_path / "labels.npy"
+    np.save(labels, np.zeros(5, np.int64))
+    r = _invoke(model, model, "--data-images", folder, "--labels", labels)
+    assert r.exit_code == 0 and "accuracy on 5 labelled samples" in r.output
+    for args, message in [
+        (("--size", "8x8"), "--size is for --data-images"),
+        (("--layout", "NHWC"), "--layout is for --data-images"),
+        (("--data-images", folder, "--samples", "2"), "--data-images gives the inputs"),
+        (("--data-images", folder, "--data", labels), "exclusive"),
+        (("--data-images", tmp_path / "none"), "not a folder"),
+        (("--data-images", folder, "--layout", "NHWC"), "channels on the NHWC channel axis"),
+    ]:
+        r = _invoke(model, model, *args)
+        assert r.exit_code == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.output)
+
+
+def test_image_options_are_declared_once_for_both_commands():
+    from onnxprune.cli import cli
+
+    def options(command):
+        return {p.name: p for p in cli.commands[command].params}
+
+    prune, verify = options("prune"), options("verify")
+    for name in ("size", "mean", "std", "layout"):
+        assert prune[name].help == verify[name].help and prune[name].default == verify[name].default
+    r = run("prune", "m.onnx", "-o", "p.onnx", "--mean", "0.5")
+    assert r.exit_code == 1 and "--mean is for --calib-images" in r.stderr
