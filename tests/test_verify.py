@@ -325,6 +325,9 @@ def test_a_halved_heat_map_fails_the_recommended_gate_and_cosine_is_flagged():
     assert "would pass with --max-rel-error 0.5" in text and "--min-cosine 0.99" not in text.split("gates:")[0]
     assert "heat: warning: cosine says little here" in text and "so even a constant output scores 0.98" in text
     assert "0.9998" in text and "(!)" in text
+    d = report.to_dict()["outputs"][0]
+    assert list(d["would_pass_with"]) == ["max_rel_error", "max_abs"] and d["warnings"] == out.warnings
+    assert d["rel_error"] == out.rel_error and d["cosine_floor"] == out.cosine_floor
     # a faithful copy gets the same warning (it is about the output, not the damage) and passes
     same = compare(dense, heat_map(), make_inputs(dense, samples=2), gates=Gates(max_rel_error=1e-6))
     assert same.passed and same.outputs[0].warnings
