@@ -83,6 +83,9 @@ def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, st
     report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None,
                      inputs=inputs)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
+    if as_json:  # the table shows them beside the verdict; a pipeline reading JSON sees them in its log
+        for warning in report.gate_warnings:
+            click.echo(f"warning: {warning}", err=True)
     if not report.passed:
         raise VerificationError(
             f"verification failed: {len(report.failures)} gate(s): " + "; ".join(str(f) for f in report.failures)

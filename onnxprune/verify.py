@@ -350,6 +350,15 @@ class VerifyReport:
     def random_inputs(self) -> bool:
         return self.inputs == "random"
 
+    @property
+    def gate_warnings(self) -> list[str]:
+        """Gates that were checked where their statistic says little: their pass means little too."""
+        weak = [o.name for o in self.outputs if not o.cosine_informative]
+        if self.gates.min_cosine is None or not weak:
+            return []
+        return [f"--min-cosine says little for {', '.join(map(repr, weak))} (see the warning above): "
+                "gate with --max-rel-error"]
+
     def to_dict(self) -> dict:
         return {
             "dense": self.dense,
@@ -360,6 +369,7 @@ class VerifyReport:
             "gates": self.gates.to_dict(),
             "passed": self.passed,
             "failures": [f.to_dict() for f in self.failures],
+            "gate_warnings": self.gate_warnings,
             "outputs": [o.to_dict() for o in self.outputs],
             "accuracy": None if self.accuracy is None else asdict(self.accuracy),
         }
@@ -714,6 +724,7 @@ def format_table(report: VerifyReport) -> str:
     if g.any:
         given = [f"{GATE_OPTIONS[k]} {v:g}" for k, v in g.to_dict().items() if v is not None]
         lines.append("gates: " + ", ".join(given))
+        lines.extend(f"warning: {w}" for w in report.gate_warnings)
     if report.failures:
         lines.append(f"FAILED: {len(report.failures)} gate(s)")
         lines.extend(f"  {f}" for f in report.failures)

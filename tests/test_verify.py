@@ -325,6 +325,8 @@ def test_a_halved_heat_map_fails_the_recommended_gate_and_cosine_is_flagged():
     assert "would pass with --max-rel-error 0.5" in text and "--min-cosine 0.99" not in text.split("gates:")[0]
     assert "heat: warning: cosine says little here" in text and "so even a constant output scores 0.98" in text
     assert "0.9998" in text and "(!)" in text
+    assert "warning: --min-cosine says little for 'heat'" in text.split("gates:")[1]  # beside the verdict it gave
+    assert report.to_dict()["gate_warnings"] == report.gate_warnings != []
     d = report.to_dict()["outputs"][0]
     assert list(d["would_pass_with"]) == ["max_rel_error", "max_abs"] and d["warnings"] == out.warnings
     assert d["rel_error"] == out.rel_error and d["cosine_floor"] == out.cosine_floor
@@ -399,6 +401,16 @@ def test_cli_says_the_inputs_are_random_and_what_that_means(files, tmp_path):
     r = _invoke(dense, bad, "--data", p)
     assert r.exit_code == 0 and f"inputs from --data {p}" in r.output and "random" not in r.output
     assert json.loads(_invoke(dense, bad, "--json").stdout)["inputs"] == "random"
+
+
+def test_cli_json_warns_of_a_cosine_gate_that_says_little(tmp_path):
+    dense, pruned = tmp_path / "heat.onnx", tmp_path / "half.onnx"
+    onnx.save(heat_map(), dense)
+    onnx.save(heat_map(halved=True), pruned)
+    r = _invoke(dense, pruned, "--json", "--min-cosine", "0.99")
+    assert r.exit_code == 0 and json.loads(r.stdout)["gate_warnings"]
+    assert r.stderr.startswith("warning: --min-cosine says little for 'heat'")
+    assert _invoke(dense, pruned, "--max-rel-error", "0.1").exit_code == 4
 
 
 def test_cli_max_rel_error_gate(files):
