@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_MODEL := models/demo_resnet18.onnx
 OUT := out
 
-.PHONY: demo test bench models clean
+.PHONY: demo test bench bench-gpu models clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# On a machine with a GPU: the python3 there must have onnxruntime-gpu (and onnx, numpy, sympy, click); the
+# project is taken from this folder, not installed. GPU_ARGS="--budget-s 600" or "--cpu --small" pass through.
+GPU_OUT ?= bench-out/gpu
+bench-gpu:
+	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu.py $(GPU_OUT) $(GPU_ARGS)
 
 models: $(STAMP)
 	$(PY) -m pip install --quiet torch==2.13.0 onnxscript

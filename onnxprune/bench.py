@@ -65,6 +65,9 @@ class BenchConfig:
     require_provider: bool = False  # an unavailable provider raises instead of reporting "unavailable"
     trt_sparsity: bool = False  # TensorRT: trt_sparsity_enable
     control: bool = True
+    visit_ms: float = 20.0  # timed work per visit, at least: a fast model gets more than `runs` timed runs
+    cuda_graph: bool = False  # CUDA: capture each model once as a CUDA graph and replay it (enable_cuda_graph)
+    fp16: bool = False  # time float16 copies of the models (I/O types kept), checked against float32 first
 
     def validate(self) -> None:
         for p in self.providers:
@@ -80,8 +83,10 @@ class BenchConfig:
             raise OptionError("--threads needs at least one value")
         if self.runs < 1 or self.rounds < 1:
             raise OptionError(f"--runs and --rounds must be at least 1, got {self.runs} and {self.rounds}")
-        if self.warmup < 0 or self.untimed_per_visit < 0 or self.pause_s < 0:
-            raise OptionError("--warmup, untimed runs per visit and the pause must not be negative")
+        if self.warmup < 0 or self.untimed_per_visit < 0 or self.pause_s < 0 or self.visit_ms < 0:
+            raise OptionError("--warmup, --visit-ms, untimed runs per visit and the pause must not be negative")
+        if self.cuda_graph and list(self.providers) != ["cuda"]:
+            raise OptionError("--cuda-graph needs --provider cuda alone (CUDA graphs are a CUDA provider feature)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -167,7 +172,7 @@ def session_options(threads: int):
     return so
 
 
-def provider_list(provider: str, trt_sparsity: bool = False) -> list:
+def provider_list(provider: str, trt_sparsity: bool = False, cuda_graph: bool = False) -> list:
     if provider == "tensorrt":
         return [
             ("TensorrtExecutionProvider", {"trt_sparsity_enable": bool(trt_sparsity)}),
@@ -175,23 +180,29 @@ def provider_list(provider: str, trt_sparsity: bool = False) -> list:
             "CPUExecutionProvider",
         ]
     if provider == "cuda":
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        cuda = ("CUDAExecutionProvider", {"enable_cuda_graph": "1"}) if cuda_graph else "CUDAExecutionProvider"
+        return [cuda, "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
 class _Runner:
-    """One session with its inputs prepared; `__call__` runs once and returns when the results are ready."""
+    """One session with its inputs prepared; `__call__` runs once and returns when the results are ready.
+
+    With `fixed_outputs` (what a CUDA graph needs: it replays on the same device addresses), the outputs are
+    preallocated on the device too: one run with outputs onnxruntime allocates gives their shapes and types
+    (onnxruntime runs a session normally before it captures the graph), then buffers of those are bound.
+    """
 
     def __init__(self, session, feeds: dict[str, np.ndarray], device: str = "cpu", use_iobinding: bool = False,
-                 label: str = "model"):
+                 label: str = "model", fixed_outputs: bool = False):
         self.session = session
         self.label = label
         self.feeds = feeds
         self.binding = None
-        if device != "cpu" or use_iobinding:
-            self._bind(device)
+        if device != "cpu" or use_iobinding or fixed_outputs:
+            self._bind(device, fixed_outputs)
 
-    def _bind(self, device: str) -> None:
+    def _bind(self, device: str, fixed_outputs: bool) -> None:
         import onnxruntime as ort
 
         io = self.session.io_binding()
@@ -204,6 +215,14 @@ class _Runner:
             io.bind_output(out.name, device, 0)
         io.synchronize_inputs()
         self.binding = io
+        if fixed_outputs:
+            self()
+            shapes = [(v.shape(), v.numpy().dtype) for v in io.get_outputs()]
+            io.clear_binding_outputs()
+            for out, (shape, dtype) in zip(self.session.get_outputs(), shapes):
+                value = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype, device, 0)
+                self._values.append(value)
+                io.bind_ortvalue_output(out.name, value)
 
     def __call__(self) -> None:
         try:
@@ -219,6 +238,7 @@ class _Runner:
 
 VISIT_WARM_S = 0.03  # untimed work at the start of each visit, at least
 MAX_UNTIMED_PER_VISIT = 20
+MAX_RUNS_PER_VISIT = 2000  # timed runs per visit, at most (a 10 us model at visit_s = 20 ms)
 
 
 def interleave(
@@ -230,6 +250,7 @@ def interleave(
     untimed_per_visit: int = 2,
     pause_s: float = 0.05,
     visit_warm_s: float = VISIT_WARM_S,
+    visit_s: float = 0.0,
     seed: int = 0,
     clock: Callable[[], int] = time.perf_counter_ns,
 ) -> list[list[float]]:
@@ -239,9 +260,12 @@ def interleave(
     visits every runner once in a shuffled (seeded) order: pause, untimed runs, `runs` timed runs. A visit's
     untimed runs are `untimed_per_visit`, or more for a fast model: as many as fill `visit_warm_s` (at most
     MAX_UNTIMED_PER_VISIT), so that its timed runs do not start on caches the previous model left cold.
+    A visit's timed runs are `runs`, or more for a fast model: as many as fill `visit_s` by the warm-up runs'
+    median (at most MAX_RUNS_PER_VISIT), so that a sub-millisecond model is timed over a stretch long enough for
+    the clock and the machine's short stalls to average out; the count is fixed per runner for every round.
     """
     order_rng = random.Random(seed)
-    warm_runs = []
+    warm_runs, timed_runs = [], []
     for run in runners:
         spent = []
         for _ in range(warmup):
@@ -251,6 +275,8 @@ def interleave(
         typical = sorted(spent)[len(spent) // 2] if spent else 0.0
         extra = math.ceil(visit_warm_s / typical) if typical > 0 and visit_warm_s > 0 else 0
         warm_runs.append(max(untimed_per_visit, min(extra, MAX_UNTIMED_PER_VISIT)))
+        fill = math.ceil(visit_s / typical) if typical > 0 and visit_s > 0 else 0
+        timed_runs.append(max(runs, min(fill, MAX_RUNS_PER_VISIT)))
     times: list[list[float]] = [[] for _ in runners]
     indices = list(range(len(runners)))
     for _ in range(rounds):
@@ -261,7 +287,7 @@ def interleave(
                 time.sleep(pause_s)
             for _ in range(warm_runs[i]):
                 run()
-            for _ in range(runs):
+            for _ in range(timed_runs[i]):
                 t0 = clock()
                 run()
                 times[i].append((clock() - t0) / 1e6)
@@ -307,6 +333,21 @@ class _Model:
     label: str
     source: ModelSource
     control: bool = False
+    note: str = ""
+
+
+FP16_MIN_COSINE = 0.99
+
+
+def _float16_copy(label: str, proto: onnx.ModelProto, feed: dict) -> tuple[onnx.ModelProto, str]:
+    """A float16 copy of `proto` (I/O types kept), checked on onnxruntime's CPU provider against the float32 model
+    before anything is timed; OptionError when their outputs disagree."""
+    from .fp16 import check_float16, to_float16
+
+    half = to_float16(proto)
+    half.graph.name = label
+    cosine = check_float16(proto, half, [feed], FP16_MIN_COSINE)
+    return half, f"float16 (cosine to float32 {cosine:.5f})"
 
 
 def _labels(models: Sequence[ModelSource]) -> list[str]:
@@ -346,8 +387,12 @@ def bench(
     config: Optional[BenchConfig] = None,
     *,
     progress: Optional[Callable[[str], None]] = None,
+    on_group: Optional[Callable[[list[BenchRow]], None]] = None,
 ) -> BenchReport:
-    """Time `models` side by side for every provider x threads x batch of `config`; the first model is the base."""
+    """Time `models` side by side for every provider x threads x batch of `config`; the first model is the base.
+
+    `on_group` receives the rows of each provider/threads/batch group as soon as it is measured.
+    """
     import onnxruntime as ort
 
     cfg = config or BenchConfig()
@@ -376,8 +421,14 @@ def bench(
             except OnnxPruneError:
                 macs[i, b] = None
         del proto
+    if cfg.fp16:
+        check_feed = make_inputs(first_proto, shapes_for_batch(first_proto, overrides, _native_batch(first_proto, overrides)),
+                                 samples=1, seed=cfg.seed)[0]
+        for e in entries:
+            e.source, e.note = _float16_copy(e.label, first_proto if e is first else load_model(e.source), check_feed)
+            say(f"{e.label}: float16 copy, {e.note}")
     del first_proto
-    timed = entries + ([_Model(f"{first.label} (control)", first.source, True)] if cfg.control else [])
+    timed = entries + ([_Model(f"{first.label} (control)", first.source, True, first.note)] if cfg.control else [])
     macs.update({(len(entries), b): macs[0, b] for b in batches})
 
     available = list(ort.get_available_providers())
@@ -403,7 +454,8 @@ def bench(
             fallback = ""
             for e in timed:
                 try:
-                    sess = open_session(e.source, session_options(threads), provider_list(provider, cfg.trt_sparsity))
+                    sess = open_session(e.source, session_options(threads),
+                                        provider_list(provider, cfg.trt_sparsity, cfg.cuda_graph))
                 except OnnxPruneError as exc:
                     if provider == "cpu" or cfg.require_provider:
                         raise
@@ -423,7 +475,7 @@ def bench(
             for b in batches:
                 say(f"{provider} threads={threads} batch={b}: {len(timed)} sessions x {cfg.rounds} rounds")
                 try:
-                    runners = [_Runner(s, feeds[b], DEVICE_OF[provider], label=e.label)
+                    runners = [_Runner(s, feeds[b], DEVICE_OF[provider], label=e.label, fixed_outputs=cfg.cuda_graph)
                                for s, e in zip(sessions, timed)]
                 except OnnxPruneError:
                     raise
@@ -432,10 +484,14 @@ def bench(
                     raise OnnxPruneError(f"{provider}: cannot bind the inputs on the device: {first_line}") from None
                 times = interleave(
                     runners, warmup=cfg.warmup, runs=cfg.runs, rounds=cfg.rounds,
-                    untimed_per_visit=cfg.untimed_per_visit, pause_s=cfg.pause_s, seed=cfg.seed,
+                    untimed_per_visit=cfg.untimed_per_visit, pause_s=cfg.pause_s, visit_s=cfg.visit_ms / 1000.0,
+                    seed=cfg.seed,
                 )
-                rows += _rows(timed, times, provider, threads, b, [macs[k, b] for k in range(len(timed))],
+                group = _rows(timed, times, provider, threads, b, [macs[k, b] for k in range(len(timed))],
                               rounds=cfg.rounds, seed=cfg.seed)
+                rows += group
+                if on_group is not None:
+                    on_group(group)
             del sessions
     return BenchReport(rows=rows, config=cfg, environment=environment())
 
@@ -469,7 +525,7 @@ def _rows(timed, times, provider, threads, batch, macs, *, rounds: int, seed: in
             median_ms=median, p10_ms=_pct(t, 10), p90_ms=_pct(t, 90), runs=len(t),
             throughput=batch * 1000.0 / median if median > 0 else None,
             speedup=base_median / median if median > 0 else None, speedup_low=low, speedup_high=high,
-            macs=m,
+            macs=m, note=e.note,
         )
         if m is not None and macs[0]:
             row.mac_ratio = m / macs[0]
@@ -487,9 +543,12 @@ def method_text(cfg: BenchConfig) -> str:
     return (
         f"one process; ORT_ENABLE_ALL, intra_op_num_threads as listed, inter_op_num_threads=1, sequential; "
         f"{cfg.warmup} untimed warm-up runs per session, then {cfg.rounds} shuffled rounds, each visiting every "
-        f"model once ({cfg.pause_s * 1000:g} ms pause, {cfg.untimed_per_visit} untimed runs or as many as fill {VISIT_WARM_S * 1000:g} ms (at most {MAX_UNTIMED_PER_VISIT}), {cfg.runs} timed runs); "
+        f"model once ({cfg.pause_s * 1000:g} ms pause, {cfg.untimed_per_visit} untimed runs or as many as fill {VISIT_WARM_S * 1000:g} ms (at most {MAX_UNTIMED_PER_VISIT}), {cfg.runs} timed runs or as many as fill {cfg.visit_ms:g} ms); "
         f"median and p10-p90 over all timed runs; speedup 95% intervals from {BOOTSTRAP_SAMPLES} resamples of whole "
         f"rounds; same seeded inputs (seed {cfg.seed}) for every model"
+        + ("; float16 copies of the models (inputs and outputs kept float32), checked against float32 first"
+           if cfg.fp16 else "")
+        + ("; CUDA graphs (enable_cuda_graph), inputs and outputs preallocated on the device" if cfg.cuda_graph else "")
     )
 
 

@@ -25,7 +25,7 @@ from onnxprune.bench import (
 from test_cli import run
 from onnxprune.errors import OnnxPruneError, OptionError
 
-FAST = dict(warmup=1, runs=2, rounds=2, pause_s=0.0)
+FAST = dict(warmup=1, runs=2, rounds=2, pause_s=0.0, visit_ms=0.0)
 
 
 def conv_net(width: int, batch="N") -> onnx.ModelProto:
@@ -142,7 +142,7 @@ def test_require_provider_raises(two, monkeypatch):
 def test_provider_fallback_is_unavailable(two, monkeypatch):
     # onnxruntime claims CUDA, but the session falls back to the CPU (a GPU build without a GPU)
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(bench_mod, "provider_list", lambda provider, trt_sparsity=False: ["CPUExecutionProvider"])
+    monkeypatch.setattr(bench_mod, "provider_list", lambda provider, trt_sparsity=False, cuda_graph=False: ["CPUExecutionProvider"])
     report = bench(list(two), BenchConfig(providers=("cuda",), **FAST))
     assert all(r.status == "unavailable" and "fell back" in r.note for r in report.rows)
     with pytest.raises(OnnxPruneError, match="fell back"):
@@ -165,6 +165,39 @@ def test_iobinding_runner_on_cpu():
     runner()
     (out,) = runner.binding.copy_outputs_to_cpu()
     np.testing.assert_allclose(out, sess.run(None, feeds)[0], rtol=1e-6)
+
+
+def test_fixed_output_runner_on_cpu():
+    # the CUDA-graph path: outputs preallocated once (shapes from a first run) and written in place by every run
+    sess = ort.InferenceSession(conv_net(4).SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    runner = bench_mod._Runner(sess, feeds, "cpu", fixed_outputs=True)
+    bound = runner._values[-1]
+    runner()
+    (out,) = runner.binding.get_outputs()
+    assert out.data_ptr() == bound.data_ptr()
+    np.testing.assert_allclose(bound.numpy(), sess.run(None, feeds)[0], rtol=1e-6)
+
+
+def test_cuda_graph_options():
+    assert bench_mod.provider_list("cuda", cuda_graph=True) == [
+        ("CUDAExecutionProvider", {"enable_cuda_graph": "1"}), "CPUExecutionProvider"]
+    for providers in (("cpu",), ("cuda", "cpu"), ("tensorrt",)):
+        with pytest.raises(OptionError, match="--cuda-graph needs --provider cuda"):
+            BenchConfig(providers=providers, cuda_graph=True).validate()
+    BenchConfig(providers=("cuda",), cuda_graph=True).validate()
+
+
+def test_fast_models_get_more_timed_runs_per_visit():
+    calls = []
+    runners = [lambda i=i: calls.append(i) for i in range(2)]
+    ticks = iter(range(0, 10**12, 2_000_000))  # every run "takes" 2 ms
+    times = interleave(runners, warmup=3, runs=2, rounds=3, untimed_per_visit=1, pause_s=0, visit_warm_s=0,
+                       visit_s=0.02, seed=0, clock=lambda: next(ticks))
+    assert [len(t) for t in times] == [3 * 10, 3 * 10]  # 20 ms of 2 ms runs per visit, not 2
+    times = interleave(runners, warmup=3, runs=4, rounds=2, untimed_per_visit=1, pause_s=0, visit_warm_s=0,
+                       visit_s=0.002, seed=0, clock=lambda: next(ticks))
+    assert [len(t) for t in times] == [2 * 4, 2 * 4]  # runs is the minimum
 
 
 def test_shapes_for_batch():
