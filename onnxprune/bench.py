@@ -450,50 +450,57 @@ def bench(
                      for t in cfg.threads for b in batches for k, e in enumerate(timed)]
             continue
         for threads in cfg.threads:
-            sessions = []
-            fallback = ""
-            for e in timed:
-                try:
-                    sess = open_session(e.source, session_options(threads),
-                                        provider_list(provider, cfg.trt_sparsity, cfg.cuda_graph))
-                except OnnxPruneError as exc:
-                    if provider == "cpu" or cfg.require_provider:
+            # a CUDA graph is captured once per session, at the first run's shapes: fresh sessions for each batch
+            for pass_batches in ([[b] for b in batches] if cfg.cuda_graph else [batches]):
+                sessions, fallback = _open_sessions(timed, provider, threads, cfg)
+                if fallback:
+                    if cfg.require_provider:
+                        raise OnnxPruneError(f"--provider {provider}: {fallback}")
+                    say(f"{provider}: {fallback}")
+                    rows += [blank(k, e, provider, threads, b, "unavailable", fallback)
+                             for b in pass_batches for k, e in enumerate(timed)]
+                    continue
+                for b in pass_batches:
+                    say(f"{provider} threads={threads} batch={b}: {len(timed)} sessions x {cfg.rounds} rounds")
+                    try:
+                        runners = [_Runner(s, feeds[b], DEVICE_OF[provider], label=e.label,
+                                           fixed_outputs=cfg.cuda_graph) for s, e in zip(sessions, timed)]
+                    except OnnxPruneError:
                         raise
-                    fallback = f"{ep} failed to create a session: {exc}"
-                    break
-                if sess.get_providers()[0] != ep:
-                    fallback = f"onnxruntime fell back to {sess.get_providers()[0]} ({ep} could not start)"
-                    break
-                sessions.append(sess)
-            if fallback:
-                if cfg.require_provider:
-                    raise OnnxPruneError(f"--provider {provider}: {fallback}")
-                say(f"{provider}: {fallback}")
-                rows += [blank(k, e, provider, threads, b, "unavailable", fallback)
-                         for b in batches for k, e in enumerate(timed)]
-                continue
-            for b in batches:
-                say(f"{provider} threads={threads} batch={b}: {len(timed)} sessions x {cfg.rounds} rounds")
-                try:
-                    runners = [_Runner(s, feeds[b], DEVICE_OF[provider], label=e.label, fixed_outputs=cfg.cuda_graph)
-                               for s, e in zip(sessions, timed)]
-                except OnnxPruneError:
-                    raise
-                except Exception as exc:  # binding inputs on the device
-                    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise OnnxPruneError(f"{provider}: cannot bind the inputs on the device: {first_line}") from None
-                times = interleave(
-                    runners, warmup=cfg.warmup, runs=cfg.runs, rounds=cfg.rounds,
-                    untimed_per_visit=cfg.untimed_per_visit, pause_s=cfg.pause_s, visit_s=cfg.visit_ms / 1000.0,
-                    seed=cfg.seed,
-                )
-                group = _rows(timed, times, provider, threads, b, [macs[k, b] for k in range(len(timed))],
-                              rounds=cfg.rounds, seed=cfg.seed)
-                rows += group
-                if on_group is not None:
-                    on_group(group)
-            del sessions
+                    except Exception as exc:  # binding inputs on the device
+                        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                        raise OnnxPruneError(f"{provider}: cannot bind the inputs on the device: {first_line}") from None
+                    times = interleave(
+                        runners, warmup=cfg.warmup, runs=cfg.runs, rounds=cfg.rounds,
+                        untimed_per_visit=cfg.untimed_per_visit, pause_s=cfg.pause_s, visit_s=cfg.visit_ms / 1000.0,
+                        seed=cfg.seed,
+                    )
+                    group = _rows(timed, times, provider, threads, b, [macs[k, b] for k in range(len(timed))],
+                                  rounds=cfg.rounds, seed=cfg.seed)
+                    rows += group
+                    if on_group is not None:
+                        on_group(group)
+                del sessions
     return BenchReport(rows=rows, config=cfg, environment=environment())
+
+
+def _open_sessions(timed: Sequence[_Model], provider: str, threads: int, cfg: BenchConfig) -> tuple[list, str]:
+    """A session per model on `provider`, or ([], why not) when the provider cannot run them (its failure to load a
+    model on the CPU provider, or with require_provider, is raised instead)."""
+    ep = PROVIDERS[provider]
+    sessions = []
+    for e in timed:
+        try:
+            sess = open_session(e.source, session_options(threads),
+                                provider_list(provider, cfg.trt_sparsity, cfg.cuda_graph))
+        except OnnxPruneError as exc:
+            if provider == "cpu" or cfg.require_provider:
+                raise
+            return [], f"{ep} failed to create a session: {exc}"
+        if sess.get_providers()[0] != ep:
+            return [], f"onnxruntime fell back to {sess.get_providers()[0]} ({ep} could not start)"
+        sessions.append(sess)
+    return sessions, ""
 
 
 def speedup_interval(base: np.ndarray, model: np.ndarray, seed: int = 0) -> tuple[Optional[float], Optional[float]]:

@@ -188,6 +188,24 @@ def test_cuda_graph_options():
     BenchConfig(providers=("cuda",), cuda_graph=True).validate()
 
 
+def test_cuda_graph_opens_fresh_sessions_per_batch(two, monkeypatch):
+    # the CUDA path run on the CPU provider: a graph is captured at one shape, so every batch gets new sessions,
+    # each with preallocated outputs
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setitem(bench_mod.PROVIDERS, "cuda", "CPUExecutionProvider")
+    monkeypatch.setitem(bench_mod.DEVICE_OF, "cuda", "cpu")
+    asked, opened, fixed = [], [], []
+    monkeypatch.setattr(bench_mod, "provider_list", lambda provider, trt_sparsity=False, cuda_graph=False:
+                        asked.append(cuda_graph) or ["CPUExecutionProvider"])
+    real_open, real_runner = bench_mod.open_session, bench_mod._Runner
+    monkeypatch.setattr(bench_mod, "open_session", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    monkeypatch.setattr(bench_mod, "_Runner", lambda *a, **k: fixed.append(k["fixed_outputs"]) or real_runner(*a, **k))
+    report = bench(list(two), BenchConfig(providers=("cuda",), batches=(1, 2), cuda_graph=True, **FAST))
+    assert len(opened) == 3 * 2 and all(asked) and fixed == [True] * 6
+    assert [r.batch for r in report.rows] == [1, 1, 1, 2, 2, 2] and all(r.median_ms > 0 for r in report.rows)
+    assert "CUDA graphs" in report.to_dict()["method"]
+
+
 def test_fast_models_get_more_timed_runs_per_visit():
     calls = []
     runners = [lambda i=i: calls.append(i) for i in range(2)]
