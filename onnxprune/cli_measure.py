@@ -107,13 +107,21 @@ def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, st
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and the round order.")
 @click.option("--require-provider", is_flag=True, help="Fail instead of reporting an unavailable provider.")
 @click.option("--trt-sparsity", is_flag=True, help="TensorRT: enable sparse kernels (trt_sparsity_enable).")
+@click.option("--visit-ms", type=float, default=20.0, show_default=True,
+              help="Timed work per visit, at least: a fast model gets more than --runs timed runs per visit.")
+@click.option("--cuda-graph", is_flag=True,
+              help="CUDA: capture each model as a CUDA graph and replay it (inputs and outputs preallocated on the "
+                   "device); needs --provider cuda.")
+@click.option("--fp16", is_flag=True,
+              help="Time float16 copies of the models (inputs and outputs stay float32), each checked against its "
+                   "float32 model before timing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--markdown", is_flag=True, help="Print the report as Markdown tables.")
 @click.option("--layers", type=int, default=None, metavar="N",
               help="Then profile the first model and each other one layer by layer (CPU; --warmup runs, then "
                    "--runs x --rounds profiled runs) and show the N layers that take the most time.")
 def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes, seed, require_provider,
-              trt_sparsity, as_json, markdown, layers):
+              trt_sparsity, visit_ms, cuda_graph, fp16, as_json, markdown, layers):
     """Time MODEL [MODEL ...] side by side; the first is the baseline, and a control row shows the noise."""
     if as_json and markdown:
         raise OptionError("--json and --markdown are exclusive: choose one")
@@ -130,8 +138,14 @@ def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes,
         seed=seed,
         require_provider=require_provider,
         trt_sparsity=trt_sparsity,
+        visit_ms=visit_ms,
+        cuda_graph=cuda_graph,
+        fp16=fp16,
     )
+    config.validate()
     _notes(unpinned_dims_notes(load_model(models[0]), config.shapes, "latency is measured"))
+    if layers and fp16:
+        _notes(["--layers profiles the float32 files on the CPU, not the float16 copies"])
     report = bench(list(models), config, progress=_progress)
     groups = bench_layers(list(models), report, progress=_progress) if layers else []
     if as_json:

@@ -348,6 +348,19 @@ def test_cli_errors(two, monkeypatch):
     assert r.exit_code == 1 and "exclusive" in r.output
     r = run("bench", "missing.onnx")
     assert r.exit_code == 1 and "no such file" in r.output
+    r = run(*_args(two, "--cuda-graph"))
+    assert r.exit_code == 1 and "--cuda-graph needs --provider cuda" in r.output and "Traceback" not in r.output
+    r = run(*_args(two, "--visit-ms", "-1"))
+    assert r.exit_code == 1 and "must not be negative" in r.output
+
+
+def test_cli_fp16_and_visit_length(two):
+    r = run(*_args(two, "--json", "--fp16", "--visit-ms", "5"))
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["config"]["fp16"] is True and d["config"]["visit_ms"] == 5.0
+    assert all("float16 (cosine to float32" in row["note"] for row in d["rows"])
+    assert all(row["runs"] >= 2 for row in d["rows"])  # at least --runs x --rounds
 
 
 def test_run_failure_is_a_one_line_user_error():
