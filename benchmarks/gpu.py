@@ -36,6 +36,7 @@ import onnx  # noqa: E402
 from models import transformers, zoo  # noqa: E402
 from onnxprune import api  # noqa: E402
 from onnxprune.bench import BenchConfig, BenchReport, bench, environment  # noqa: E402
+from onnxprune.diagnosis import PROBE_FACTOR, Evidence, diagnose  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
 from onnxprune.io import save_model  # noqa: E402
 from onnxprune.unstructured import prune_unstructured  # noqa: E402
@@ -189,6 +190,31 @@ def plan(all_nets: dict[str, Net]) -> list[Step]:
     return steps
 
 
+def diagnoses(steps: list[Step]) -> list[dict]:
+    """onnxprune's diagnosis for every row far short of its MACs, from this run's own numbers: batch scaling from
+    the same step (the dense model at the batch and at 8x it, timed in one interleaved run), the CUDA-graph gain
+    from the step that timed the same models with graphs (a separate run in the same process)."""
+    out = []
+    for s in steps:
+        if s.cuda_graph or not s.rows:
+            continue
+        dense = {r.batch: r.median_ms for r in s.rows if r.model == s.rows[0].model and not r.control and r.median_ms}
+        twin = next((t for t in steps if t.cuda_graph and t.net == s.net and t.fp16 == s.fp16 and t.rows), None)
+        graphed = {r.batch: r.median_ms for r in twin.rows if r.model == twin.rows[0].model and not r.control
+                   and r.median_ms} if twin else {}
+        for r in s.rows:
+            if r.control or r.model == s.rows[0].model or not (r.speedup and r.mac_ratio):
+                continue
+            b, big = r.batch, r.batch * PROBE_FACTOR
+            gain = (dense[b] / b) / (dense[big] / big) if b in dense and big in dense else None
+            graph = dense[b] / graphed[b] if b in dense and b in graphed else None
+            e = Evidence(r.provider, b, r.mac_ratio, r.speedup, batch_gain=gain, graph_gain=graph)
+            text = diagnose(e)
+            if text:
+                out.append({"step": s.id, "batch": b, "model": r.model, "text": text, "evidence": e.to_dict()})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Results: JSON and Markdown, rewritten after every group
 
@@ -230,6 +256,10 @@ def markdown(state: dict, steps: list[Step]) -> str:
                     f"| {s.id} | {batch} | {r.model} | {_f(base.median_ms, '.3f')} | {_f(r.median_ms, '.3f')} | "
                     f"{_f(r.speedup, '.2f', 'x')} | {interval} | {_f(noise and noise * 100, '.1f', '%')} | "
                     f"{_f(r.mac_ratio, '.3f')} | {_f(r.efficiency, '.2f')} |")
+    found = diagnoses(steps)
+    if found:
+        lines += ["", "Diagnosis (onnxprune's rule on this run's numbers):", ""]
+        lines += [f"- {d['step']} b{d['batch']} {d['model']}: {d['text']}." for d in found]
     others = [s for s in steps if s.status != "done"]
     if others:
         lines += ["", "Not measured:", ""]
@@ -291,7 +321,8 @@ def main(argv=None) -> int:
 
     def save() -> None:
         state["elapsed_s"] = round(elapsed(), 1)
-        data = dict(state, preparation=models.prepared, steps=[s.to_dict() for s in steps])
+        data = dict(state, preparation=models.prepared, steps=[s.to_dict() for s in steps],
+                    diagnoses=diagnoses(steps))
         write_atomic(out_json, json.dumps(data, indent=2))
         write_atomic(out_md, markdown(state, steps))
 

@@ -126,6 +126,7 @@ class BenchReport:
     rows: list[BenchRow]
     config: BenchConfig
     environment: dict = field(default_factory=dict)
+    diagnoses: list = field(default_factory=list)  # diagnosis.Diagnosis: why a speedup fell far short of its MACs
 
     def groups(self) -> list[tuple[tuple[str, int, int], list[BenchRow]]]:
         """Rows grouped by (provider, threads, batch), in order."""
@@ -153,6 +154,7 @@ class BenchReport:
             "method": method_text(self.config),
             "groups": groups,
             "rows": [r.to_dict() for r in self.rows],
+            "diagnoses": [d.to_dict() for d in self.diagnoses],
         }
 
 
@@ -619,6 +621,12 @@ def _noise_sentence(report: BenchReport, rows: Sequence[BenchRow]) -> list[str]:
     ok = [r for r in rows if r.status == "ok"]
     if not ok:
         return [f"{rows[0].provider}: not measured: {rows[0].note}"] if rows else []
+    return _noise_lines(report, rows) + [f"Diagnosis, {d.model}: {d.text}." for d in report.diagnoses
+                                         if (d.provider, d.threads, d.batch) == (rows[0].provider, rows[0].threads,
+                                                                                 rows[0].batch)]
+
+
+def _noise_lines(report: BenchReport, rows: Sequence[BenchRow]) -> list[str]:
     noise = report.noise(rows)
     control = next((r for r in rows if r.control), None)
     if noise is None or control is None:

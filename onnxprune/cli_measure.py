@@ -19,6 +19,7 @@ from .bench import format_table as format_bench_table
 from .cost import parse_shapes, unpinned_dims_notes
 from .errors import OptionError, VerificationError
 from .io import load_model
+from .diagnosis import gather
 from .layers import bench_layers, format_groups
 from .cli_options import image_options, image_options_for
 from .verify import Gates, compare, format_table, load_inputs_images, load_inputs_npz, load_labels, make_inputs
@@ -115,13 +116,16 @@ def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, st
 @click.option("--fp16", is_flag=True,
               help="Time float16 copies of the models (inputs and outputs stay float32), each checked against its "
                    "float32 model before timing.")
+@click.option("--diagnose/--no-diagnose", default=True, show_default=True,
+              help="When a speedup falls far short of the MAC reduction, measure why on the first model (batch "
+                   "scaling, a CUDA graph on CUDA, kernels per run) and say so.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--markdown", is_flag=True, help="Print the report as Markdown tables.")
 @click.option("--layers", type=int, default=None, metavar="N",
               help="Then profile the first model and each other one layer by layer (CPU; --warmup runs, then "
                    "--runs x --rounds profiled runs) and show the N layers that take the most time.")
 def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes, seed, require_provider,
-              trt_sparsity, visit_ms, cuda_graph, fp16, as_json, markdown, layers):
+              trt_sparsity, visit_ms, cuda_graph, fp16, diagnose, as_json, markdown, layers):
     """Time MODEL [MODEL ...] side by side; the first is the baseline, and a control row shows the noise."""
     if as_json and markdown:
         raise OptionError("--json and --markdown are exclusive: choose one")
@@ -147,6 +151,8 @@ def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes,
     if layers and fp16:
         _notes(["--layers profiles the float32 files on the CPU, not the float16 copies"])
     report = bench(list(models), config, progress=_progress)
+    if diagnose:
+        report.diagnoses = gather(report, models[0], progress=_progress)
     groups = bench_layers(list(models), report, progress=_progress) if layers else []
     if as_json:
         data = report.to_dict()

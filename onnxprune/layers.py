@@ -110,7 +110,7 @@ def read_profile(events: Sequence[Mapping], skip: Collection[int] = ()) -> dict[
 
 
 def profile(sources: Sequence[ModelSource], feed: Feed, *, threads: int = 1, warmup: int = 5, runs: int = 20,
-            rounds: int = 5) -> list[dict[str, KernelTime]]:
+            rounds: int = 5, providers: Sequence = ("CPUExecutionProvider",)) -> list[dict[str, KernelTime]]:
     """Kernel time per node of onnxruntime's optimized graph, for each of `sources` on the same feed.
 
     Like the benchmark, the sessions take turns in blocks, so that a slow spell of the machine hits every model:
@@ -124,7 +124,7 @@ def profile(sources: Sequence[ModelSource], feed: Feed, *, threads: int = 1, war
             options = session_options(threads)
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(folder, f"profile{k}")
-            sessions.append(open_session(source, options))
+            sessions.append(open_session(source, options, providers))
             labels.append(source_label(source))
         untimed: list[list[int]] = [list(range(warmup)) for _ in sessions]  # run indices left out, per session
         done = [warmup] * len(sessions)

@@ -67,6 +67,7 @@ def test_cpu_small_run_writes_every_row(tmp_path):
             assert all(r["mac_ratio"] < 0.9 for r in structured)
             assert all(r["mac_ratio"] == 1.0 for r in rows if "_u" in r["model"])
     assert data["preparation"]["resnet50/s50"]["mac_ratio"] < 0.9
+    assert isinstance(data["diagnoses"], list)
 
 
 def test_budget_skips_with_a_note_and_still_writes(tmp_path):
@@ -82,3 +83,41 @@ def test_without_cuda_one_line_error(tmp_path):
     proc = run(tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--cpu" in proc.stderr
+
+
+def _gpu_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_diagnoses_from_the_runs_own_numbers():
+    # the H200 ResNet-50 numbers (ms): fp32 b1 1.39 -> 1.26, b8 2.05 -> 1.38; with a CUDA graph b1 0.91 -> 0.69
+    from onnxprune.bench import BenchRow
+
+    gpu = _gpu_module()
+
+    def rows(times):
+        out = []
+        for batch, (dense, pruned) in times.items():
+            out += [BenchRow("r50.onnx", "", "cuda", 1, batch, median_ms=dense, speedup=1.0, mac_ratio=1.0),
+                    BenchRow("r50_s50.onnx", "", "cuda", 1, batch, median_ms=pruned, speedup=dense / pruned,
+                             mac_ratio=0.257),
+                    BenchRow("r50.onnx (control)", "", "cuda", 1, batch, control=True, median_ms=dense, speedup=1.0,
+                             mac_ratio=1.0)]
+        return out
+
+    fp32 = gpu.Step("resnet50-fp32", "", "resnet50", ["dense", "s50"], [1, 8], status="done",
+                    rows=rows({1: (1.39, 1.26), 8: (2.05, 1.38)}))
+    graph = gpu.Step("resnet50-graph", "", "resnet50", ["dense", "s50"], [1], cuda_graph=True, status="done",
+                     rows=rows({1: (0.91, 0.69)}))
+    found = gpu.diagnoses([fp32, graph])
+    b1 = next(d for d in found if d["batch"] == 1)
+    assert "launch-bound at batch 1 on this GPU" in b1["text"]
+    assert b1["evidence"]["graph_gain"] == pytest.approx(1.39 / 0.91)
+    assert b1["evidence"]["batch_gain"] == pytest.approx(1.39 / (2.05 / 8))
+    assert all("launch-bound at" not in d["text"] for d in found if d["batch"] == 8)  # no batch 64 to scale to
