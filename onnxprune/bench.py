@@ -4,8 +4,9 @@
   sequential execution.
 - Sessions are interleaved in blocks: each round visits every model once in a shuffled order, and a visit is a
   short pause, 2 untimed runs (more for a fast model: at least 30 ms of them, so that its timed runs do not
-  start on caches the previous model left cold), then a few timed runs. The median is taken over all timed
-  runs of all rounds.
+  start on caches the previous model left cold), then a few timed runs (more for a fast model: at least 20 ms of
+  them, so that a sub-millisecond model is not timed over a stretch shorter than the machine's stalls). The median
+  is taken over all timed runs of all rounds.
   (Alternating sessions run by run makes onnxruntime's spinning threads fight and reads several times slower.)
 - Warm-up runs are never timed; the inputs are fixed (seeded) and the same for every model.
 - A control row, a second session on the first model, shows the noise floor ("dense vs dense").
@@ -13,7 +14,10 @@
   whole interval lies beyond the control's reach from 1.00x (the control's speedup or interval end farthest
   from 1.00x), so a 2% difference on a noisy machine is not reported as a speedup.
 - On a GPU, inputs are bound once with I/O binding, outputs are bound on the device, and the clock is read only
-  after synchronizing.
+  after synchronizing. With CUDA graphs the outputs are preallocated on the device too, and every batch gets fresh
+  sessions (a graph replays the shapes it was captured with).
+- With fp16, float16 copies of the models (inputs and outputs kept float32) are timed, each checked against its
+  float32 model on the CPU first (cosine >= 0.99).
 
 Speedup is against the first model; mac_ratio = MACs / MACs of the first model at the same batch;
 efficiency = speedup / (1 / mac_ratio): 1.0 means the time fell exactly as much as the MACs did.
