@@ -35,10 +35,13 @@ import onnx  # noqa: E402
 
 from models import transformers, zoo  # noqa: E402
 from onnxprune import api  # noqa: E402
-from onnxprune.bench import BenchConfig, BenchReport, bench, environment  # noqa: E402
+from onnxprune.bench import (  # noqa: E402
+    FP16_MIN_COSINE, BenchConfig, BenchReport, bench, environment, method_text, provider_list)
 from onnxprune.diagnosis import PROBE_FACTOR, Evidence, diagnose  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
+from onnxprune.fp16 import check_float16, to_float16  # noqa: E402
 from onnxprune.io import save_model  # noqa: E402
+from onnxprune.verify import make_inputs  # noqa: E402
 from onnxprune.unstructured import prune_unstructured  # noqa: E402
 
 HAS_DEPTH = "depth_ratio" in inspect.signature(api.prune).parameters
@@ -93,30 +96,48 @@ VARIANTS = {  # label -> (what, how: "structured" kwargs | ("unstructured", spar
 }
 
 
-class Models:
-    """Builds each model and variant once, on first use, and caches it as OUTDIR/models/NAME_VARIANT.onnx."""
+FP16 = ".fp16"  # a variant's float16 copy: "s50.fp16"
 
-    def __init__(self, folder: Path, nets: dict[str, Net], say):
+
+class Models:
+    """Builds each model and variant once, on first use, and caches it as OUTDIR/models/NAME_VARIANT.onnx.
+
+    A float16 copy ("VARIANT.fp16") is converted by onnxprune.fp16 and checked against its float32 model on
+    `providers` (cosine >= 0.99) once, and then timed by every float16 step."""
+
+    def __init__(self, folder: Path, nets: dict[str, Net], say, providers=("CPUExecutionProvider",)):
         self.folder = folder
         self.nets = nets
         self.say = say
-        self.prepared: dict[str, dict] = {}  # "net/variant" -> {"seconds", "what", "mac_ratio"}
+        self.providers = providers
         folder.mkdir(parents=True, exist_ok=True)
+        self.record = folder / "prepared.json"  # kept with the cached files, so a rerun still knows what they are
+        self.prepared: dict[str, dict] = {}  # "net/variant" -> {"seconds", "what", "mac_ratio", "cosine"}
+        if self.record.exists():
+            self.prepared = json.loads(self.record.read_text())
 
     def path(self, net: str, variant: str) -> Path:
-        return self.folder / (f"{net}.onnx" if variant == "dense" else f"{net}_{variant}.onnx")
+        return self.folder / (f"{net}.onnx" if variant == "dense" else f"{net}_{variant.replace('.', '_')}.onnx")
 
     def ready(self, net: str, variant: str) -> bool:
-        return self.path(net, variant).exists()
+        return self.path(net, variant).exists() and f"{net}/{variant}" in self.prepared
 
     def get(self, net: str, variant: str) -> Path:
         path = self.path(net, variant)
-        if path.exists():
+        if path.exists() and f"{net}/{variant}" in self.prepared:
             return path
         spec = self.nets[net]
         t0 = time.perf_counter()
         info: dict = {}
-        if variant == "dense":
+        if variant.endswith(FP16):
+            source = self.get(net, variant[: -len(FP16)])
+            fp32 = onnx.load(str(source))
+            half = to_float16(fp32)
+            feeds = make_inputs(fp32, spec.shapes(1), samples=1, seed=0)
+            info["cosine"] = check_float16(fp32, half, feeds, FP16_MIN_COSINE, self.providers)
+            info["what"] = f"float16 copy of {source.name} (cosine to float32 {info['cosine']:.5f})"
+            save_model(half, path)
+        elif variant == "dense":
             save_model(spec.build(), path)
             info["what"] = "dense (random weights)"
         else:
@@ -133,6 +154,7 @@ class Models:
             save_model(pruned, path)
         info["seconds"] = round(time.perf_counter() - t0, 2)
         self.prepared[f"{net}/{variant}"] = info
+        write_atomic(self.record, json.dumps(self.prepared, indent=2))
         self.say(f"prepared {path.name} in {info['seconds']:.1f}s ({info['what']})")
         return path
 
@@ -302,7 +324,7 @@ def main(argv=None) -> int:
         return 2
     args.outdir.mkdir(parents=True, exist_ok=True)
     all_nets = nets(args.small)
-    models = Models(args.outdir / "models", all_nets, say)
+    models = Models(args.outdir / "models", all_nets, say, provider_list(provider))
     steps = plan(all_nets)
     if args.only:
         wanted = set(args.only.split(","))
@@ -348,12 +370,17 @@ def main(argv=None) -> int:
         say(f"{step.id}: {step.title}, batch {', '.join(map(str, step.batches))} (estimate {need:.0f}s)")
         t0 = time.perf_counter()
         try:
-            paths = [str(models.get(step.net, v)) for v in step.variants]
+            variants = [v + FP16 if step.fp16 else v for v in step.variants]
+            paths = [str(models.get(step.net, v)) for v in variants]
             t1 = time.perf_counter()
             config = BenchConfig(providers=(provider,), batches=tuple(step.batches), shapes=_overrides(all_nets[step.net]),
-                                 require_provider=True, fp16=step.fp16, cuda_graph=step.cuda_graph, **timing)
+                                 require_provider=True, cuda_graph=step.cuda_graph, **timing)
 
-            def on_group(rows, step=step):
+            def on_group(rows, step=step, variants=variants):
+                for r, v in zip(rows, variants + variants[:1]):  # the control row last, on the first model
+                    info = models.prepared.get(f"{step.net}/{v}", {})
+                    if "cosine" in info:
+                        r.note = f"float16 (cosine to float32 {info['cosine']:.5f})"
                 step.rows.extend(rows)
                 for r in rows:
                     if not r.control and r is not rows[0]:
@@ -384,7 +411,8 @@ def _overrides(net: Net) -> dict:
     return {k: v for k, v in (net.shapes(1) or {}).items()}
 
 
-PREPARE_GUESS_S = {"dense": 8.0, "structured": 12.0, "unstructured": 8.0}  # BERT-base on a 2-core machine
+# BERT-base on a 2-core machine: build 5 s, prune 5 s, unstructured 5 s, float16 copy 7 s (+ its check)
+PREPARE_GUESS_S = {"dense": 8.0, "structured": 12.0, "unstructured": 8.0, "fp16": 10.0}
 
 
 def _estimate(step: Step, models: Models, seconds_per_visit: dict, timing: dict, small: bool) -> float:
@@ -395,17 +423,16 @@ def _estimate(step: Step, models: Models, seconds_per_visit: dict, timing: dict,
         if not models.ready(step.net, v):
             kind = "dense" if v == "dense" else ("unstructured" if v.startswith("u") else "structured")
             prepare += (0.5 if small else PREPARE_GUESS_S[kind])
+        if step.fp16 and not models.ready(step.net, v + FP16):
+            prepare += (0.5 if small else PREPARE_GUESS_S["fp16"])
     per_visit = seconds_per_visit.get(step.net, 0.05 if small else 0.25)
-    if step.fp16:
-        prepare += (0.5 if small else 4.0) * len(step.variants)  # conversion and the float32 check
     visits = (len(step.variants) + 1) * len(step.batches) * timing["rounds"]
     return prepare + visits * per_visit
 
 
 def _method(timing: dict) -> str:
-    from onnxprune.bench import method_text
-
-    return method_text(BenchConfig(**timing))
+    return (method_text(BenchConfig(**timing)) + "; float16 steps time float16 copies (inputs and outputs kept "
+            "float32) made once per model by onnxprune.fp16 and checked against float32 on the same provider first")
 
 
 def _device_name(provider: str) -> str:

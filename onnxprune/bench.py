@@ -345,14 +345,14 @@ class _Model:
 FP16_MIN_COSINE = 0.99
 
 
-def _float16_copy(label: str, proto: onnx.ModelProto, feed: dict) -> tuple[onnx.ModelProto, str]:
-    """A float16 copy of `proto` (I/O types kept), checked on onnxruntime's CPU provider against the float32 model
-    before anything is timed; OptionError when their outputs disagree."""
+def _float16_copy(label: str, proto: onnx.ModelProto, feed: dict, providers: Sequence) -> tuple[onnx.ModelProto, str]:
+    """A float16 copy of `proto` (I/O types kept), checked against the float32 model on `providers` before anything
+    is timed; OptionError when their outputs disagree."""
     from .fp16 import check_float16, to_float16
 
     half = to_float16(proto)
     half.graph.name = label
-    cosine = check_float16(proto, half, [feed], FP16_MIN_COSINE)
+    cosine = check_float16(proto, half, [feed], FP16_MIN_COSINE, providers)
     return half, f"float16 (cosine to float32 {cosine:.5f})"
 
 
@@ -430,8 +430,12 @@ def bench(
     if cfg.fp16:
         check_feed = make_inputs(first_proto, shapes_for_batch(first_proto, overrides, _native_batch(first_proto, overrides)),
                                  samples=1, seed=cfg.seed)[0]
+        # checked where they will run: on the GPU when CUDA is timed and available (the CPU runs float16 slowly)
+        on_gpu = "cuda" in cfg.providers and PROVIDERS["cuda"] in ort.get_available_providers()
+        checking = provider_list("cuda" if on_gpu else "cpu")
         for e in entries:
-            e.source, e.note = _float16_copy(e.label, first_proto if e is first else load_model(e.source), check_feed)
+            e.source, e.note = _float16_copy(e.label, first_proto if e is first else load_model(e.source), check_feed,
+                                             checking)
             say(f"{e.label}: float16 copy, {e.note}")
     del first_proto
     timed = entries + ([_Model(f"{first.label} (control)", first.source, True, first.note)] if cfg.control else [])

@@ -13,6 +13,8 @@ Subgraphs (If/Loop/Scan bodies) are not converted: such a model raises OptionErr
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -100,14 +102,16 @@ def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def check_float16(fp32: onnx.ModelProto, fp16: onnx.ModelProto, feeds: list, min_cosine: float = 0.99) -> float:
-    """The lowest cosine between the outputs of `fp32` and `fp16` on `feeds` (onnxruntime, CPU); OptionError below
-    `min_cosine`: a conversion that changed what the model computes must not be timed."""
-    from .verify import compare
+def check_float16(fp32, fp16, feeds: list, min_cosine: float = 0.99,
+                  providers: Sequence = ("CPUExecutionProvider",)) -> float:
+    """The lowest cosine between the outputs of `fp32` and `fp16` (ModelProtos or paths) on `feeds`, run by
+    onnxruntime on `providers`; OptionError below `min_cosine`: a conversion that changed what the model computes
+    must not be timed."""
+    from .verify import compare, source_label
 
-    report = compare(fp32, fp16, feeds)
+    report = compare(fp32, fp16, feeds, providers=providers)
     worst = min((o.cosine for o in report.outputs if o.cosine is not None), default=float("nan"))
     if not worst >= min_cosine:
-        raise OptionError(f"{fp32.graph.name or 'model'}: the float16 copy's outputs differ from float32 "
+        raise OptionError(f"{source_label(fp32)}: the float16 copy's outputs differ from float32 "
                           f"(cosine {worst:.4f} < {min_cosine}); not timed")
     return float(worst)

@@ -546,8 +546,10 @@ def compare(
     gates: Gates = Gates(),
     labels: Optional[np.ndarray] = None,
     inputs: str = "given",
+    providers: Sequence = ("CPUExecutionProvider",),
 ) -> VerifyReport:
-    """Run both models on every feed (onnxruntime, CPU) and compare their outputs under `gates`.
+    """Run both models on every feed (onnxruntime, CPU unless `providers` says otherwise) and compare their outputs
+    under `gates`.
 
     `inputs` says where the feeds come from ("random" for make_inputs' noise; the report then says what
     that means). Both models must have the same input and output names (OnnxPruneError otherwise).
@@ -558,7 +560,7 @@ def compare(
     if not feeds:
         raise OptionError("no input samples to compare on")
     dense_label, pruned_label = source_label(dense, "dense"), source_label(pruned, "pruned")
-    sd, sp = open_session(dense), open_session(pruned)
+    sd, sp = open_session(dense, providers=providers), open_session(pruned, providers=providers)
     d_in, p_in = [i.name for i in sd.get_inputs()], [i.name for i in sp.get_inputs()]
     if sorted(d_in) != sorted(p_in):
         raise OnnxPruneError(f"the models have different inputs: dense {d_in}, pruned {p_in}")

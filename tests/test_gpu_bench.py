@@ -67,6 +67,12 @@ def test_cpu_small_run_writes_every_row(tmp_path):
             assert all(r["mac_ratio"] < 0.9 for r in structured)
             assert all(r["mac_ratio"] == 1.0 for r in rows if "_u" in r["model"])
     assert data["preparation"]["resnet50/s50"]["mac_ratio"] < 0.9
+    assert data["preparation"]["resnet50/s50.fp16"]["cosine"] >= 0.99
+    # a rerun reuses the cached models (float16 copies included) and still knows their check
+    again = run(tmp_path, "--cpu", "--small", "--only", "resnet50-fp16")
+    assert "prepared" not in again.stdout
+    step = json.loads((tmp_path / "gpu.json").read_text())["steps"][0]
+    assert step["status"] == "done" and all("cosine to float32" in r["note"] for r in step["rows"])
     assert isinstance(data["diagnoses"], list)
 
 
