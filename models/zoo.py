@@ -654,7 +654,8 @@ def conv_reshape_matmul() -> onnx.ModelProto:
 
 def paddle_style() -> onnx.ModelProto:
     """Paddle-exporter habits: Constant-node weights behind Identity nodes, a weight shared by two
-    Convs, unfused BatchNormalization, and GELU written out with Erf."""
+    Convs, unfused BatchNormalization, GELU written out with Erf, and the classifier's flatten as a Reshape
+    to a target computed in int32: `Concat(Cast(Slice(Cast(Shape(x), int32))), Cast(int32 [C]))`."""
     b = GraphBuilder("paddle_style", seed=11, constant_weights=True, identity_weights=True)
     x = b.input((3, 32, 32))
     x = b.conv(x, 16, 3, stride=2, name="conv2d_0")
@@ -667,7 +668,16 @@ def paddle_style() -> onnx.ModelProto:
     x = b.conv(x, 32, 3, stride=2, name="conv2d_3")
     x = b.op("Mul", [x, b.scalar(0.5, "scale_0.scale")], name="scale_0")
     x = b.relu(b.bn(x, name="batch_norm_2"), "relu_1")
-    x = b.flatten(b.gap(x, "pool2d_0"), "flatten_0")
+    x = b.gap(x, "pool2d_0")
+    int32, int64 = onnx.TensorProto.INT32, onnx.TensorProto.INT64
+    shape = b.op("Cast", [b.op("Shape", [x], name="shape_0")], name="shape_0.cast", to=int32)
+    bounds = [b.param(f"shape_0.slice.{k}", np.array([v], np.int32), keep_dtype=True)
+              for k, v in (("starts", 0), ("ends", 1), ("axes", 0))]
+    batch = b.op("Cast", [b.op("Slice", [shape, *bounds], name="shape_0.slice")], name="shape_0.batch", to=int64)
+    count = b.param("fill_constant_0", np.array([b.channels(x)], np.int32), keep_dtype=True)
+    target = b.op("Concat", [batch, b.op("Cast", [count], name="fill_constant_0.cast", to=int64)], name="concat_0",
+                  axis=0)
+    x = b.op("Reshape", [x, target], name="reshape2_0", meta=(b.channels(x), ()))
     b.output(b.linear_matmul(x, 10, name="linear_0", gain=1.0), "logits")
     return b.model()
 

@@ -12,7 +12,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from .shapes import ShapeInfo, infer_shapes
 
@@ -102,13 +102,20 @@ class Graph:
         return tuple(int(d) for d in self.root_proto(root).dims)
 
     def value(self, name: str) -> Optional[np.ndarray]:
-        """The constant's data (a fresh array), or None for an activation or an empty name."""
+        """The constant's data as `name` holds it (a fresh array): an alias Cast converts its root's data (Paddle
+        writes int32 shape constants and casts them to int64). None for an activation or an empty name."""
         if not name:
             return None
         root = self.constant_root(name)
         if root is None:
             return None
-        return numpy_helper.to_array(self.root_proto(root))
+        if name == root:
+            return numpy_helper.to_array(self.root_proto(root))
+        alias = self.producer[name]
+        value = self.value(alias.input[0])
+        if alias.op_type == "Cast":
+            value = value.astype(helper.tensor_dtype_to_np_dtype(attr(alias, "to")))
+        return value
 
     def int_values(self, name: str) -> Optional[list[int]]:
         value = self.value(name)
