@@ -169,6 +169,24 @@ def _extended_mask(e: _Exporter) -> str:
     return e.op("", "Mul", [m, e.const("", np.array(MASK_VALUE, dtype=np.float32))])
 
 
+def _expanded_mask(e: _Exporter) -> str:
+    """The mask of recent transformers releases: the [batch, 1, 1, sequence] padding mask, as bool, expanded to
+    [batch, 1, sequence, sequence] (an Expand whose shape passes TorchScript's guard `Where(Equal(s, -1), 1, s)`),
+    then `Where(mask, 0, finfo.min)`."""
+    m = e.op("", "Cast", ["attention_mask"], to=TensorProto.BOOL)
+    m = e.op("", "Unsqueeze", [m, e.const("", np.array([1, 2], dtype=np.int64))])
+    shape = e.op("", "Shape", ["input_ids"])
+    batch, seq = (e.op("", "Unsqueeze", [e.op("", "Gather", [shape, e.const("", np.array(i, dtype=np.int64))],
+                                                axis=0), e.const("", np.array([0], dtype=np.int64))])
+                  for i in (0, 1))
+    target = e.op("", "Concat", [batch, e.const("", np.array([1], dtype=np.int64)), seq, seq], axis=0)
+    unset = e.op("", "Equal", [target, e.const("", np.array(-1, dtype=np.int64))])
+    target = e.op("", "Where", [unset, e.const("", np.array(1, dtype=np.int64)), target])
+    m = e.op("", "Expand", [m, target])
+    return e.op("", "Where", [m, e.const("", np.array(0.0, dtype=np.float32)),
+                              e.const("", np.array(np.finfo(np.float32).min, dtype=np.float32))])
+
+
 def _layer(e: _Exporter, i: int, x: str, mask: str, hidden: int, heads: int, ffn: int, computed: bool,
            output: Optional[str]) -> str:
     d = hidden // heads
@@ -218,11 +236,13 @@ def bert(
     max_pos: int = 512,
     computed_reshape: bool = False,
     *,
+    expanded_mask: bool = False,
     type_vocab: int = 2,
     seed: int = 0,
     name: Optional[str] = None,
 ) -> onnx.ModelProto:
-    """A BERT encoder (no pooler) as PyTorch exports it; see the module docstring for the graph."""
+    """A BERT encoder (no pooler) as PyTorch exports it; see the module docstring for the graph.
+    `expanded_mask`: the attention mask as recent transformers releases build it (see _expanded_mask)."""
     if layers < 1 or hidden < 1 or heads < 1 or ffn < 1 or vocab < 1 or max_pos < 1:
         raise ValueError("layers, hidden, heads, ffn, vocab and max_pos must be positive")
     if hidden % heads:
@@ -240,7 +260,7 @@ def bert(
     )
     e = _Exporter(model.graph, np.random.default_rng(seed))
     x = _embeddings(e, hidden, vocab, max_pos, type_vocab)
-    mask = _extended_mask(e)
+    mask = _expanded_mask(e) if expanded_mask else _extended_mask(e)
     for i in range(layers):
         x = _layer(e, i, x, mask, hidden, heads, ffn, computed_reshape,
                    "last_hidden_state" if i == layers - 1 else None)

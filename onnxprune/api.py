@@ -6,9 +6,10 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import onnx
 
-from .cost import CostReport, count_cost
+from .cost import CostReport, count_cost, counting_shapes, generic_input_shapes
 from .deps.context import Analysis, analyze as _analyze, no_group_reason
 from .deps.rules import Registry, default_registry
 from .errors import NothingToPruneError, OptionError
@@ -23,8 +24,13 @@ from .report import AnalysisReport, GroupReport, PruneReport, Totals
 from .recovery import RecoveryReport, check_method
 from .recovery import recover as recover_model
 from .rewrite import rewrite
+from .shapes import infer_generic_shapes
 from .validate import io_signature
 
+GENERIC_SIZES_FAIL = (
+    "shape inference fails at the generic sizes taken for the dynamic dims (the model accepts only some sizes), so "
+    "the analysis left them symbolic and the MAC counts may be off: pin real sizes with --shape"
+)
 NO_RECOVERY_NOTE = (
     "no calibration data was given: accuracy usually drops sharply right after pruning; "
     "fine-tune the pruned model or recover it with calibration data"
@@ -57,10 +63,19 @@ def _working_copy(source: ModelSource) -> tuple[onnx.ModelProto, Optional[int]]:
     return model, disk_bytes
 
 
-def _analysis(model: onnx.ModelProto, shapes, registry) -> tuple[Graph, Analysis, CostReport]:
+def _analysis(model: onnx.ModelProto, shapes, registry, sample=None) -> tuple[Graph, Analysis, CostReport]:
+    """The analysis runs with every dim nobody pinned at a generic size (see cost.generic_sizes), so that its
+    groups and plan are those of a pinned model; MACs are counted at cost.counting_shapes, which the report states
+    (`sample`: one calibration feed's input shapes)."""
     fold_constants(model)
-    graph = Graph(model, shapes)  # names unnamed nodes first, so the cost report uses the same names
-    cost = count_cost(model, shapes)
+    generic = generic_input_shapes(model, shapes)
+    info, at_generic = infer_generic_shapes(model, generic, shapes)
+    graph = Graph(model, shapes=info)  # names unnamed nodes, as the cost report does
+    counted, notes = counting_shapes(model, shapes, sample)
+    if not at_generic:
+        notes.append(GENERIC_SIZES_FAIL)
+    cost = count_cost(model, counted)
+    cost.notes[:0] = notes
     return graph, _analyze(graph, registry or default_registry()), cost
 
 
@@ -171,7 +186,8 @@ def prune(
     samples = calibration_samples(calib, working, calib_samples) if calib is not None else None
     size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
     dense_io = io_signature(working)
-    graph, analysis, cost_before = _analysis(working, shapes, registry)
+    sample = None if samples is None else {k: list(np.shape(v)) for k, v in next(samples.feeds(1)).items()}
+    graph, analysis, cost_before = _analysis(working, shapes, registry, sample)
     prunable = [g for g in analysis.groups if g.prunable]
     if not prunable:
         raise NothingToPruneError(_nothing_to_prune(analysis, cost_before, graph))
@@ -196,7 +212,7 @@ def prune(
         recovery = recover_model(dense, analysis, keep, reads, samples, method, progress=_stage(progress, "recovery"))
         del dense
     drop_unused(pruned)
-    cost_after = count_cost(pruned, shapes)
+    cost_after = count_cost(pruned, cost_before.input_shapes)
     size_after = model_nbytes(pruned)
     notes = list(cost_before.notes)
     if recovery is not None:

@@ -5,13 +5,14 @@ MatMul (weight x activation and activation x activation, e.g. attention), plus t
 Elementwise ops, normalizations, pooling and softmax count 0 MACs: they are cheap per element but not free,
 which is one reason a measured speedup can fall short of the MAC reduction (see docs/measuring.md).
 
-Dynamic dims that the caller does not pin are taken as 1; `CostReport.unknown_dims` and `notes` say so.
+Dynamic dims that the caller does not pin are taken as 1; `CostReport.unknown_dims` and `notes` say so. `prune` and
+`inspect` pin every dim instead (counting_shapes): batch 1, the rest at calibration or generic sizes.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import onnx
 
@@ -138,9 +139,11 @@ def _dim_text(dims: Sequence[Dim]) -> str:
 
 
 def default_input_shapes(
-    model: onnx.ModelProto, overrides: Optional[Mapping[str, Sequence[int]]] = None
+    model: onnx.ModelProto, overrides: Optional[Mapping[str, Sequence[int]]] = None,
+    open_size: Optional[Callable[[InputSpec, int], Optional[int]]] = None,
 ) -> dict[str, list[int]]:
-    """Concrete shapes for the model's inputs: `overrides` where given, else the model's dims with dynamic ones = 1.
+    """Concrete shapes for the model's inputs: `overrides` where given, else the model's dims with dynamic ones
+    = 1, or `open_size(input, axis)` (see generic_sizes).
 
     Raises OptionError for an override naming no input, with the wrong rank, or contradicting a fixed dim.
     Inputs whose rank the model does not state and that have no override are left out.
@@ -176,13 +179,62 @@ def default_input_shapes(
         for given, declared in zip(dims, specs[name].dims or ()):
             if isinstance(declared, str):
                 symbols.setdefault(declared, given)
+    open_size = open_size or (lambda spec, axis: 1)
     for name, spec in specs.items():
         if name not in shapes and spec.dims is not None:
             shapes[name] = [
-                d if isinstance(d, int) and d > 0 else symbols.get(d, 1) if isinstance(d, str) else 1
-                for d in spec.dims
+                d if isinstance(d, int) and d > 0 else symbols[d] if d in symbols else open_size(spec, axis)
+                for axis, d in enumerate(spec.dims)
             ]
     return shapes
+
+
+# Sizes for the dynamic dims nobody pinned. A size of 1 hides an axis (broadcasting lets a [B, 1, S, S] mask
+# meet [B, H, S, S] scores at B = S = 1 without showing which axis is which), and two dims of one size look like
+# one dim, so each dim name gets its own size, never 1: a prime from 11 on, small because models bound some
+# dims (a position table of 32 rows bounds the sequence); on the image axes of float inputs of rank 4 or more,
+# 32 times a prime from 7 on (224, 352, ...), since strided networks that concatenate skip connections need
+# sizes divisible by their total stride.
+ANONYMOUS_DIMS = ("", "?")  # names exporters write for "unknown": each such dim is a dim of its own
+IMAGE_MULTIPLE = 32
+FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+
+
+def _primes(start: int):
+    n = start
+    while True:
+        if all(n % k for k in range(2, int(n**0.5) + 1)):
+            yield n
+        n += 1
+
+
+def generic_sizes() -> Callable[[InputSpec, int], int]:
+    """An `open_size` for default_input_shapes: the generic size of each dynamic dim (above), the same for
+    every input that names the dim."""
+    named: dict[str, int] = {}
+    small, image = _primes(11), _primes(7)
+
+    def size(spec: InputSpec, axis: int) -> int:
+        declared = spec.dims[axis]
+        name = declared if isinstance(declared, str) and declared not in ANONYMOUS_DIMS else None
+        if name not in named:
+            image_axis = spec.elem_type in FLOAT_TYPES and len(spec.dims) >= 4 and axis >= 1
+            value = IMAGE_MULTIPLE * next(image) if image_axis else next(small)
+            if name is None:
+                return value
+            named[name] = value
+        return named[name]
+
+    return size
+
+
+def generic_input_shapes(
+    model: onnx.ModelProto, overrides: Optional[Mapping[str, Sequence[int]]] = None
+) -> dict[str, list[int]]:
+    """The shapes the analysis works at: `overrides` where given, every other dynamic dim at its generic size.
+    The plan does not depend on these sizes (no rule fixes a dynamic size into the model); they only let shape
+    inference resolve what exporters compute from the input's shape, as a pinned shape does."""
+    return default_input_shapes(model, overrides, generic_sizes())
 
 
 def dynamic_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
@@ -209,13 +261,53 @@ def unpinned_dims_notes(model: onnx.ModelProto, pinned: Mapping[str, Sequence[in
         if not axes:
             continue
         settled.update(d for d in open_dims.values() if isinstance(d, str))
-        example = "x".join(
-            "1" if a == 0 and a in open_dims else f"<{d or f'dim{a}'}>" if a in open_dims else str(d)
-            for a, d in enumerate(spec.dims)
-        )
         notes.append(f"input {spec.name!r}: dynamic dims {axes} set to 1, so {what} at that size; "
-                     f"pin real sizes with --shape {spec.name}={example}")
+                     f"pin real sizes with --shape {spec.name}={_pin_example(spec)}")
     return notes
+
+
+def _pin_example(spec: InputSpec) -> str:
+    """`--shape` text for `spec` with its dynamic dims as placeholders (the batch axis as 1): 1x3x<H>x<W>."""
+    def dim(axis: int, d) -> str:
+        if isinstance(d, int) and d > 0:
+            return str(d)
+        if axis == 0:
+            return "1"
+        return f"<{d}>" if isinstance(d, str) and d not in ANONYMOUS_DIMS else f"<dim{axis}>"
+
+    return "x".join(dim(a, d) for a, d in enumerate(spec.dims))
+
+
+def counting_shapes(
+    model: onnx.ModelProto, pinned: Optional[Mapping[str, Sequence[int]]] = None,
+    sample: Optional[Mapping[str, Sequence[int]]] = None,
+) -> tuple[dict[str, list[int]], list[str]]:
+    """The input shapes `prune` and `inspect` count MACs at, and notes on the dims nobody pinned: a dynamic batch
+    axis (0) counts at 1 (MACs per sample); every other open dim at the calibration data's size where given
+    (`sample`: the input shapes of one feed), else at its generic size (generic_sizes; never 1, which drops whole
+    terms such as attention's S x S). A named dim is noted once."""
+    generic = generic_input_shapes(model, pinned)
+    marked = default_input_shapes(model, pinned, lambda spec, axis: 0)  # 0: a dim nobody pinned
+    specs = {spec.name: spec for spec in model_inputs(model)}
+    shapes: dict[str, list[int]] = {}
+    notes, noted = [], set()
+    for name, dims in generic.items():
+        given = (sample or {}).get(name)
+        given = list(given) if given is not None and len(given) == len(dims) else None
+        open_axes = [a for a, d in enumerate(marked[name]) if d == 0]
+        for axis in open_axes:
+            dims[axis] = 1 if axis == 0 else given[axis] if given is not None else dims[axis]
+        shapes[name] = dims
+        declared = specs[name].dims or ()
+        shown = [a for a in open_axes if a > 0 and declared[a] not in noted]
+        if not shown:
+            continue
+        noted.update(declared[a] for a in shown if isinstance(declared[a], str) and declared[a] not in ANONYMOUS_DIMS)
+        sizes = "x".join(str(dims[a]) for a in shown)
+        where = (f"the calibration data's sizes {sizes}" if given is not None else
+                 f"generic sizes {sizes}; pin real sizes with --shape {name}={_pin_example(specs[name])}")
+        notes.append(f"input {name!r}: dynamic dims {shown} not pinned: MACs counted at {where}")
+    return shapes, notes
 
 
 # ---------------------------------------------------------------------------------------------------------------

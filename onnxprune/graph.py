@@ -27,7 +27,9 @@ class Use:
 
 
 class Graph:
-    def __init__(self, model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None):
+    def __init__(self, model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Sequence[int]]] = None,
+                 shapes: Optional[ShapeInfo] = None):
+        """`shapes`: shapes already inferred (else inferred on first use, with `input_shapes` pinned)."""
         self.model = model
         self.graph = model.graph
         _name_nodes(self.graph)
@@ -50,7 +52,7 @@ class Graph:
         self.input_names = [vi.name for vi in self.graph.input if vi.name not in self.initializers]
         self.output_names = [vi.name for vi in self.graph.output]
         self._input_shapes = input_shapes
-        self._shapes: Optional[ShapeInfo] = None
+        self._shapes = shapes
         self._root_cache: dict[str, Optional[str]] = {}
 
     # ---- nodes -------------------------------------------------------------------------------------

@@ -213,6 +213,23 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seq
     return info
 
 
+def infer_generic_shapes(
+    model: onnx.ModelProto, generic: Mapping[str, Sequence[int]], pinned: Optional[Mapping[str, Sequence[int]]] = None
+) -> tuple[ShapeInfo, bool]:
+    """Shapes with every input at `generic` (concrete sizes for the dims `pinned` leaves open, see
+    cost.generic_input_shapes), and True; or, where inference resolves fewer ranks at those sizes than with the
+    open dims left symbolic (a model that accepts only some sizes: a text recognizer whose height must pool to 1),
+    the symbolic shapes and False."""
+    info = infer_shapes(model, generic)
+    unknown = _unresolved(model, info, static_inputs=False)
+    if unknown == 0 or dict(generic) == dict(pinned or {}):  # nothing left open: nothing to compare with
+        return info, True
+    symbolic = infer_shapes(model, pinned)
+    if _unresolved(model, symbolic, static_inputs=False) < unknown:
+        return symbolic, False
+    return info, True
+
+
 def _computes_values(node) -> bool:
     """A node with a floating-point output computes values, not shapes: folding it would hide its tensors' dims
     (a rotary table folded whole takes the MatMul that built it out of the graph). Float scalars and short

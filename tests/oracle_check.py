@@ -26,9 +26,11 @@ def io_signature(model: onnx.ModelProto):
     )
 
 
-def assert_matches_oracle(model: onnx.ModelProto, *, shapes=None, samples: int = 2, rtol: float = 1e-4, **options):
-    """Prune `model`, then check: checker (full), I/O unchanged, and run(pruned) == run(masked dense)
-    on random inputs, with error relative to the output scale. Returns the PruneResult."""
+def assert_matches_oracle(model: onnx.ModelProto, *, shapes=None, samples: int = 2, rtol: float = 1e-4,
+                          run_shapes=None, **options):
+    """Prune `model` (dynamic dims pinned by `shapes`), then check: checker (full), I/O unchanged, and
+    run(pruned) == run(masked dense) on random inputs of `run_shapes` (default `shapes`), with error relative to
+    the output scale. Returns the PruneResult."""
     original = model.SerializeToString()
     result = onnxprune.prune(model, shapes=shapes, **options)
     assert model.SerializeToString() == original, "prune() must not modify its input model"
@@ -36,7 +38,7 @@ def assert_matches_oracle(model: onnx.ModelProto, *, shapes=None, samples: int =
     onnx.checker.check_model(pruned, full_check=True)
     assert io_signature(pruned) == io_signature(model)
     reference = masked(model, result.masked_reads)
-    for feeds in make_inputs(model, shapes=shapes, samples=samples, seed=1):
+    for feeds in make_inputs(model, shapes=run_shapes or shapes, samples=samples, seed=1):
         expected, got = run(reference, feeds), run(pruned, feeds)
         for e, g in zip(expected, got):
             assert e.shape == g.shape

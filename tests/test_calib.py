@@ -130,3 +130,26 @@ def test_cli_verify_accuracy_gate(files, tmp_path):
     r = invoke("verify", model, model, "--data", calib, "--max-accuracy-drop", "0.01")
     assert r.exit_code == 1 and "needs --labels" in r.output
 
+
+
+def test_macs_are_counted_at_the_calibration_data_sizes(tmp_path):
+    """Frames [N, 3, T, H, W] with T, H and W dynamic: MACs are counted at the calibration clips' sizes (per
+    sample), and the report says so."""
+    b = Builder(seed=3)
+    x = b.input("frames", ["N", 3, "T", "H", "W"])
+    y = b.op("Relu", [b.conv(x, 3, 16, dims=3, name="c1")])
+    y = b.op("Relu", [b.conv(y, 16, 16, dims=3, name="c2")])
+    b.output(b.conv(y, 16, 4, dims=3, name="c3"), shape=["N", 4, "T", "H", "W"])
+    model, calib = tmp_path / "clips.onnx", tmp_path / "clips.npz"
+    onnx.save(b.build(), model)
+    np.savez(calib, frames=np.random.default_rng(0).standard_normal((8, 3, 2, 12, 10)).astype(np.float32))
+    r = invoke("prune", model, "-o", tmp_path / "p.onnx", "--round-to", "1", "--calib", calib, "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output[r.output.index("{"):])
+    assert report["input_shapes"] == {"frames": [1, 3, 2, 12, 10]}
+    assert "input 'frames': dynamic dims [2, 3, 4] not pinned: MACs counted at the calibration data's sizes " \
+           "2x12x10" in report["notes"]
+    # c1 reads 3 channels, c2 and c3 read 16 (8 kept), each 3x3x3 over 2x12x10 positions; c1 writes 16 (8 kept)
+    position = 2 * 12 * 10 * 27
+    assert report["before"]["macs"] == position * (3 * 16 + 16 * 16 + 16 * 4)
+    assert report["after"]["macs"] == position * (3 * 8 + 8 * 8 + 8 * 4)

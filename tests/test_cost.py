@@ -392,3 +392,60 @@ def test_quantized_weights_count_as_parameters_and_shape_constants_do_not():
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     assert count_cost(model).params == 8 * 4 + 1 + 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sizes prune and inspect work at where no dim is pinned
+
+
+def test_generic_sizes_are_distinct_per_dim_name_and_never_1():
+    from onnxprune.cost import generic_input_shapes
+
+    m = _model([h.make_node("Add", ["ids", "mask"], ["s"]), h.make_node("Relu", ["img"], ["t"])],
+               [_vi("ids", ["batch", "seq"], T.INT64), _vi("mask", ["batch", "seq"], T.INT64),
+                _vi("img", ["batch", 3, "?", "?"])],
+               [_vi("s", None, T.INT64), _vi("t", None)])
+    shapes = generic_input_shapes(m)
+    batch, seq = shapes["ids"]
+    assert shapes["mask"] == [batch, seq]  # one name, one size
+    _, channels, height, width = shapes["img"]
+    assert shapes["img"][0] == batch and channels == 3
+    sizes = [batch, seq, height, width]
+    assert len(set(sizes)) == 4 and min(sizes) > 1  # '?' is no name: the two image axes are two dims
+    assert height % 32 == 0 and width % 32 == 0  # image axes: strided networks need multiples of their stride
+    # a pinned name holds for every input that names it; what is left open stays generic
+    pinned = generic_input_shapes(m, {"ids": [1, 128]})
+    assert pinned["mask"] == [1, 128] and pinned["img"][0] == 1 and pinned["img"][2:] == [height, width]
+
+
+def test_counting_shapes_batch_1_then_calibration_sizes_or_generic_ones_and_say_so():
+    from onnxprune.cost import counting_shapes, generic_input_shapes
+
+    m = _model([h.make_node("Add", ["ids", "mask"], ["s"])],
+               [_vi("ids", ["batch", "seq"], T.INT64), _vi("mask", ["batch", "seq"], T.INT64)],
+               [_vi("s", None, T.INT64)])
+    generic_seq = generic_input_shapes(m)["ids"][1]
+    shapes, notes = counting_shapes(m)
+    assert shapes == {"ids": [1, generic_seq], "mask": [1, generic_seq]}  # MACs per sample
+    assert notes == [f"input 'ids': dynamic dims [1] not pinned: MACs counted at generic sizes {generic_seq}; "
+                     f"pin real sizes with --shape ids=1x<seq>"]  # 'seq' once, though two inputs name it
+    shapes, notes = counting_shapes(m, sample={"ids": [8, 40], "mask": [8, 40]})
+    assert shapes == {"ids": [1, 40], "mask": [1, 40]}
+    assert notes == ["input 'ids': dynamic dims [1] not pinned: MACs counted at the calibration data's sizes 40"]
+    assert counting_shapes(m, {"ids": [2, 16]}) == ({"ids": [2, 16], "mask": [2, 16]}, [])
+
+
+def test_unpinned_macs_are_the_macs_at_the_sizes_the_report_states():
+    """MACs of a model whose dims nobody pinned are counted at the sizes the report names, never at 1 (a
+    sequence of one token has no attention to speak of); pinning those sizes gives the same numbers."""
+    import onnxprune
+    from models import transformers
+
+    model = transformers.bert(2, 32, 4, 48, 50, max_pos=32)
+    unpinned = onnxprune.prune(model, ratio=0.5, round_to=1).report
+    (seq,) = {dims[1] for dims in unpinned.input_shapes.values()}
+    assert seq > 1 and all(dims[0] == 1 for dims in unpinned.input_shapes.values())
+    assert any("generic sizes" in note for note in unpinned.notes)
+    pinned = onnxprune.prune(model, ratio=0.5, round_to=1, shapes=unpinned.input_shapes).report
+    assert (pinned.before.macs, pinned.after.macs) == (unpinned.before.macs, unpinned.after.macs)
+    assert not any("generic sizes" in note for note in pinned.notes)
