@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from .cost import CostReport, count_cost, counting_shapes, generic_input_shapes
-from .deps.context import Analysis, analyze as _analyze, no_group_reason
+from .deps.context import Analysis, analyze as _analyze, declined_layers, no_group_reason, subgraph_reason
 from .deps.rules import Registry, default_registry
 from .errors import NothingToPruneError, OptionError
 from .fold import fold_constants
@@ -100,16 +100,29 @@ def _prunable_macs(analysis: Analysis, cost: CostReport) -> int:
     return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
 
 
-def _nothing_to_prune(analysis: Analysis, cost: CostReport, graph, shown: int = 2) -> str:
+def _nothing_to_prune(analysis: Analysis, cost: CostReport, shown: int = 2) -> str:
     """Why no group can be pruned: the reasons of the groups that hold the most MACs first."""
     def group_macs(g) -> int:
         nodes = {p.node for p in g.places if p.role in ("in", "out")}
         return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
 
+    if not analysis.groups:
+        return "nothing to prune: no channel group of this model can be pruned; " + no_group_reason(analysis)
     reasons = list(dict.fromkeys(g.reasons[0] for g in sorted(analysis.groups, key=group_macs, reverse=True)
-                                 if g.reasons)) or [no_group_reason(graph)]
+                                 if g.reasons))
+    inside = subgraph_reason(analysis.graph)
+    if inside:
+        reasons.insert(0, inside)
     more = f" (+{len(reasons) - shown} more: onnxprune inspect lists every group)" if len(reasons) > shown else ""
     return "nothing to prune: no channel group of this model can be pruned; " + "; ".join(reasons[:shown]) + more
+
+
+def _analysis_notes(analysis: Analysis) -> list[str]:
+    """What the groups do not show: why there are none, layers inside subgraphs, layers a rule did not follow."""
+    if not analysis.groups:
+        return [f"no channel groups: {no_group_reason(analysis)}"]
+    inside = subgraph_reason(analysis.graph)
+    return ([inside] if inside else []) + [f"in no group: {d}" for d in declined_layers(analysis)]
 
 
 def analyze(
@@ -121,7 +134,7 @@ def analyze(
     """Every channel group of `model`: members, size, and whether it can be pruned (or why not)."""
     working, _ = _working_copy(model)
     graph, analysis, cost = _analysis(working, shapes, registry)
-    notes = list(cost.notes) + ([] if analysis.groups else [f"no channel groups: {no_group_reason(graph)}"])
+    notes = list(cost.notes) + _analysis_notes(analysis)
     return AnalysisReport(
         groups=_group_reports(analysis),
         totals=Totals(cost.params, cost.macs),
@@ -190,7 +203,7 @@ def prune(
     graph, analysis, cost_before = _analysis(working, shapes, registry, sample)
     prunable = [g for g in analysis.groups if g.prunable]
     if not prunable:
-        raise NothingToPruneError(_nothing_to_prune(analysis, cost_before, graph))
+        raise NothingToPruneError(_nothing_to_prune(analysis, cost_before))
     stats = None
     if criterion in DATA_CRITERIA:
         from .activations import channel_stats
