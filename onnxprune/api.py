@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -12,14 +13,14 @@ import onnx
 from .cost import CostReport, count_cost, counting_shapes, generic_input_shapes
 from .deps.context import Analysis, analyze as _analyze, declined_layers, no_group_reason, subgraph_reason
 from .deps.rules import Registry, default_registry
-from .errors import NothingToPruneError, OptionError
+from .errors import NothingToPruneError, OnnxPruneWarning, OptionError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
 from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
 from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
-from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, kind_of, make_plan, unit_of
+from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, kind_of, make_plan, unit_of, unmatched_excludes
 from .report import AnalysisReport, GroupReport, PruneReport, Totals
 from .recovery import RecoveryReport, check_method
 from .recovery import recover as recover_model
@@ -171,7 +172,7 @@ def prune(
     max_ratio: float = 0.9,
     round_to: int = DEFAULT_ROUND_TO,
     min_channels: int = 1,
-    exclude: Sequence[str] = (),
+    exclude: Optional[Sequence[str]] = (),
     heads_ratio: Optional[float] = None,
     ffn_ratio: Optional[float] = None,
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
@@ -184,11 +185,16 @@ def prune(
     """Remove the lowest-scoring `ratio` of channels from every prunable group; returns the smaller model.
 
     `model` is a path or a ModelProto (which is not modified). See PlanOptions for the selection options.
+    `exclude`: fnmatch globs (case-sensitive) on node names, as `inspect` lists them; a group with a member that
+    matches is left whole. None or () excludes nothing; a single string is one pattern. A pattern that matches
+    no node of a prunable group excludes nothing: it raises an `OnnxPruneWarning` (warnings.warn) and is listed
+    in `result.report.warnings`.
     `calib` (an .npz path, a calib.SampleSet or any iterable of feed dicts) enables the data-aware criteria
     ("activation", "wanda") and recovery (`recover`: none, bias, lsq, stats or all; default all with
     calibration data, none without). See recovery.py.
     """
-    options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, tuple(exclude), heads_ratio, ffn_ratio)
+    options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
+                          ffn_ratio)
     options.validate()
     method = recover if recover is not None else ("all" if calib is not None else "none")
     check_method(method)
@@ -213,6 +219,9 @@ def prune(
         stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
     scores = channel_scores(analysis, prunable, criterion, stats)
     plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
+    unmatched = unmatched_excludes(options.exclude, [m for g in prunable for m in g.members])
+    for message in unmatched:
+        warnings.warn(message, OnnxPruneWarning, stacklevel=2)
     keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
     reads = removed_reads(analysis, keep)
     dense = None
@@ -244,6 +253,7 @@ def prune(
         notes=notes,
     )
     report.recovery = recovery.to_dict() if recovery is not None else None
+    report.warnings = unmatched
     return PruneResult(pruned, report, analysis, plan, reads, dense_io, recovery)
 
 

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import sys
+import warnings
 
 import click
 
@@ -17,7 +18,7 @@ from . import api
 from .cli_measure import bench_cmd, verify_cmd
 from .cli_options import image_options, image_options_for
 from .cost import parse_shapes, unpinned_dims_notes
-from .errors import NothingToPruneError, OnnxPruneError, OptionError
+from .errors import NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
 from .io import check_output_path, load_model, stage_model
 from .importance import CRITERIA
 from .plan import DEFAULT_ROUND_TO, SCOPES
@@ -105,12 +106,14 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
         raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
     if unstructured:
         pruned, report = _prune_unstructured(model, sparsity, scope, pattern, exclude)
+        _warn(report.warnings)
         _write_checked([pruned], model, output, force, pinned, skip_check=no_check)
         click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())
         return
     if sparsity is not None or pattern is not None:
         raise OptionError("--sparsity and --pattern are for --unstructured; structured pruning uses --ratio")
-    with _StageBar() as bar:
+    with _StageBar() as bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
         result = api.prune(
             model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
             min_channels=min_channels, exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned,
@@ -118,6 +121,7 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
             recover=recover, progress=bar.update,
         )
     report = result.report
+    _warn(report.warnings)
     feeds = None
     if not no_check:  # what needs the models in memory, before the pruned one is freed
         check_io(result.dense_io, result.model)
@@ -126,6 +130,11 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
     del result  # the written file is what gets checked: _write_checked frees the in-memory model first
     report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check, feeds=feeds)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+
+
+def _warn(messages) -> None:
+    for message in messages:
+        click.echo(f"warning: {message}", err=True)
 
 
 def _round_to(round_to, target) -> int:

@@ -95,6 +95,7 @@ class PruneReport:
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     recovery: Optional[dict] = None  # recovery.RecoveryReport.to_dict() when calibration data was given
+    warnings: list[str] = field(default_factory=list)  # an option that had no effect (errors.OnnxPruneWarning)
 
     @property
     def pruned_groups(self) -> list[GroupReport]:
@@ -117,6 +118,7 @@ class PruneReport:
             "recovery": self.recovery,
             "input_shapes": self.input_shapes,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
     def format(self) -> str:
