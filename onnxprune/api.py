@@ -96,9 +96,18 @@ def _group_reports(analysis: Analysis, plan: Optional[Plan] = None) -> list[Grou
     return out
 
 
-def _prunable_macs(analysis: Analysis, cost: CostReport) -> int:
-    nodes = {p.node for g in analysis.groups if g.prunable for p in g.places if p.role in ("in", "out")}
-    return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
+def _prunable_macs(analysis: Analysis, cost: CostReport) -> tuple[int, int]:
+    """MACs of the layers pruning shrinks (their output or input channels are in a prunable group), and of those
+    where both sides are: at --ratio r a one-sided layer loses about r of its MACs, a two-sided one 2r - r^2."""
+    sides: dict[str, set[str]] = {}
+    for g in analysis.groups:
+        if g.prunable:
+            for p in g.places:
+                if p.role in ("in", "out"):
+                    sides.setdefault(p.node, set()).add(p.role)
+    macs = {name: c.macs for name, c in cost.per_node.items()}
+    return (sum(macs.get(n, 0) for n in sides),
+            sum(macs.get(n, 0) for n, roles in sides.items() if roles == {"in", "out"}))
 
 
 def _nothing_to_prune(analysis: Analysis, cost: CostReport, shown: int = 2) -> str:
@@ -136,10 +145,12 @@ def analyze(
     working, _ = _working_copy(model)
     graph, analysis, cost = _analysis(working, shapes, registry)
     notes = list(cost.notes) + _analysis_notes(analysis)
+    prunable_macs, both_sides = _prunable_macs(analysis, cost)
     return AnalysisReport(
         groups=_group_reports(analysis),
         totals=Totals(cost.params, cost.macs),
-        prunable_macs=_prunable_macs(analysis, cost),
+        prunable_macs=prunable_macs,
+        prunable_macs_both_sides=both_sides,
         input_shapes=cost.input_shapes,
         notes=notes,
     )

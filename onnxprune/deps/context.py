@@ -196,18 +196,48 @@ class Context:
                 f"output shape neither onnx nor onnxruntime could infer); --shape does not reach past it")
 
     def untracked_reason(self, name: str, label: str) -> str:
-        """Why an operand met by a tracked one blocks it: its channels are tied to no group, and where they come from."""
+        """Why an operand met by a tracked one blocks it: its channels are tied to no group, and where they come from
+        (the residual stream of a transformer: the operand a LayerNorm produces or reads)."""
         producer = self.graph.producer.get(name)
+        norm = producer if producer is not None and producer.op_type in NORMALIZING_OPS else _normalizing_reader(
+            self.graph, name)
+        if norm is not None:
+            return (f"{label} has channels that cannot be pruned: they are the residual stream (normalized by "
+                    f"{norm.op_type} '{norm.name}')")
         if producer is None:
             origin = "a graph input" if name in self.graph.input_names else "a constant"
-        elif producer.op_type in NORMALIZING_OPS:
-            origin = f"{producer.op_type} '{producer.name}', which normalizes across them (the residual stream)"
         else:
             origin = f"{producer.op_type} '{producer.name}'"
         return f"{label} has channels that cannot be pruned: they come from {origin}"
 
     def on_rewrite(self, node: onnx.NodeProto, fn: RewriteFn) -> None:
         self.fixes.append((node.name, fn))
+
+
+def _normalizing_reader(graph: Graph, name: str, hops: int = 3) -> Optional[onnx.NodeProto]:
+    """A normalization over the last (channel) axis that reads `name` within a few ops: LayerNorm and kin, or the
+    ReduceMean of a decomposed RMSNorm (x -> Pow -> ReduceMean over the last axis)."""
+    frontier, seen = [name], {name}
+    for _ in range(hops):
+        following = []
+        for tensor in frontier:
+            for node, _ in graph.consumers.get(tensor, []):
+                if node.op_type in NORMALIZING_OPS or _reduces_last_axis(graph, node):
+                    return node
+                following += [o for o in node.output if o and o not in seen]
+                seen.update(node.output)
+        frontier = following
+    return None
+
+
+def _reduces_last_axis(graph: Graph, node: onnx.NodeProto) -> bool:
+    if node.op_type not in ("ReduceMean", "ReduceSumSquare", "ReduceL2"):
+        return False
+    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1:
+        axes = graph.int_values(node.input[1])
+    rank = graph.rank(node.input[0])
+    return axes is not None and len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
 
 
 def _shape_origin(graph: Graph, name: str):
