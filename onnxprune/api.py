@@ -160,18 +160,23 @@ CalibSource = Union[str, "os.PathLike", SampleSet, ImageFolder, Iterable[Mapping
 Progress = Optional[Callable[[str, int, int], None]]  # (stage, done, total)
 
 
-def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optional[int] = None) -> SampleSet:
+def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optional[int] = None,
+                        progress: Optional[Callable[[int, int], None]] = None) -> SampleSet:
     """A SampleSet from an .npz path, an ImageFolder, a SampleSet, or any iterable of feed dicts; at most `limit`
-    samples (OptionError when fewer than MIN_CALIB_SAMPLES)."""
+    samples (OptionError when fewer than MIN_CALIB_SAMPLES). `progress(done, total)`: images read (a folder), or
+    once when the samples are loaded."""
     if isinstance(calib, SampleSet):
         samples = calib
     elif isinstance(calib, ImageFolder):
-        samples = load_images(calib.folder, model, calib.options, limit=limit)
+        samples = load_images(calib.folder, model, calib.options, limit=limit, progress=progress)
     elif isinstance(calib, (str, os.PathLike)):
         samples = load_npz(calib, model)
     else:
         samples = from_feeds(calib, model)
-    return samples.take(limit).require(MIN_CALIB_SAMPLES)
+    samples = samples.take(limit).require(MIN_CALIB_SAMPLES)
+    if progress is not None and not isinstance(calib, ImageFolder):
+        progress(samples.count, samples.count)
+    return samples
 
 
 def prune(
@@ -203,6 +208,8 @@ def prune(
     `calib` (an .npz path, a calib.SampleSet or any iterable of feed dicts) enables the data-aware criteria
     ("activation", "wanda") and recovery (`recover`: none, bias, lsq, stats or all; default all with
     calibration data, none without). See recovery.py.
+    `progress(stage, done, total)` follows the long stages: "calibration" (images read, or once when the samples
+    are loaded), "scores" (samples run for a data-aware criterion), "recovery" (samples run, over all passes).
     """
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
                           ffn_ratio)
@@ -213,7 +220,8 @@ def prune(
         what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
         raise OptionError(f"{what} needs calibration data: give --calib FILE.npz (or --calib-images DIR)")
     working, disk_bytes = _working_copy(model)
-    samples = calibration_samples(calib, working, calib_samples) if calib is not None else None
+    samples = (calibration_samples(calib, working, calib_samples, _stage(progress, "calibration"))
+               if calib is not None else None)
     size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
     dense_io = io_signature(working)
     sample = None if samples is None else {k: list(np.shape(v)) for k, v in next(samples.feeds(1)).items()}

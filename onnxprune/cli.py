@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 bad input or option, 2 command-line usage, 3 nothing to
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ from .errors import NothingToPruneError, OnnxPruneError, OnnxPruneWarning, Optio
 from .io import check_output_path, load_model, stage_model
 from .importance import CRITERIA
 from .plan import DEFAULT_ROUND_TO, SCOPES
+from .progress import Progress, Stages
 from .recovery import METHODS
 from .target import CHOICES as TARGET_CHOICES
 from .target import round_to_for
@@ -29,6 +29,11 @@ from .validate import check_io, check_runnable
 from .verify import make_inputs
 
 INTERNAL_ERROR_EXIT = 5
+PRUNE_STAGES = {  # api.prune's progress stages: (label, unit)
+    "calibration": ("loading calibration data", "samples"),
+    "scores": ("scoring channels on calibration data", "samples"),
+    "recovery": ("recovery passes", "samples run, all passes"),
+}
 SHAPE_HELP = "Pin an input's shape for shape inference and MAC counts, e.g. input=1x3x224x224 (repeatable)."
 
 
@@ -112,7 +117,7 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
         return
     if sparsity is not None or pattern is not None:
         raise OptionError("--sparsity and --pattern are for --unstructured; structured pruning uses --ratio")
-    with _StageBar() as bar, warnings.catch_warnings():
+    with Stages(PRUNE_STAGES) as bar, warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
         result = api.prune(
             model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
@@ -157,45 +162,6 @@ def _calibration(model, calib, calib_images, size, mean, std, layout, limit):
     from .calib import ImageFolder
 
     return ImageFolder(calib_images, images)
-
-
-@contextlib.contextmanager
-def _steps(total: int, label: str):
-    """A progress callback: a bar on a terminal; elsewhere (a CI log, where click's bar shows only its label) one
-    line per step."""
-    if sys.stderr.isatty():
-        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
-            yield lambda _step: bar.update(1)
-    else:
-        yield lambda step: click.echo(f"{label}: {step}", err=True)
-
-
-class _StageBar:
-    """A progress bar on stderr per stage of api.prune's progress callback (scores, recovery)."""
-
-    def __init__(self):
-        self.stage, self.bar, self.shown = None, None, 0
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage:
-            self.close()
-            self.stage, self.shown = stage, 0
-            label = {"scores": "scoring channels on calibration data", "recovery": "recovery passes"}.get(stage, stage)
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.shown)
-        self.shown = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _write_checked(holder: list, model: str, output: str, force: bool, pinned, skip_check: bool, feeds=None) -> int:
@@ -267,9 +233,9 @@ def sweep_cmd(model, ratios, out_dir, round_to, target, shapes, threads, batch, 
     config.validate()
     for note in unpinned_dims_notes(load_model(model), config.shapes, "fidelity and latency are measured"):
         click.echo(f"note: {note}", err=True)
-    with _steps(len(values) * len(METHODS) + 1, "sweep") as step:
+    with Progress("sweep", len(values) * len(METHODS) + 1) as steps:
         report = sweep(model, values, out_dir, round_to=round_to, shapes=pinned, samples=samples, config=config,
-                       progress=step)
+                       progress=steps.step)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
