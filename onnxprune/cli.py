@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 import warnings
 
 import click
@@ -42,7 +43,7 @@ SHAPE_HELP = "Pin an input's shape for shape inference and MAC counts, e.g. inpu
 def cli() -> None:
     """Structured channel pruning of ONNX models, directly on the graph.
 
-    Pass --debug anywhere to see a traceback instead of a one-line error.
+    Pass --debug anywhere to see a traceback above the one-line error (the exit code stays the same).
     """
 
 
@@ -261,8 +262,8 @@ def main(argv=None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except OnnxPruneError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback as well, with the same exit code
+            traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -270,9 +271,10 @@ def main(argv=None) -> None:
         sys.exit(130)
     except Exception as exc:  # a bug: one line by default, the traceback with --debug
         if debug:
-            raise
+            traceback.print_exc()
         text = str(exc).strip().splitlines()
-        click.echo(f"internal error: {type(exc).__name__}: {text[0] if text else ''} (rerun with --debug)", err=True)
+        hint = "" if debug else " (rerun with --debug)"
+        click.echo(f"internal error: {type(exc).__name__}: {text[0] if text else ''}{hint}", err=True)
         sys.exit(INTERNAL_ERROR_EXIT)
 
 

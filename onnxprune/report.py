@@ -173,4 +173,9 @@ def _ratio(x: int, y: int) -> float:
 
 
 def _shapes(shapes: dict[str, list[int]]) -> str:
-    return ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items()) or "the declared input shapes"
+    return ", ".join(f"{k}={shape_text(v)}" for k, v in shapes.items()) or "the declared input shapes"
+
+
+def shape_text(dims) -> str:
+    """1x3x224x224; a scalar (no dims) as "scalar"."""
+    return "x".join(map(str, dims)) or "scalar"

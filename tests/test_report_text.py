@@ -66,3 +66,14 @@ def test_neurons_legend_only_for_prunable_linear_layers():
     assert "neurons:" not in cnn and "FFN" not in cnn  # the classifier head is blocked by the graph output
     mlp = onnxprune.analyze(pre_ln_blocks(1)).format()
     assert "neurons: output features of MatMul/Gemm layers" in mlp
+
+
+def test_a_scalar_input_is_shown_as_scalar():
+    b = Builder()
+    x = b.input("x", [1, 3, 8, 8])
+    gain = b.input("gain", [])
+    b.output(b.conv(b.op("Mul", [b.op("Relu", [b.conv(x, 3, 8, name="c1")]), gain]), 8, 4, name="c2"))
+    report = onnxprune.analyze(b.build())
+    assert "gain=scalar" in report.format() and "gain=," not in report.format()
+    pruned = onnxprune.prune(b.build(), round_to=1).report.format()
+    assert "gain=scalar" in pruned
