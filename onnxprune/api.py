@@ -255,7 +255,7 @@ def prune(
     drop_unused(pruned)
     cost_after = count_cost(pruned, cost_before.input_shapes)
     size_after = model_nbytes(pruned)
-    notes = list(cost_before.notes)
+    notes = list(cost_before.notes) + _analysis_notes(analysis)
     if recovery is not None:
         notes.append(recovery.summary())
     elif plan.pruned:

@@ -142,11 +142,5 @@ def _run(model: onnx.ModelProto, feeds: dict, names: Sequence[str]) -> dict[str,
     del data
     wanted = list(dict.fromkeys(names))
     values = session.run(wanted, feeds)
-    return {n: (tuple(int(d) for d in np.shape(v)), _elem_type(v)) for n, v in zip(wanted, values)}
-
-
-def _elem_type(value) -> int:
-    try:
-        return onnx.helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)
-    except Exception:
-        return 0
+    return {n: (tuple(int(d) for d in v.shape), onnx.helper.np_dtype_to_tensor_dtype(v.dtype))
+            for n, v in zip(wanted, values) if isinstance(v, np.ndarray) and v.dtype.kind in "fiub"}

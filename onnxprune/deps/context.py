@@ -295,7 +295,7 @@ def _count_layers(body: onnx.GraphProto) -> dict[str, int]:
 def subgraph_reason(graph: Graph) -> str:
     """A phrase for the layers the model keeps inside subgraphs, or "" when it keeps none there."""
     phrases = subgraph_layers(graph)
-    return f"the layers are inside subgraphs, which are not pruned: {'; '.join(phrases)}" if phrases else ""
+    return f"layers inside subgraphs are not pruned: {'; '.join(phrases)}" if phrases else ""
 
 
 def declined_layers(analysis: "Analysis") -> list[str]:
