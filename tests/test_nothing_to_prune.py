@@ -114,3 +114,17 @@ def test_unknown_shape_names_the_op_inference_cannot_follow(monkeypatch):
     message = str(err.value)
     assert "MatMul 'mm1'" in message and "ai.onnx.ml Scaler 'Scaler_0'" in message
     assert "--shape does not reach past it" in message and "reads a constant weight" not in message
+
+
+def test_observed_dims_follow_each_dim_name_and_leave_derived_sizes_unknown():
+    b = Builder(extra_opsets=[("ai.onnx.ml", 1)])
+    x, y = b.input("x", ["N", 4]), b.input("y", ["M", 4])
+    sx = b.op("Scaler", [x], domain="ai.onnx.ml", name="sx", offset=[0.0] * 4, scale=[2.0] * 4)
+    sy = b.op("Scaler", [y], domain="ai.onnx.ml", name="sy", offset=[0.0] * 4, scale=[3.0] * 4)
+    both = b.op("Concat", [sx, sy], name="both", axis=0)
+    b.output(b.matmul(both, 4, 8, name="mm"), shape=[None, 8])
+    info = infer_shapes(b.build(infer_outputs=False))
+    assert info.dims("sx") == ("N", 4) and info.dims("sy") == ("M", 4)
+    assert info.dims("both") == (None, 4)  # N + M: neither name, and no number either
+    pinned = infer_shapes(b.build(infer_outputs=False), {"x": [2, 4]})
+    assert pinned.dims("sx") == (2, 4) and pinned.dims("sy") == ("M", 4)
