@@ -118,13 +118,13 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
         return
     if sparsity is not None or pattern is not None:
         raise OptionError("--sparsity and --pattern are for --unstructured; structured pruning uses --ratio")
-    with Stages(PRUNE_STAGES) as bar, warnings.catch_warnings():
+    with Stages(PRUNE_STAGES) as stages, warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
         result = api.prune(
             model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
             min_channels=min_channels, exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned,
             calib=samples, calib_samples=calib_samples,
-            recover=recover, progress=bar.update,
+            recover=recover, progress=stages.update,
         )
     report = result.report
     _warn(report.warnings)
