@@ -6,13 +6,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import numpy as np
 import onnx
-import pytest
 
 from onnxprune.progress import LINES, Progress
 
-from test_calib import image_model
+from test_calib import image_folder, image_model
 from test_cli import run
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -48,11 +46,7 @@ def test_prune_with_calibration_shows_each_stage_when_piped(tmp_path):
 
 
 def test_image_calibration_loading_reports_images(tmp_path):
-    pil = pytest.importorskip("PIL.Image")
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(8):
-        pil.fromarray((np.random.default_rng(i).random((12, 10, 3)) * 255).astype(np.uint8)).save(images / f"{i}.png")
+    images = image_folder(tmp_path / "images", 8)
     model = tmp_path / "m.onnx"
     onnx.save(image_model(), model)
     result = run("prune", model, "-o", tmp_path / "p.onnx", "--round-to", "1", "--calib-images", images, "--size", "8x8")
