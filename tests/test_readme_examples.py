@@ -27,9 +27,16 @@ def test_python_api_example_runs_from_the_clone_root(tmp_path):
     assert (tmp_path / "digits_cnn.pruned.onnx").is_file()
 
 
-def test_inspect_summary_matches_the_readme():
+def test_inspect_and_prune_outputs_match_the_readme(tmp_path):
     result = run("inspect", ROOT / "models" / "demo_resnet18.onnx", "--members", "3")
     assert result.exit_code == 0
-    summary = result.stdout[result.stdout.index("groups:"):].splitlines()
-    for line in summary:
-        assert line in README, f"README's inspect example lacks: {line}"
+    block = README[README.index("$ onnxprune inspect models/demo_resnet18.onnx"):]
+    block = block[:block.index("$ onnxprune prune")]
+    summary = result.stdout[result.stdout.index("groups:"):].strip().splitlines()
+    assert block.strip().splitlines()[-len(summary):] == summary
+    pruned = run("prune", ROOT / "models" / "demo_resnet18.onnx", "-o", tmp_path / "p.onnx", "--ratio", "0.5")
+    assert pruned.exit_code == 0
+    block = README[README.index("$ onnxprune prune models/demo_resnet18.onnx"):]
+    block = block[:block.index("$ onnxprune bench")]
+    for line in pruned.stdout.rstrip().splitlines()[:-1]:  # the last note is cut short in the README
+        assert line in block.splitlines(), f"README's prune example lacks: {line}"
