@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -10,16 +11,16 @@ import numpy as np
 import onnx
 
 from .cost import CostReport, count_cost, counting_shapes, generic_input_shapes
-from .deps.context import Analysis, analyze as _analyze, no_group_reason
+from .deps.context import Analysis, analyze as _analyze, declined_layers, no_group_reason, subgraph_reason
 from .deps.rules import Registry, default_registry
-from .errors import NothingToPruneError, OptionError
+from .errors import NothingToPruneError, OnnxPruneWarning, OptionError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
 from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
 from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
-from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, kind_of, make_plan, unit_of
+from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, kind_of, make_plan, unit_of, unmatched_excludes
 from .report import AnalysisReport, GroupReport, PruneReport, Totals
 from .recovery import RecoveryReport, check_method
 from .recovery import recover as recover_model
@@ -95,21 +96,43 @@ def _group_reports(analysis: Analysis, plan: Optional[Plan] = None) -> list[Grou
     return out
 
 
-def _prunable_macs(analysis: Analysis, cost: CostReport) -> int:
-    nodes = {p.node for g in analysis.groups if g.prunable for p in g.places if p.role in ("in", "out")}
-    return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
+def _prunable_macs(analysis: Analysis, cost: CostReport) -> tuple[int, int]:
+    """MACs of the layers pruning shrinks (their output or input channels are in a prunable group), and of those
+    where both sides are: at --ratio r a one-sided layer loses about r of its MACs, a two-sided one 2r - r^2."""
+    sides: dict[str, set[str]] = {}
+    for g in analysis.groups:
+        if g.prunable:
+            for p in g.places:
+                if p.role in ("in", "out"):
+                    sides.setdefault(p.node, set()).add(p.role)
+    macs = {name: c.macs for name, c in cost.per_node.items()}
+    return (sum(macs.get(n, 0) for n in sides),
+            sum(macs.get(n, 0) for n, roles in sides.items() if roles == {"in", "out"}))
 
 
-def _nothing_to_prune(analysis: Analysis, cost: CostReport, graph, shown: int = 2) -> str:
+def _nothing_to_prune(analysis: Analysis, cost: CostReport, shown: int = 2) -> str:
     """Why no group can be pruned: the reasons of the groups that hold the most MACs first."""
     def group_macs(g) -> int:
         nodes = {p.node for p in g.places if p.role in ("in", "out")}
         return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
 
+    if not analysis.groups:
+        return "nothing to prune: no channel group of this model can be pruned; " + no_group_reason(analysis)
     reasons = list(dict.fromkeys(g.reasons[0] for g in sorted(analysis.groups, key=group_macs, reverse=True)
-                                 if g.reasons)) or [no_group_reason(graph)]
+                                 if g.reasons))
+    inside = subgraph_reason(analysis.graph)
+    if inside:
+        reasons.insert(0, inside)
     more = f" (+{len(reasons) - shown} more: onnxprune inspect lists every group)" if len(reasons) > shown else ""
     return "nothing to prune: no channel group of this model can be pruned; " + "; ".join(reasons[:shown]) + more
+
+
+def _analysis_notes(analysis: Analysis) -> list[str]:
+    """What the groups do not show: why there are none, layers inside subgraphs, layers a rule did not follow."""
+    if not analysis.groups:
+        return [f"no channel groups: {no_group_reason(analysis)}"]
+    inside = subgraph_reason(analysis.graph)
+    return ([inside] if inside else []) + [f"in no group: {d}" for d in declined_layers(analysis)]
 
 
 def analyze(
@@ -121,11 +144,13 @@ def analyze(
     """Every channel group of `model`: members, size, and whether it can be pruned (or why not)."""
     working, _ = _working_copy(model)
     graph, analysis, cost = _analysis(working, shapes, registry)
-    notes = list(cost.notes) + ([] if analysis.groups else [f"no channel groups: {no_group_reason(graph)}"])
+    notes = list(cost.notes) + _analysis_notes(analysis)
+    prunable_macs, both_sides = _prunable_macs(analysis, cost)
     return AnalysisReport(
         groups=_group_reports(analysis),
         totals=Totals(cost.params, cost.macs),
-        prunable_macs=_prunable_macs(analysis, cost),
+        prunable_macs=prunable_macs,
+        prunable_macs_both_sides=both_sides,
         input_shapes=cost.input_shapes,
         notes=notes,
     )
@@ -135,18 +160,23 @@ CalibSource = Union[str, "os.PathLike", SampleSet, ImageFolder, Iterable[Mapping
 Progress = Optional[Callable[[str, int, int], None]]  # (stage, done, total)
 
 
-def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optional[int] = None) -> SampleSet:
+def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optional[int] = None,
+                        progress: Optional[Callable[[int, int], None]] = None) -> SampleSet:
     """A SampleSet from an .npz path, an ImageFolder, a SampleSet, or any iterable of feed dicts; at most `limit`
-    samples (OptionError when fewer than MIN_CALIB_SAMPLES)."""
+    samples (OptionError when fewer than MIN_CALIB_SAMPLES). `progress(done, total)`: images read (a folder), or
+    once when the samples are loaded."""
     if isinstance(calib, SampleSet):
         samples = calib
     elif isinstance(calib, ImageFolder):
-        samples = load_images(calib.folder, model, calib.options, limit=limit)
+        samples = load_images(calib.folder, model, calib.options, limit=limit, progress=progress)
     elif isinstance(calib, (str, os.PathLike)):
         samples = load_npz(calib, model)
     else:
         samples = from_feeds(calib, model)
-    return samples.take(limit).require(MIN_CALIB_SAMPLES)
+    samples = samples.take(limit).require(MIN_CALIB_SAMPLES)
+    if progress is not None and not isinstance(calib, ImageFolder):
+        progress(samples.count, samples.count)
+    return samples
 
 
 def prune(
@@ -158,7 +188,7 @@ def prune(
     max_ratio: float = 0.9,
     round_to: int = DEFAULT_ROUND_TO,
     min_channels: int = 1,
-    exclude: Sequence[str] = (),
+    exclude: Optional[Sequence[str]] = (),
     heads_ratio: Optional[float] = None,
     ffn_ratio: Optional[float] = None,
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
@@ -171,11 +201,18 @@ def prune(
     """Remove the lowest-scoring `ratio` of channels from every prunable group; returns the smaller model.
 
     `model` is a path or a ModelProto (which is not modified). See PlanOptions for the selection options.
+    `exclude`: fnmatch globs (case-sensitive) on node names, as `inspect` lists them; a group with a member that
+    matches is left whole. None or () excludes nothing; a single string is one pattern. A pattern that matches
+    no node of a prunable group excludes nothing: it raises an `OnnxPruneWarning` (warnings.warn) and is listed
+    in `result.report.warnings`.
     `calib` (an .npz path, a calib.SampleSet or any iterable of feed dicts) enables the data-aware criteria
     ("activation", "wanda") and recovery (`recover`: none, bias, lsq, stats or all; default all with
     calibration data, none without). See recovery.py.
+    `progress(stage, done, total)` follows the long stages: "calibration" (images read, or once when the samples
+    are loaded), "scores" (samples run for a data-aware criterion), "recovery" (samples run, over all passes).
     """
-    options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, tuple(exclude), heads_ratio, ffn_ratio)
+    options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
+                          ffn_ratio)
     options.validate()
     method = recover if recover is not None else ("all" if calib is not None else "none")
     check_method(method)
@@ -183,14 +220,15 @@ def prune(
         what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
         raise OptionError(f"{what} needs calibration data: give --calib FILE.npz (or --calib-images DIR)")
     working, disk_bytes = _working_copy(model)
-    samples = calibration_samples(calib, working, calib_samples) if calib is not None else None
+    samples = (calibration_samples(calib, working, calib_samples, _stage(progress, "calibration"))
+               if calib is not None else None)
     size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
     dense_io = io_signature(working)
     sample = None if samples is None else {k: list(np.shape(v)) for k, v in next(samples.feeds(1)).items()}
     graph, analysis, cost_before = _analysis(working, shapes, registry, sample)
     prunable = [g for g in analysis.groups if g.prunable]
     if not prunable:
-        raise NothingToPruneError(_nothing_to_prune(analysis, cost_before, graph))
+        raise NothingToPruneError(_nothing_to_prune(analysis, cost_before))
     stats = None
     if criterion in DATA_CRITERIA:
         from .activations import channel_stats
@@ -200,6 +238,9 @@ def prune(
         stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
     scores = channel_scores(analysis, prunable, criterion, stats)
     plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
+    unmatched = unmatched_excludes(options.exclude, [m for g in prunable for m in g.members])
+    for message in unmatched:
+        warnings.warn(message, OnnxPruneWarning, stacklevel=2)
     keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
     reads = removed_reads(analysis, keep)
     dense = None
@@ -214,7 +255,7 @@ def prune(
     drop_unused(pruned)
     cost_after = count_cost(pruned, cost_before.input_shapes)
     size_after = model_nbytes(pruned)
-    notes = list(cost_before.notes)
+    notes = list(cost_before.notes) + _analysis_notes(analysis)
     if recovery is not None:
         notes.append(recovery.summary())
     elif plan.pruned:
@@ -231,6 +272,7 @@ def prune(
         notes=notes,
     )
     report.recovery = recovery.to_dict() if recovery is not None else None
+    report.warnings = unmatched
     return PruneResult(pruned, report, analysis, plan, reads, dense_io, recovery)
 
 

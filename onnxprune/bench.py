@@ -259,6 +259,7 @@ def interleave(
     visit_s: float = 0.0,
     seed: int = 0,
     clock: Callable[[], int] = time.perf_counter_ns,
+    progress: Optional[Callable[[int], None]] = None,
 ) -> list[list[float]]:
     """Block-interleaved timing; returns the timed latencies (ms) of each runner.
 
@@ -269,6 +270,7 @@ def interleave(
     A visit's timed runs are `runs`, or more for a fast model: as many as fill `visit_s` by the warm-up runs'
     median (at most MAX_RUNS_PER_VISIT), so that a sub-millisecond model is timed over a stretch long enough for
     the clock and the machine's short stalls to average out; the count is fixed per runner for every round.
+    `progress(round)` after each round (1-based).
     """
     order_rng = random.Random(seed)
     warm_runs, timed_runs = [], []
@@ -285,7 +287,7 @@ def interleave(
         timed_runs.append(max(runs, min(fill, MAX_RUNS_PER_VISIT)))
     times: list[list[float]] = [[] for _ in runners]
     indices = list(range(len(runners)))
-    for _ in range(rounds):
+    for done in range(1, rounds + 1):
         order_rng.shuffle(indices)
         for i in indices:
             run = runners[i]
@@ -297,6 +299,8 @@ def interleave(
                 t0 = clock()
                 run()
                 times[i].append((clock() - t0) / 1e6)
+        if progress is not None:
+            progress(done)
     return times
 
 
@@ -483,7 +487,8 @@ def bench(
                     times = interleave(
                         runners, warmup=cfg.warmup, runs=cfg.runs, rounds=cfg.rounds,
                         untimed_per_visit=cfg.untimed_per_visit, pause_s=cfg.pause_s, visit_s=cfg.visit_ms / 1000.0,
-                        seed=cfg.seed,
+                        seed=cfg.seed, progress=lambda r, where=f"{provider} threads={threads} batch={b}": say(
+                            f"{where}: round {r}/{cfg.rounds}"),
                     )
                     group = _rows(timed, times, provider, threads, b, [macs[k, b] for k in range(len(timed))],
                                   rounds=cfg.rounds, seed=cfg.seed)

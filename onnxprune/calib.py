@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import onnx
@@ -228,9 +228,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def load_images(folder: Union[str, os.PathLike], model: onnx.ModelProto, options: ImageOptions,
-                limit: Optional[int] = None, option: str = "--calib-images") -> SampleSet:
+                limit: Optional[int] = None, option: str = "--calib-images",
+                progress: Optional[Callable[[int, int], None]] = None) -> SampleSet:
     """The images of `folder` (sorted by name), resized, scaled to [0, 1], normalized, as the model's image input;
-    `option` names the folder in messages."""
+    `option` names the folder in messages; `progress(done, total)` after each image."""
     label = f"{option} {folder}"
     try:
         from PIL import Image
@@ -262,7 +263,8 @@ def load_images(folder: Union[str, os.PathLike], model: onnx.ModelProto, options
         raise OptionError("--std values must not be 0")
     dtype = _np_dtype(spec) or np.dtype(np.float32)
     batch = []
-    for f in files[:limit]:
+    files = files[:limit]
+    for f in files:
         try:
             with Image.open(f) as img:
                 img = img.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
@@ -272,6 +274,8 @@ def load_images(folder: Union[str, os.PathLike], model: onnx.ModelProto, options
         arr = arr.reshape(size[0], size[1], channels)
         arr = (arr - mean) / std
         batch.append(arr.transpose(2, 0, 1) if options.layout == "NCHW" else arr)
+        if progress is not None:
+            progress(len(batch), len(files))
     return check_arrays({spec.name: np.stack(batch).astype(dtype)}, model, label)
 
 

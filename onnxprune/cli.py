@@ -6,10 +6,11 @@ Exit codes: 0 success, 1 bad input or option, 2 command-line usage, 3 nothing to
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
+import traceback
+import warnings
 
 import click
 
@@ -17,10 +18,11 @@ from . import api
 from .cli_measure import bench_cmd, verify_cmd
 from .cli_options import image_options, image_options_for
 from .cost import parse_shapes, unpinned_dims_notes
-from .errors import NothingToPruneError, OnnxPruneError, OptionError
+from .errors import NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
 from .io import check_output_path, load_model, stage_model
 from .importance import CRITERIA
 from .plan import DEFAULT_ROUND_TO, SCOPES
+from .progress import Progress, Stages
 from .recovery import METHODS
 from .target import CHOICES as TARGET_CHOICES
 from .target import round_to_for
@@ -28,6 +30,11 @@ from .validate import check_io, check_runnable
 from .verify import make_inputs
 
 INTERNAL_ERROR_EXIT = 5
+PRUNE_STAGES = {  # api.prune's progress stages: (label, unit)
+    "calibration": ("loading calibration data", "samples"),
+    "scores": ("scoring channels on calibration data", "samples"),
+    "recovery": ("recovery passes", "samples run, all passes"),
+}
 SHAPE_HELP = "Pin an input's shape for shape inference and MAC counts, e.g. input=1x3x224x224 (repeatable)."
 
 
@@ -36,7 +43,7 @@ SHAPE_HELP = "Pin an input's shape for shape inference and MAC counts, e.g. inpu
 def cli() -> None:
     """Structured channel pruning of ONNX models, directly on the graph.
 
-    Pass --debug anywhere to see a traceback instead of a one-line error.
+    Pass --debug anywhere to see a traceback above the one-line error (the exit code stays the same).
     """
 
 
@@ -105,19 +112,22 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
         raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
     if unstructured:
         pruned, report = _prune_unstructured(model, sparsity, scope, pattern, exclude)
+        _warn(report.warnings)
         _write_checked([pruned], model, output, force, pinned, skip_check=no_check)
         click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())
         return
     if sparsity is not None or pattern is not None:
         raise OptionError("--sparsity and --pattern are for --unstructured; structured pruning uses --ratio")
-    with _StageBar() as bar:
+    with Stages(PRUNE_STAGES) as stages, warnings.catch_warnings():
+        warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
         result = api.prune(
             model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
             min_channels=min_channels, exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned,
             calib=samples, calib_samples=calib_samples,
-            recover=recover, progress=bar.update,
+            recover=recover, progress=stages.update,
         )
     report = result.report
+    _warn(report.warnings)
     feeds = None
     if not no_check:  # what needs the models in memory, before the pruned one is freed
         check_io(result.dense_io, result.model)
@@ -126,6 +136,11 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
     del result  # the written file is what gets checked: _write_checked frees the in-memory model first
     report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check, feeds=feeds)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+
+
+def _warn(messages) -> None:
+    for message in messages:
+        click.echo(f"warning: {message}", err=True)
 
 
 def _round_to(round_to, target) -> int:
@@ -148,45 +163,6 @@ def _calibration(model, calib, calib_images, size, mean, std, layout, limit):
     from .calib import ImageFolder
 
     return ImageFolder(calib_images, images)
-
-
-@contextlib.contextmanager
-def _steps(total: int, label: str):
-    """A progress callback: a bar on a terminal; elsewhere (a CI log, where click's bar shows only its label) one
-    line per step."""
-    if sys.stderr.isatty():
-        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
-            yield lambda _step: bar.update(1)
-    else:
-        yield lambda step: click.echo(f"{label}: {step}", err=True)
-
-
-class _StageBar:
-    """A progress bar on stderr per stage of api.prune's progress callback (scores, recovery)."""
-
-    def __init__(self):
-        self.stage, self.bar, self.shown = None, None, 0
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if stage != self.stage:
-            self.close()
-            self.stage, self.shown = stage, 0
-            label = {"scores": "scoring channels on calibration data", "recovery": "recovery passes"}.get(stage, stage)
-            self.bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.shown)
-        self.shown = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _write_checked(holder: list, model: str, output: str, force: bool, pinned, skip_check: bool, feeds=None) -> int:
@@ -258,9 +234,9 @@ def sweep_cmd(model, ratios, out_dir, round_to, target, shapes, threads, batch, 
     config.validate()
     for note in unpinned_dims_notes(load_model(model), config.shapes, "fidelity and latency are measured"):
         click.echo(f"note: {note}", err=True)
-    with _steps(len(values) * len(METHODS) + 1, "sweep") as step:
+    with Progress("sweep", len(values) * len(METHODS) + 1) as steps:
         report = sweep(model, values, out_dir, round_to=round_to, shapes=pinned, samples=samples, config=config,
-                       progress=step)
+                       progress=steps.step)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -286,8 +262,8 @@ def main(argv=None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except OnnxPruneError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback as well, with the same exit code
+            traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -295,9 +271,10 @@ def main(argv=None) -> None:
         sys.exit(130)
     except Exception as exc:  # a bug: one line by default, the traceback with --debug
         if debug:
-            raise
+            traceback.print_exc()
         text = str(exc).strip().splitlines()
-        click.echo(f"internal error: {type(exc).__name__}: {text[0] if text else ''} (rerun with --debug)", err=True)
+        hint = "" if debug else " (rerun with --debug)"
+        click.echo(f"internal error: {type(exc).__name__}: {text[0] if text else ''}{hint}", err=True)
         sys.exit(INTERNAL_ERROR_EXIT)
 
 

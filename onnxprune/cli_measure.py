@@ -10,7 +10,6 @@ their `exit_code` (a failed verification gate: VerificationError, exit code 4, a
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import click
 
@@ -22,6 +21,7 @@ from .io import load_model
 from .diagnosis import gather
 from .layers import bench_layers, format_groups
 from .cli_options import image_options, image_options_for
+from .progress import Progress
 from .verify import Gates, compare, format_table, load_inputs_images, load_inputs_npz, load_labels, make_inputs
 
 SHAPE_HELP = "Pin a dynamic input shape, NAME=1x3x224x224 (repeatable)."
@@ -150,10 +150,11 @@ def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes,
     _notes(unpinned_dims_notes(load_model(models[0]), config.shapes, "latency is measured"))
     if layers and fp16:
         _notes(["--layers profiles the float32 files on the CPU, not the float16 copies"])
-    report = bench(list(models), config, progress=_progress)
+    steps = Progress("bench")
+    report = bench(list(models), config, progress=steps.step)
     if diagnose:
-        report.diagnoses = gather(report, models[0], progress=_progress)
-    groups = bench_layers(list(models), report, progress=_progress) if layers else []
+        report.diagnoses = gather(report, models[0], progress=steps.step)
+    groups = bench_layers(list(models), report, progress=steps.step) if layers else []
     if as_json:
         data = report.to_dict()
         if layers:
@@ -172,7 +173,3 @@ def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes,
 def _notes(notes: list[str]) -> None:
     for note in notes:
         click.echo(f"note: {note}", err=True)
-
-
-def _progress(message: str) -> Optional[None]:
-    click.echo(f"bench: {message}", err=True)

@@ -29,3 +29,8 @@ class VerificationError(OnnxPruneError):
     """A fidelity gate failed: the pruned model differs from the dense one more than allowed."""
 
     exit_code = 4
+
+
+class OnnxPruneWarning(UserWarning):
+    """Something the user asked for had no effect (an --exclude pattern that matches no node ...); the CLI prints
+    it as a 'warning:' line on stderr, the API also lists it in the report's `warnings`."""

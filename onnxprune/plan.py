@@ -75,6 +75,35 @@ class Plan:
         return [d for d in self.decisions.values() if d.removed > 0]
 
 
+def exclude_patterns(exclude) -> tuple[str, ...]:
+    """--exclude / `exclude=` as a tuple of globs: None is none, a single string is one pattern."""
+    if exclude is None:
+        return ()
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    globs = tuple(exclude)
+    for glob in globs:
+        if not isinstance(glob, str):
+            raise OptionError(f"exclude patterns must be strings, got {glob!r}")
+    return globs
+
+
+def unmatched_excludes(patterns, names: list[str], what: str = "node of a prunable group") -> list[str]:
+    """A warning for each pattern that matches none of `names` (it excludes nothing), with the names it might
+    have meant: exports name nodes by module path ('/head/head.2/Gemm'), not by module ('head.2')."""
+    warnings = []
+    for pattern in patterns:
+        if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            continue
+        wider = f"*{pattern.strip('*')}*"
+        near = [n for n in names if fnmatch.fnmatchcase(n, wider)]
+        hint = (f"; '{wider}' would match {near[0]!r}" + (f" and {len(near) - 1} more" if len(near) > 1 else "")
+                if near else f"; names look like {', '.join(repr(n) for n in names[:2])}" if names else "")
+        warnings.append(f"--exclude {pattern!r} matches no {what}, so it excludes nothing{hint} "
+                        "(onnxprune inspect lists them)")
+    return warnings
+
+
 def excluded(group: Group, patterns) -> str:
     for pattern in patterns:
         for member in group.members:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -36,7 +37,8 @@ class Totals:
 class AnalysisReport:
     groups: list[GroupReport]
     totals: Totals
-    prunable_macs: int  # MACs of nodes whose weights belong to a prunable group
+    prunable_macs: int  # MACs of layers whose output or input channels are in a prunable group
+    prunable_macs_both_sides: int = 0  # ... of those whose output and input channels both are
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -48,6 +50,10 @@ class AnalysisReport:
     def prunable_mac_share(self) -> float:
         return self.prunable_macs / self.totals.macs if self.totals.macs else 0.0
 
+    @property
+    def both_sides_mac_share(self) -> float:
+        return self.prunable_macs_both_sides / self.totals.macs if self.totals.macs else 0.0
+
     def to_dict(self) -> dict:
         return {
             "groups": [g.to_dict() for g in self.groups],
@@ -56,6 +62,8 @@ class AnalysisReport:
             "blocked_groups": len(self.groups) - len(self.prunable_groups),
             "prunable_macs": self.prunable_macs,
             "prunable_mac_share": round(self.prunable_mac_share, 4),
+            "prunable_macs_both_sides": self.prunable_macs_both_sides,
+            "both_sides_mac_share": round(self.both_sides_mac_share, 4),
             "input_shapes": self.input_shapes,
             "notes": self.notes,
         }
@@ -73,15 +81,17 @@ class AnalysisReport:
             "",
             f"groups: {len(self.groups)} ({len(self.prunable_groups)} prunable, {len(self.groups) - len(self.prunable_groups)} blocked)",
             f"params: {t.params:,}   MACs: {t.macs:,} at {_shapes(self.input_shapes)}",
-            f"MACs in prunable groups: {self.prunable_mac_share:.1%}",
+            f"MACs in layers with prunable channels: {self.prunable_mac_share:.1%} (input and output both prunable: "
+            f"{self.both_sides_mac_share:.1%})",
+            "  (at --ratio r a layer loses about r of its MACs when one side is prunable, 2r - r*r when both are)",
         ]
-        if any(g.kind == "heads" for g in self.groups):
+        if any(g.kind == "heads" and g.prunable for g in self.groups):
             lines.append("heads: each index is a whole attention head of `unit` features; its score is the L1 norm of "
                          "its Q, K and V projection weights plus the output projection's weights that read it "
                          "(--heads-ratio prunes them apart from --ratio)")
-        if any(g.kind == "neurons" for g in self.groups):
-            lines.append("neurons: output features of MatMul/Gemm layers (FFN intermediates); --ffn-ratio prunes them "
-                         "apart from --ratio")
+        if any(g.kind == "neurons" and g.prunable for g in self.groups):
+            lines.append("neurons: output features of MatMul/Gemm layers (a transformer's FFN intermediates, an MLP's "
+                         "hidden units); --ffn-ratio prunes them apart from --ratio")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -95,6 +105,7 @@ class PruneReport:
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     recovery: Optional[dict] = None  # recovery.RecoveryReport.to_dict() when calibration data was given
+    warnings: list[str] = field(default_factory=list)  # an option that had no effect (errors.OnnxPruneWarning)
 
     @property
     def pruned_groups(self) -> list[GroupReport]:
@@ -117,6 +128,7 @@ class PruneReport:
             "recovery": self.recovery,
             "input_shapes": self.input_shapes,
             "notes": self.notes,
+            "warnings": self.warnings,
         }
 
     def format(self) -> str:
@@ -132,13 +144,28 @@ class PruneReport:
             f"groups: {len(self.groups)}, pruned {len(self.pruned_groups)}, blocked {len(self.blocked_groups)}"
             f"   (MACs counted at {_shapes(self.input_shapes)})"
         )
-        reasons: dict[str, int] = {}
-        for g in self.blocked_groups:
-            reasons[g.reasons[0]] = reasons.get(g.reasons[0], 0) + 1
-        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:8]:
-            lines.append(f"  blocked x{count}: {reason}")
+        lines += _blocked_summary(self.blocked_groups)
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+SHOWN_REASONS = 8
+
+
+def _blocked_summary(blocked: list[GroupReport]) -> list[str]:
+    """One line per kind of reason (the same reason at other layers, quoted names aside, counts as one kind), most
+    frequent first; the first SHOWN_REASONS kinds, then how many more."""
+    kinds: dict[str, list[str]] = {}
+    for g in blocked:
+        kinds.setdefault(re.sub(r"'[^']*'", "''", g.reasons[0]), []).append(g.reasons[0])
+    ordered = sorted(kinds.values(), key=len, reverse=True)
+    lines = [f"  blocked x{len(r)}: {r[0]}" + (f" (and {len(r) - 1} more like it)" if len(r) > 1 else "")
+             for r in ordered[:SHOWN_REASONS]]
+    rest = ordered[SHOWN_REASONS:]
+    if rest:
+        lines.append(f"  +{len(rest)} more reasons ({sum(len(r) for r in rest)} groups): onnxprune inspect lists "
+                     "every group")
+    return lines
 
 
 def _ratio(x: int, y: int) -> float:
@@ -146,4 +173,9 @@ def _ratio(x: int, y: int) -> float:
 
 
 def _shapes(shapes: dict[str, list[int]]) -> str:
-    return ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in shapes.items()) or "the declared input shapes"
+    return ", ".join(f"{k}={shape_text(v)}" for k, v in shapes.items()) or "the declared input shapes"
+
+
+def shape_text(dims) -> str:
+    """1x3x224x224; a scalar (no dims) as "scalar"."""
+    return "x".join(map(str, dims)) or "scalar"

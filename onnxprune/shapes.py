@@ -210,6 +210,10 @@ def infer_shapes(model: onnx.ModelProto, input_shapes: Optional[Mapping[str, Seq
         unresolved = left
     if _unresolved(model, info, static_inputs=False):  # some rank is still unknown
         merge_shapes(info, symbolic_shapes(model, input_shapes or {}))
+    if _unresolved(model, info, static_inputs=False):  # an op no inference can type: ask onnxruntime
+        from .observed_shapes import fill_unknown
+
+        fill_unknown(model, input_shapes, info)
     return info
 
 

@@ -27,6 +27,7 @@ from onnx.external_data_helper import uses_external_data
 
 from .errors import OptionError
 from .graph import node_names, subgraph_outer_names
+from .plan import exclude_patterns, unmatched_excludes
 
 __all__ = [
     "LayerSparsity",
@@ -125,6 +126,7 @@ class UnstructuredReport:
     skipped: list[SkippedWeight] = field(default_factory=list)
     # Global scope: every |w| below this was zeroed, and some equal to it (ties) so that the count is exact.
     threshold: Optional[float] = None
+    warnings: list[str] = field(default_factory=list)  # e.g. an exclude pattern that matched no weight layer
 
     @property
     def total_elements(self) -> int:
@@ -156,6 +158,7 @@ class UnstructuredReport:
             "threshold": self.threshold,
             "layers": [layer.to_dict() for layer in self.layers],
             "skipped": [skip.to_dict() for skip in self.skipped],
+            "warnings": list(self.warnings),
             "totals": {
                 "elements": self.total_elements,
                 "zeros_before": self.total_zeros_before,
@@ -260,16 +263,6 @@ def _check_sparsity(sparsity) -> float:
     if not 0.0 <= value < 1.0:  # also rejects NaN
         raise OptionError(f"sparsity must be in [0, 1), got {value!r}")
     return value
-
-
-def _check_exclude(exclude) -> tuple[str, ...]:
-    if isinstance(exclude, str):
-        exclude = (exclude,)
-    globs = tuple(exclude)
-    for glob in globs:
-        if not isinstance(glob, str):
-            raise OptionError(f"exclude patterns must be strings, got {glob!r}")
-    return globs
 
 
 # ------------------------------------------------------------------------------------- finding weights
@@ -717,7 +710,7 @@ def prune_unstructured(
                 f"pattern {n}:{m} applies per group of {m} weights; it cannot be used with scope 'global'"
             )
         target = implied
-    globs = _check_exclude(exclude)
+    globs = exclude_patterns(exclude)
 
     report = UnstructuredReport(sparsity=target, scope=scope, pattern=pattern, exclude=globs)
     index = _GraphIndex(model.graph)  # read-only: the input model is never written to
@@ -731,6 +724,7 @@ def prune_unstructured(
         else:
             eligible.append((weight, layout))
     report.skipped = [skip for _, skip in sorted(skipped, key=lambda pair: pair[0])]
+    report.warnings = unmatched_excludes(globs, [label for w in candidates for label in w.labels], "weight layer")
 
     threshold, ties = None, 0
     if scope == "global" and eligible:

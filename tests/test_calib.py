@@ -22,6 +22,16 @@ def image_model(batch="N", channels=3) -> onnx.ModelProto:
     return b.build()
 
 
+def image_folder(folder, count: int, size=(12, 10)):
+    """`count` random RGB PNG files in `folder` (created), named 0.png, 1.png, ..."""
+    pil = pytest.importorskip("PIL.Image")
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        pixels = (np.random.default_rng(i).random((*size, 3)) * 255).astype(np.uint8)
+        pil.fromarray(pixels).save(folder / f"{i}.png")
+    return folder
+
+
 def test_rows_and_stacked_forms():
     model = image_model()
     rows = check_arrays({"x": np.zeros((10, 3, 8, 8), np.float32)}, model, "t")
@@ -45,9 +55,7 @@ def test_parse_size():
 
 
 def test_images_folder(tmp_path):
-    pil = pytest.importorskip("PIL.Image")
-    for i in range(9):
-        pil.fromarray((np.random.default_rng(i).random((12, 10, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    image_folder(tmp_path, 9)
     (tmp_path / "notes.txt").write_text("not an image")
     options = ImageOptions(mean=(0.5,), std=(0.25,), layout="NCHW")
     samples = load_images(tmp_path, image_model(), options)

@@ -31,6 +31,8 @@ import onnxprune.api
 import onnxprune.cli
 from models import zoo
 
+from graphs import Builder
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -848,15 +850,22 @@ def test_internal_error_is_one_line_and_debug_reraises(work, monkeypatch):
     assert result.exit_code == 5
     assert result.stderr.strip() == "internal error: ZeroDivisionError: division by zero (rerun with --debug)"
     debug = run("--debug", "inspect", src)
-    assert isinstance(debug.exception, ZeroDivisionError)
+    assert debug.exit_code == 5 and "Traceback" in debug.stderr and "ZeroDivisionError" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == "internal error: ZeroDivisionError: division by zero"
 
 
-def test_debug_reraises_user_errors(tmp_path):
-    from onnxprune.errors import ModelLoadError
-
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(tmp_path):
     result = run("inspect", tmp_path / "missing.onnx", "--debug")
-    assert isinstance(result.exception, ModelLoadError)
-    assert "error:" not in result.stderr
+    assert result.exit_code == 1 and "Traceback" in result.stderr and "ModelLoadError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    nothing = tmp_path / "nothing.onnx"
+    b = Builder()
+    b.output(b.op("Relu", [b.input("x", [1, 4])]))
+    onnx.save(b.build(), str(nothing))
+    plain = run("prune", nothing, "-o", tmp_path / "out.onnx")
+    debug = run("prune", nothing, "-o", tmp_path / "out.onnx", "--debug")
+    assert plain.exit_code == debug.exit_code == 3
+    assert "Traceback" in debug.stderr and "NothingToPruneError" in debug.stderr
 
 
 # ------------------------------------------------------------------------------------------- happy paths

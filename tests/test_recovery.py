@@ -228,6 +228,6 @@ def test_progress_reports_every_pass():
     onnxprune.prune(model, calib=[samples(model)], ratio=0.5, round_to=1, criterion="wanda",
                     progress=lambda stage, done, total: calls.append((stage, done, total)))
     stages = {c[0] for c in calls}
-    assert stages == {"scores", "recovery"}
+    assert stages == {"calibration", "scores", "recovery"}
     last = [c for c in calls if c[0] == "recovery"][-1]
     assert last[1] == last[2] > 0

@@ -49,7 +49,7 @@ def test_sweep_cli(model_path, tmp_path):
     data = json.loads(result.stdout)
     assert [p["method"] for p in data["points"]] == ["structured", "unstructured"]
     # no terminal: one line per step instead of a bar that would show only its label
-    assert "sweep: structured 0.5\nsweep: unstructured 0.5\nsweep: benchmark" in result.stderr
+    assert "sweep: 1/3 structured 0.5\nsweep: 2/3 unstructured 0.5\nsweep: 3/3 benchmark" in result.stderr
 
 
 @pytest.mark.parametrize("text", ["", "0.5,x", "0,0.5", "1.0", "-0.2"])

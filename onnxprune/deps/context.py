@@ -82,6 +82,7 @@ class Analysis:
     places: list[Place]
     groups: list[Group]
     fixes: list[tuple[str, RewriteFn]] = field(default_factory=list)
+    declined: dict[str, str] = field(default_factory=dict)  # node -> why its rule did not follow it (Context)
 
 
 class Context:
@@ -97,6 +98,7 @@ class Context:
         self._place_layouts: dict[tuple[str, int], Layout] = {}
         self._covered: dict[tuple[str, int], set[str]] = {}  # (weight, axis) -> nodes that place that axis
         self.uses: dict[str, set[str]] = {}
+        self.declined: dict[str, str] = {}  # node -> the first reason a rule gave for not following it
 
     # ---- reading -----------------------------------------------------------------------------------
     def track(self, name: str) -> Optional[Track]:
@@ -154,6 +156,7 @@ class Context:
         self.spaces.block(layout, where + reason)
 
     def block_input(self, node: onnx.NodeProto, index: int, reason: str) -> None:
+        self.declined.setdefault(node.name, reason)
         name = node.input[index] if index < len(node.input) else ""
         track = self.track(name)
         if track is not None:
@@ -166,6 +169,7 @@ class Context:
             self.uses.setdefault(root, set()).add(f"{node.name} ({reason})")
 
     def block_tracked_inputs(self, node: onnx.NodeProto, reason: str, skip: tuple[int, ...] = ()) -> None:
+        self.declined.setdefault(node.name, reason)
         for i, name in enumerate(node.input):
             if i not in skip and (self.track(name) is not None or name in self.shape_reads):
                 self.block_input(node, i, reason)
@@ -179,13 +183,29 @@ class Context:
             return f"its {what} is not a constant (computed by {producer.op_type} '{producer.name}')"
         return f"its {what} is not a constant"
 
+    def unknown_shape_reason(self, name: str, what: str = "its input") -> str:
+        """Why `name`'s shape is unknown: the op where shape inference lost track, or the graph input that does
+        not state its rank."""
+        origin = _shape_origin(self.graph, name)
+        if origin is None:
+            return f"the shape of {what} is unknown"
+        if isinstance(origin, str):
+            return f"the shape of {what} is unknown: graph input '{origin}' does not state it (give --shape {origin}=...)"
+        domain = f"{origin.domain} " if origin.domain not in DEFAULT_DOMAINS else ""
+        return (f"the shape of {what} is unknown (it comes from {domain}{origin.op_type} '{origin.name}', whose "
+                f"output shape neither onnx nor onnxruntime could infer); --shape does not reach past it")
+
     def untracked_reason(self, name: str, label: str) -> str:
-        """Why an operand met by a tracked one blocks it: its channels are tied to no group, and where they come from."""
+        """Why an operand met by a tracked one blocks it: its channels are tied to no group, and where they come from
+        (the residual stream of a transformer: the operand a LayerNorm produces or reads)."""
         producer = self.graph.producer.get(name)
+        norm = producer if producer is not None and producer.op_type in NORMALIZING_OPS else _normalizing_reader(
+            self.graph, name)
+        if norm is not None:
+            return (f"{label} has channels that cannot be pruned: they are the residual stream (normalized by "
+                    f"{norm.op_type} '{norm.name}')")
         if producer is None:
             origin = "a graph input" if name in self.graph.input_names else "a constant"
-        elif producer.op_type in NORMALIZING_OPS:
-            origin = f"{producer.op_type} '{producer.name}', which normalizes across them (the residual stream)"
         else:
             origin = f"{producer.op_type} '{producer.name}'"
         return f"{label} has channels that cannot be pruned: they come from {origin}"
@@ -194,12 +214,120 @@ class Context:
         self.fixes.append((node.name, fn))
 
 
-def no_group_reason(graph: Graph) -> str:
-    """Why a model has no channel group at all."""
+def _normalizing_reader(graph: Graph, name: str, hops: int = 3) -> Optional[onnx.NodeProto]:
+    """A normalization over the last (channel) axis that reads `name` within a few ops: LayerNorm and kin, or the
+    ReduceMean of a decomposed RMSNorm (x -> Pow -> ReduceMean over the last axis)."""
+    frontier, seen = [name], {name}
+    for _ in range(hops):
+        following = []
+        for tensor in frontier:
+            for node, _ in graph.consumers.get(tensor, []):
+                if node.op_type in NORMALIZING_OPS or _reduces_last_axis(graph, node):
+                    return node
+                following += [o for o in node.output if o and o not in seen]
+                seen.update(node.output)
+        frontier = following
+    return None
+
+
+def _reduces_last_axis(graph: Graph, node: onnx.NodeProto) -> bool:
+    if node.op_type not in ("ReduceMean", "ReduceSumSquare", "ReduceL2"):
+        return False
+    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1:
+        axes = graph.int_values(node.input[1])
+    rank = graph.rank(node.input[0])
+    return axes is not None and len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
+
+
+def _shape_origin(graph: Graph, name: str):
+    """The node whose inputs have known ranks but whose output `name` leads back to has none; a graph input's
+    name when the trail ends there; None when it cannot be told."""
+    seen: set[str] = set()
+    while name and name not in seen:
+        seen.add(name)
+        producer = graph.producer.get(name)
+        if producer is None:
+            return name if name in graph.input_names else None
+        unknown = [i for i in producer.input if i and not graph.is_constant(i) and graph.rank(i) is None]
+        if not unknown:
+            return producer
+        name = unknown[0]
+    return None
+
+
+WEIGHT_LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+SHOWN_LAYERS = 2
+
+
+def subgraph_layers(graph: Graph) -> list[str]:
+    """What weight layers the model holds inside If/Loop/Scan bodies, which are not pruned: one phrase per
+    top-level node that holds any, e.g. "12 Conv inside If 'If_0' (6 in then_branch, 6 in else_branch)"."""
+    phrases = []
+    for node in graph.nodes():
+        per_body = [(a.name, body, _count_layers(body)) for a in node.attribute
+                    for body in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
+        totals: dict[str, int] = {}
+        for _, _, counts in per_body:
+            for op, n in counts.items():
+                totals[op] = totals.get(op, 0) + n
+        if not totals:
+            continue
+        what = ", ".join(f"{n} {op}" for op, n in sorted(totals.items()))
+        bodies = [f"{sum(c.values())} in {attr}" for attr, _, c in per_body if c]
+        detail = f" ({', '.join(bodies)})" if len(per_body) > 1 else ""
+        phrases.append(f"{what} inside {node.op_type} '{node.name}'{detail}")
+    return phrases
+
+
+def _count_layers(body: onnx.GraphProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in body.node:
+        if node.op_type in WEIGHT_LAYERS and node.domain in DEFAULT_DOMAINS:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        for a in node.attribute:
+            for inner in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                for op, n in _count_layers(inner).items():
+                    counts[op] = counts.get(op, 0) + n
+    return counts
+
+
+def subgraph_reason(graph: Graph) -> str:
+    """A phrase for the layers the model keeps inside subgraphs, or "" when it keeps none there."""
+    phrases = subgraph_layers(graph)
+    return f"layers inside subgraphs are not pruned: {'; '.join(phrases)}" if phrases else ""
+
+
+def declined_layers(analysis: "Analysis") -> list[str]:
+    """For each reason a rule gave for not following a top-level weight layer (one whose weights no group holds):
+    "MatMul 'x' (and 2 more layers): reason"."""
+    graph = analysis.graph
+    held = {p.node for p in analysis.places if p.role == "out"}
+    by_reason: dict[str, list[str]] = {}
+    for node in graph.nodes():
+        if node.op_type not in WEIGHT_LAYERS or node.domain not in DEFAULT_DOMAINS or node.name in held:
+            continue
+        if len(node.input) < 2 or not graph.is_constant(node.input[1]):
+            continue
+        reason = analysis.declined.get(node.name)
+        if reason:
+            by_reason.setdefault(reason, []).append(f"{node.op_type} '{node.name}'")
+    return [layers[0] + (f" (and {len(layers) - 1} more layers)" if len(layers) > 1 else "") + f": {reason}"
+            for reason, layers in by_reason.items()]
+
+
+def no_group_reason(analysis: "Analysis") -> str:
+    """Why a model has no channel group at all: quantized ops, layers inside subgraphs, layers a rule declined."""
+    graph = analysis.graph
     quantized = sorted({n.op_type for n in graph.nodes() if n.op_type in QUANTIZED_OPS})
     if quantized:
         return f"the model is quantized ({', '.join(quantized)}); " + QUANTIZED_REASON
-    return "no Conv, ConvTranspose, Gemm or MatMul reads a constant weight"
+    reasons = [r for r in [subgraph_reason(graph)] if r]
+    declined = declined_layers(analysis)
+    if declined:
+        more = f" (+{len(declined) - SHOWN_LAYERS} more)" if len(declined) > SHOWN_LAYERS else ""
+        reasons.append("; ".join(declined[:SHOWN_LAYERS]) + more)
+    return "; ".join(reasons) or "no Conv, ConvTranspose, Gemm or MatMul reads a constant weight"
 
 
 def unsupported_reason(node: onnx.NodeProto) -> str:
@@ -239,7 +367,7 @@ def analyze(graph: Graph, registry: Registry) -> Analysis:
         others = ctx.uses.get(place.root, set()) - ctx._covered.get((place.root, place.axis), set())
         if others:
             ctx.block(place.layout, None, f"weight '{place.root}' is also read by {sorted(others)[0]}")
-    return Analysis(graph, ctx.spaces, ctx.tracks, ctx.places, _groups(ctx), ctx.fixes)
+    return Analysis(graph, ctx.spaces, ctx.tracks, ctx.places, _groups(ctx), ctx.fixes, ctx.declined)
 
 
 def _block_name(ctx: Context, node: Optional[onnx.NodeProto], name: str, reason: str) -> None:

@@ -85,7 +85,8 @@ def _elementwise(node, ctx) -> None:
     if out_rank is None and None not in ranks.values():
         out_rank = max(ranks.values())
     if out_rank is None or any(r is None for r in ranks.values()):
-        ctx.block_tracked_inputs(node, "the ranks of its inputs are unknown")
+        unknown = next((name for name, r in ranks.items() if r is None), node.output[0])
+        ctx.block_tracked_inputs(node, ctx.unknown_shape_reason(unknown, f"input '{unknown}'"))
         return
     first_index, first = tracked[0]
     axis = first.axis + out_rank - ranks[node.input[first_index]]

@@ -51,7 +51,7 @@ def _matmul(node, ctx) -> None:
             return
         rank = ctx.rank(a)
         if rank is None:
-            ctx.block_tracked_inputs(node, "the rank of its input is unknown")
+            ctx.block_tracked_inputs(node, ctx.unknown_shape_reason(a))
             return
         if a_track is not None and rank is not None and a_track.axis != rank - 1:
             ctx.set_track(node.output[0], a_track.axis, a_track.layout)  # rows and batch axes pass through

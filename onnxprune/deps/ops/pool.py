@@ -40,7 +40,7 @@ def _reduce(node, ctx) -> None:
         return
     rank = ctx.rank(node.input[0])
     if rank is None:
-        ctx.block_input(node, 0, "the rank of its input is unknown")
+        ctx.block_input(node, 0, ctx.unknown_shape_reason(node.input[0]))
         return
     keepdims = int(attr(node, "keepdims", 1))
     if node.op_type in ("ArgMax", "ArgMin"):

@@ -115,7 +115,7 @@ def _split(node, ctx) -> None:
     outputs = [o for o in node.output]
     if axis != track.axis:
         if axis is None:
-            ctx.block_input(node, 0, "the rank of its input is unknown")
+            ctx.block_input(node, 0, ctx.unknown_shape_reason(node.input[0]))
             return
         for out in outputs:
             ctx.set_track(out, track.axis, track.layout)
@@ -225,7 +225,7 @@ def _flatten(node, ctx) -> None:
         return
     dims = ctx.dims(node.input[0])
     if dims is None:
-        ctx.block_input(node, 0, "the shape of its input is unknown")
+        ctx.block_input(node, 0, ctx.unknown_shape_reason(node.input[0]))
         return
     f = int(attr(node, "axis", 1))
     f = f + len(dims) if f < 0 else f  # axis is in [-r, r]: -1 flattens all axes but the last
@@ -456,7 +456,7 @@ def _transpose(node, ctx) -> None:
     perm = attr(node, "perm", None)
     if perm is None:
         if rank is None:
-            ctx.block_input(node, 0, "the rank of its input is unknown")
+            ctx.block_input(node, 0, ctx.unknown_shape_reason(node.input[0]))
             return
         perm = list(reversed(range(rank)))
     ctx.set_track(node.output[0], list(perm).index(track.axis), track.layout)
@@ -645,7 +645,7 @@ def _pad(node, ctx) -> None:
     rank = ctx.rank(node.input[0])
     axes = _ints(ctx, node, 3, "") if len(node.input) > 3 and node.input[3] else None
     if rank is None or (len(node.input) > 3 and node.input[3] and axes is None):
-        ctx.block_input(node, 0, "its pads are not constant" if rank is not None else "the rank of its input is unknown")
+        ctx.block_input(node, 0, "its pads are not constant" if rank is not None else ctx.unknown_shape_reason(node.input[0]))
         return
     axes = [x % rank for x in axes] if axes is not None else list(range(rank))
     n = len(axes)

@@ -22,7 +22,7 @@ def _shape(node, ctx) -> None:
         return
     rank = ctx.rank(node.input[0])
     if rank is None:
-        ctx.block_input(node, 0, "the rank of its input is unknown")
+        ctx.block_input(node, 0, ctx.unknown_shape_reason(node.input[0]))
         return
     start = int(attr(node, "start", 0))
     end = int(attr(node, "end", rank))
