@@ -10,6 +10,9 @@
   (Alternating sessions run by run makes onnxruntime's spinning threads fight and reads several times slower.)
 - Warm-up runs are never timed; the inputs are fixed (seeded) and the same for every model.
 - A control row, a second session on the first model, shows the noise floor ("dense vs dense").
+- A speedup is the median over rounds of that round's dense median / model median: a round times every model
+  within a second or so, so a slow spell of the machine (on a GPU at batch 1, launch latency that switches
+  between two levels for seconds at a time) hits both sides of the ratio and cancels.
 - Each speedup has a 95% interval from resampling whole rounds; a model is called faster or slower only when its
   whole interval lies beyond the control's reach from 1.00x (the control's speedup or interval end farthest
   from 1.00x), so a 2% difference on a noisy machine is not reported as a speedup.
@@ -518,35 +521,47 @@ def _open_sessions(timed: Sequence[_Model], provider: str, threads: int, cfg: Be
     return sessions, ""
 
 
-def speedup_interval(base: np.ndarray, model: np.ndarray, seed: int = 0) -> tuple[Optional[float], Optional[float]]:
-    """95% interval of median(base) / median(model), both (rounds, runs) arrays of latencies.
+def round_ratios(base: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """Per-round speedups: median(base) / median(model) within each round, both (rounds, runs) arrays of latencies.
 
-    Whole rounds are resampled with replacement, the same rounds for both models (a round times every model
-    within a second or so, so a slow spell of the machine hits both): the interval shows how much the speedup
-    depends on which rounds happened to be quiet. None with a single round.
+    A round times every model within a second or so, so a slow spell of the machine (on a GPU at batch 1, launch
+    latency that switches between levels for seconds at a time) hits both sides of each ratio alike and cancels;
+    pooling all rounds first would let a different mix of slow and fast rounds decide the speedup."""
+    return np.median(base, axis=1) / np.median(model, axis=1)
+
+
+def paired_speedup(base: np.ndarray, model: np.ndarray) -> float:
+    """The speedup of `model` over `base`: the median of the per-round speedups (see `round_ratios`)."""
+    return float(np.median(round_ratios(base, model)))
+
+
+def speedup_interval(base: np.ndarray, model: np.ndarray, seed: int = 0) -> tuple[Optional[float], Optional[float]]:
+    """95% interval of `paired_speedup(base, model)`, both (rounds, runs) arrays of latencies.
+
+    Whole rounds are resampled with replacement: the interval shows how much the speedup depends on which rounds
+    happened to be quiet. None with a single round.
     """
     rounds = base.shape[0]
     if rounds < 2:
         return None, None
+    ratios = round_ratios(base, model)
     picks = np.random.default_rng(seed).integers(0, rounds, size=(BOOTSTRAP_SAMPLES, rounds))
-    ratios = np.median(base[picks].reshape(BOOTSTRAP_SAMPLES, -1), axis=1) / np.median(
-        model[picks].reshape(BOOTSTRAP_SAMPLES, -1), axis=1)
-    low, high = np.percentile(ratios, [2.5, 97.5])
+    low, high = np.percentile(np.median(ratios[picks], axis=1), [2.5, 97.5])
     return float(low), float(high)
 
 
 def _rows(timed, times, provider, threads, batch, macs, *, rounds: int, seed: int = 0) -> list[BenchRow]:
     rows = []
-    base_median = float(np.median(times[0]))
     by_round = [np.asarray(t, dtype=np.float64).reshape(rounds, -1) for t in times]  # timed runs, round by round
     for e, t, per_round, m in zip(timed, times, by_round, macs):
         median = float(np.median(t))
+        speedup = paired_speedup(by_round[0], per_round) if median > 0 else None
         low, high = speedup_interval(by_round[0], per_round, seed) if median > 0 else (None, None)
         row = BenchRow(
             e.label, _source_text(e.source), provider, threads, batch, control=e.control,
             median_ms=median, p10_ms=_pct(t, 10), p90_ms=_pct(t, 90), runs=len(t),
             throughput=batch * 1000.0 / median if median > 0 else None,
-            speedup=base_median / median if median > 0 else None, speedup_low=low, speedup_high=high,
+            speedup=speedup, speedup_low=low, speedup_high=high,
             macs=m, note=e.note,
         )
         if m is not None and macs[0]:
@@ -566,8 +581,8 @@ def method_text(cfg: BenchConfig) -> str:
         f"one process; ORT_ENABLE_ALL, intra_op_num_threads as listed, inter_op_num_threads=1, sequential; "
         f"{cfg.warmup} untimed warm-up runs per session, then {cfg.rounds} shuffled rounds, each visiting every "
         f"model once ({cfg.pause_s * 1000:g} ms pause, {cfg.untimed_per_visit} untimed runs or as many as fill {VISIT_WARM_S * 1000:g} ms (at most {MAX_UNTIMED_PER_VISIT}), {cfg.runs} timed runs or as many as fill {cfg.visit_ms:g} ms); "
-        f"median and p10-p90 over all timed runs; speedup 95% intervals from {BOOTSTRAP_SAMPLES} resamples of whole "
-        f"rounds; same seeded inputs (seed {cfg.seed}) for every model"
+        f"median and p10-p90 over all timed runs; speedup = median over rounds of the round's dense/model median "
+        f"ratio, its 95% interval from {BOOTSTRAP_SAMPLES} resamples of whole rounds; same seeded inputs (seed {cfg.seed}) for every model"
         + ("; float16 copies of the models (inputs and outputs kept float32), checked against float32 first"
            if cfg.fp16 else "")
         + ("; CUDA graphs (enable_cuda_graph), inputs and outputs preallocated on the device" if cfg.cuda_graph else "")

@@ -373,3 +373,20 @@ def test_run_failure_is_a_one_line_user_error():
     bad = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
     with pytest.raises(OnnxPruneError, match="bad: onnxruntime failed to run"):
         bench([bad], BenchConfig(batches=(2,), **FAST))
+
+
+def test_speedup_pairs_rounds_so_a_level_switch_cancels():
+    # Latency that switches between two levels for seconds at a time (a GPU at batch 1): one round caught the
+    # switch between its two visits. Pooled medians land on different levels (1.5 vs 1.0 ms, "1.5x");
+    # per-round ratios see the switch once and the speedup stays 1.0x.
+    levels = np.array([2.0] * 5 + [1.0] * 5)
+    base = np.repeat(levels[:, None], 5, axis=1)
+    other = base.copy()
+    other[4] = 1.0
+    assert np.median(base) / np.median(other) == pytest.approx(1.5)
+    assert bench_mod.paired_speedup(base, other) == pytest.approx(1.0)
+    low, high = bench_mod.speedup_interval(base, other)
+    assert low == pytest.approx(1.0) and high <= 2.0
+    faster = base / 2.0
+    assert bench_mod.paired_speedup(base, faster) == pytest.approx(2.0)
+    assert bench_mod.speedup_interval(base, faster) == (pytest.approx(2.0), pytest.approx(2.0))
