@@ -55,6 +55,7 @@ DEVICE_OF = {"cpu": "cpu", "cuda": "cuda", "tensorrt": "cuda"}
 # The control row's deviation from 1.00x is the noise; below this floor a single run cannot resolve anything.
 NOISE_FLOOR = 0.01
 BOOTSTRAP_SAMPLES = 2000  # resamples of whole rounds for a speedup's 95% interval
+NOISY_CONTROL = 0.10  # a control reaching further than this from 1.00x gets a hint on a GPU
 
 
 @dataclass
@@ -665,6 +666,10 @@ def _noise_lines(report: BenchReport, rows: Sequence[BenchRow]) -> list[str]:
         f"±{noise * 100:.1f}% of 1.00x are noise; a row is called faster or slower only when its whole 95% "
         "interval lies beyond that."
     ]
+    if noise > NOISY_CONTROL and control.provider == "cuda" and not report.config.cuda_graph:
+        lines.append(f"The control is noisy (±{noise * 100:.0f}%): on a GPU at small batches the launch latency "
+                     "switches between levels for seconds at a time; --cuda-graph removes the launches "
+                     "(±1% measured on an H200), more --rounds average them out.")
     for i, r in enumerate(rows):
         if i == 0 or r.control or r.speedup is None:
             continue

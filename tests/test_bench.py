@@ -390,3 +390,20 @@ def test_speedup_pairs_rounds_so_a_level_switch_cancels():
     faster = base / 2.0
     assert bench_mod.paired_speedup(base, faster) == pytest.approx(2.0)
     assert bench_mod.speedup_interval(base, faster) == (pytest.approx(2.0), pytest.approx(2.0))
+
+
+def test_noisy_gpu_control_gets_a_hint_that_names_cuda_graph():
+    def rows(provider, low, high):
+        return [bench_mod.BenchRow("dense", "d", provider, 1, 1, median_ms=1.0, speedup=1.0, speedup_low=1.0,
+                                   speedup_high=1.0),
+                bench_mod.BenchRow("dense (control)", "d", provider, 1, 1, control=True, median_ms=1.0, speedup=1.0,
+                                   speedup_low=low, speedup_high=high)]
+
+    def text(provider, low, high, **cfg):
+        report = bench_mod.BenchReport(rows=rows(provider, low, high), config=bench_mod.BenchConfig(**cfg),
+                                       environment={})
+        return "\n".join(bench_mod._noise_lines(report, report.rows))
+
+    assert "--cuda-graph removes the launches" in text("cuda", 0.78, 1.25)
+    assert "--cuda-graph" not in text("cuda", 0.97, 1.03)  # a quiet control
+    assert "--cuda-graph" not in text("cpu", 0.78, 1.25)  # the CPU has no launches to remove
