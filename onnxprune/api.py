@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -21,6 +21,7 @@ from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
 from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, kind_of, make_plan, unit_of, unmatched_excludes
+from .planfile import PlanFile, plan_file
 from .report import AnalysisReport, GroupReport, PruneReport, Totals
 from .recovery import RecoveryReport, check_method
 from .recovery import recover as recover_model
@@ -47,6 +48,9 @@ class PruneResult:
     masked_reads: dict  # (weight, axis) -> removed positions: the masking oracle's input (see oracle.py)
     dense_io: tuple  # the dense model's inputs and outputs (validate.io_signature), which must not change
     recovery: Optional[RecoveryReport] = None
+    source: Optional[str] = None  # the path the model was read from (None for a ModelProto)
+    shapes: dict = field(default_factory=dict)  # the input shapes given (pinned dims)
+    calib_args: tuple = ()  # the prune options that name the calibration data: ("--calib", path), ... ; () in memory
 
     def save(self, path, **kwargs):
         from .io import save_model
@@ -219,40 +223,75 @@ def prune(
     if calib is None and (method != "none" or criterion in DATA_CRITERIA):
         what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
         raise OptionError(f"{what} needs calibration data: give --calib FILE.npz (or --calib-images DIR)")
-    working, disk_bytes = _working_copy(model)
-    samples = (calibration_samples(calib, working, calib_samples, _stage(progress, "calibration"))
-               if calib is not None else None)
-    size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
-    dense_io = io_signature(working)
-    sample = None if samples is None else {k: list(np.shape(v)) for k, v in next(samples.feeds(1)).items()}
-    graph, analysis, cost_before = _analysis(working, shapes, registry, sample)
+    work = _load_work(model, shapes, registry, calib, calib_samples, progress)
+    analysis, samples = work.analysis, work.samples
     prunable = [g for g in analysis.groups if g.prunable]
-    if not prunable:
-        raise NothingToPruneError(_nothing_to_prune(analysis, cost_before))
     stats = None
     if criterion in DATA_CRITERIA:
         from .activations import channel_stats
 
         taps = activation_inputs(analysis, prunable)
-        by_tensor = channel_stats(working, {t: a for t, a in taps.values()}, samples, _stage(progress, "scores", samples))
+        by_tensor = channel_stats(work.working, {t: a for t, a in taps.values()}, samples,
+                                  _stage(progress, "scores", samples))
         stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
     scores = channel_scores(analysis, prunable, criterion, stats)
     plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
     unmatched = unmatched_excludes(options.exclude, [m for g in prunable for m in g.members])
     for message in unmatched:
         warnings.warn(message, OnnxPruneWarning, stacklevel=2)
+    settings = {**asdict(options), "exclude": list(options.exclude), "criterion": criterion, "recover": method,
+                "calib_samples": samples.count if samples is not None else 0}
+    return _carry_out(work, plan, settings, unmatched)
+
+
+@dataclass
+class _Work:
+    """A model loaded and analyzed, ready for a plan (what prune and apply_plan share)."""
+
+    source: ModelSource
+    working: onnx.ModelProto
+    size_before: int
+    dense_io: tuple
+    analysis: Analysis
+    cost_before: CostReport
+    shapes: Optional[Mapping[str, Sequence[int]]]
+    samples: Optional[SampleSet]
+    progress: Progress
+    calib_args: tuple = ()
+
+
+def _load_work(model: ModelSource, shapes, registry, calib, calib_limit, progress) -> _Work:
+    working, disk_bytes = _working_copy(model)
+    samples = (calibration_samples(calib, working, calib_limit, _stage(progress, "calibration"))
+               if calib is not None else None)
+    size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
+    dense_io = io_signature(working)
+    sample = None if samples is None else {k: list(np.shape(v)) for k, v in next(samples.feeds(1)).items()}
+    graph, analysis, cost_before = _analysis(working, shapes, registry, sample)
+    if not any(g.prunable for g in analysis.groups):
+        raise NothingToPruneError(_nothing_to_prune(analysis, cost_before))
+    return _Work(model, working, size_before, dense_io, analysis, cost_before, shapes, samples, progress,
+                 calibration_args(calib))
+
+
+def _carry_out(work: _Work, plan: Plan, settings: dict, unmatched: Sequence[str] = ()) -> PruneResult:
+    """Rewrite the analyzed model as `plan` says, recover it when settings["recover"] asks, and report
+    (`unmatched`: the --exclude patterns that matched nothing, the report's warnings)."""
+    analysis, method, samples = work.analysis, settings["recover"], work.samples
     keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
     reads = removed_reads(analysis, keep)
     dense = None
     if method != "none" and plan.pruned:
         dense = onnx.ModelProto()
-        dense.CopyFrom(working)
+        dense.CopyFrom(work.working)
     pruned = rewrite(analysis, keep)
     recovery = None
     if dense is not None:
-        recovery = recover_model(dense, analysis, keep, reads, samples, method, progress=_stage(progress, "recovery"))
+        recovery = recover_model(dense, analysis, keep, reads, samples, method,
+                                 progress=_stage(work.progress, "recovery"))
         del dense
     drop_unused(pruned)
+    cost_before = work.cost_before
     cost_after = count_cost(pruned, cost_before.input_shapes)
     size_after = model_nbytes(pruned)
     notes = list(cost_before.notes) + _analysis_notes(analysis)
@@ -263,17 +302,84 @@ def prune(
     else:
         notes.append("no channel was removed: the groups are too small for --ratio/--round-to/--min-channels")
     report = PruneReport(
-        before=Totals(cost_before.params, cost_before.macs, size_before),
+        before=Totals(cost_before.params, cost_before.macs, work.size_before),
         after=Totals(cost_after.params, cost_after.macs, size_after),
         groups=_group_reports(analysis, plan),
-        options={**asdict(options), "exclude": list(options.exclude), "criterion": criterion, "recover": method,
-                 "calib_samples": samples.count if samples is not None else 0},
+        options=settings,
         input_shapes=cost_before.input_shapes,
         notes=notes,
     )
     report.recovery = recovery.to_dict() if recovery is not None else None
-    report.warnings = unmatched
-    return PruneResult(pruned, report, analysis, plan, reads, dense_io, recovery)
+    report.warnings = list(unmatched)
+    source = None if isinstance(work.source, onnx.ModelProto) else str(work.source)
+    shapes = {k: list(v) for k, v in (work.shapes or {}).items()}
+    return PruneResult(pruned, report, analysis, plan, reads, work.dense_io, recovery, source, shapes,
+                       work.calib_args)
+
+
+def apply_plan(
+    model: ModelSource,
+    plan: Union[str, "os.PathLike", PlanFile],
+    *,
+    shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    registry: Optional[Registry] = None,
+    calib: Optional[CalibSource] = None,
+    progress: Progress = None,
+) -> PruneResult:
+    """Prune `model` exactly as a saved plan says (see planfile.py): the same model gives the same pruned model
+    as the prune run that wrote the plan; a re-export of the same network (same weight names) an equivalent one.
+
+    PlanMismatchError names the first place where the plan does not fit `model`. A plan made with recovery
+    needs the same calibration data (`calib`); its first options["calib_samples"] samples are used, as then.
+    `shapes` defaults to the plan's.
+    """
+    planned = plan if isinstance(plan, PlanFile) else PlanFile.load(plan)
+    settings = dict(planned.options)
+    settings.setdefault("recover", "none")
+    method = settings["recover"]
+    check_method(method)
+    if method != "none" and calib is None:
+        raise OptionError(f"the plan was made with --recover {method} on calibration data: give the same data with --calib")
+    if method == "none" and calib is not None:
+        raise OptionError("the plan was made without recovery: --calib is not used, drop it")
+    if shapes is None and planned.shapes:
+        shapes = planned.shapes
+    limit = int(settings.get("calib_samples") or 0) or None
+    work = _load_work(model, shapes, registry, calib, limit, progress)
+    if work.samples is not None and limit is not None and work.samples.count != limit:
+        raise OptionError(f"the plan was recovered on {limit} calibration samples, --calib holds {work.samples.count}")
+    return _carry_out(work, planned.match(work.analysis), settings)
+
+
+def pruning_plan(result: PruneResult, source_sha256: Optional[str] = None) -> PlanFile:
+    """The plan of `result`, keyed by stable names, ready to save (PlanFile.save) and to apply_plan elsewhere.
+
+    `source_sha256` defaults to the hash of the file `result` was pruned from (or, for an in-memory model,
+    of the dense model's bytes: pass it when the ModelProto is gone)."""
+    from .provenance import model_sha256, versions
+
+    if source_sha256 is None:
+        if result.source is None:
+            raise OptionError("pruning_plan: the model was pruned in memory: pass source_sha256")
+        source_sha256 = model_sha256(result.source)
+    name = os.path.basename(result.source) if result.source else ""
+    return plan_file(result.analysis, result.plan, result.report.options, source_sha256=source_sha256,
+                     source_name=name, shapes=result.shapes, onnxprune=versions()["onnxprune"])
+
+
+def calibration_args(calib: Optional[CalibSource]) -> tuple:
+    """The prune options that name `calib` on the command line; () for data given in memory (or none)."""
+    if isinstance(calib, (str, os.PathLike)):
+        return ("--calib", str(calib))
+    if not isinstance(calib, ImageFolder):
+        return ()
+    o = calib.options
+    args = ["--calib-images", str(calib.folder)]
+    if o.size is not None:
+        args += ["--size", "x".join(map(str, o.size))]
+    args += ["--mean", ",".join(f"{v:g}" for v in o.mean), "--std", ",".join(f"{v:g}" for v in o.std),
+             "--layout", o.layout]
+    return tuple(args)
 
 
 def _stage(progress: Progress, stage: str, samples: Optional[SampleSet] = None):

@@ -1,7 +1,7 @@
 """The `onnxprune` command line: a thin layer over the Python API.
 
 Exit codes: 0 success, 1 bad input or option, 2 command-line usage, 3 nothing to prune,
-4 a verification gate failed, 5 an internal error (a bug: please report it with --debug output).
+4 a verification gate or a check failed, 5 an internal error (a bug: please report it with --debug output).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import click
 
 from . import api
 from .cli_measure import bench_cmd, verify_cmd
-from .cli_options import image_options, image_options_for
+from .cli_options import calibration_options, image_options_for, output_report_options, shape_option
+from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
 from .cost import parse_shapes, unpinned_dims_notes
 from .errors import NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
 from .io import check_output_path, load_model, stage_model
@@ -35,7 +36,6 @@ PRUNE_STAGES = {  # api.prune's progress stages: (label, unit)
     "scores": ("scoring channels on calibration data", "samples"),
     "recovery": ("recovery passes", "samples run, all passes"),
 }
-SHAPE_HELP = "Pin an input's shape for shape inference and MAC counts, e.g. input=1x3x224x224 (repeatable)."
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -49,7 +49,7 @@ def cli() -> None:
 
 @cli.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
+@shape_option()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--members", type=int, default=4, show_default=True, help="Members shown per group in the table.")
 def inspect_cmd(model, shapes, as_json, members):
@@ -79,12 +79,8 @@ def inspect_cmd(model, shapes, as_json, members):
                    "gpu 8; auto: this machine's CPU).")
 @click.option("--min-channels", type=int, default=1, show_default=True, help="Fewest channels a group keeps.")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave groups with a member node matching GLOB.")
-@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
-@click.option("--calib", type=click.Path(dir_okay=False), default=None,
-              help="Calibration inputs (.npz, one array per input, samples on axis 0): data-aware scores and recovery.")
-@click.option("--calib-images", type=click.Path(file_okay=False), default=None,
-              help="Calibration images from a folder (needs onnxprune[images]); see --size, --mean, --std, --layout.")
-@image_options
+@shape_option()
+@calibration_options
 @click.option("--calib-samples", type=int, default=512, show_default=True, help="Most calibration samples used.")
 @click.option("--recover", type=click.Choice(list(METHODS)), default=None,
               help="Training-free recovery: none, bias, lsq, stats or all [default: all with calibration data, else none].")
@@ -94,9 +90,10 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.option("--force", is_flag=True, help="Allow writing over the input model.")
 @click.option("--no-check", is_flag=True, help="Skip the checker and onnxruntime run of the written model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@output_report_options
 def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, max_ratio, round_to, target, min_channels, exclude, shapes,
               calib, calib_images, size, mean, std, layout, calib_samples, recover, unstructured, sparsity, pattern,
-              force, no_check, as_json):
+              force, no_check, as_json, plan_out, report_dir, report_bench):
     """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT.
 
     With calibration data (--calib or --calib-images) the pruned model is recovered without training
@@ -110,6 +107,9 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
         raise OptionError("--heads-ratio and --ffn-ratio are for structured pruning, not --unstructured")
     if unstructured and (samples is not None or recover is not None):
         raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
+    if unstructured and (plan_out is not None or report_dir is not None):
+        raise OptionError("--plan-out and --report are for structured pruning, not --unstructured")
+    outputs = PipelineOutputs(model, output, plan_out, report_dir, report_bench)
     if unstructured:
         pruned, report = _prune_unstructured(model, sparsity, scope, pattern, exclude)
         _warn(report.warnings)
@@ -128,6 +128,7 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
         )
     report = result.report
     _warn(report.warnings)
+    outputs.take(result)
     feeds = None
     if not no_check:  # what needs the models in memory, before the pruned one is freed
         check_io(result.dense_io, result.model)
@@ -135,7 +136,10 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
     pruned = [result.model]
     del result  # the written file is what gets checked: _write_checked frees the in-memory model first
     report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check, feeds=feeds)
+    written = outputs.write()
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
 
 
 def _warn(messages) -> None:
@@ -214,7 +218,7 @@ def _prune_unstructured(model, sparsity, scope, pattern, exclude):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for models, JSON, table, plot.")
 @click.option("--round-to", type=int, default=None, help=f"Structured: kept-count multiple [default: {DEFAULT_ROUND_TO}].")
 @click.option("--target", type=click.Choice(list(TARGET_CHOICES)), default=None, help="Sets --round-to, as for prune.")
-@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
+@shape_option()
 @click.option("--threads", type=int, default=1, show_default=True, help="intra_op_num_threads of the benchmark.")
 @click.option("--batch", type=int, default=None, help="Batch size of the benchmark (default: the model's, or 1).")
 @click.option("--rounds", type=int, default=6, show_default=True, help="Benchmark rounds (each visits every model).")
@@ -247,6 +251,8 @@ def sweep_cmd(model, ratios, out_dir, round_to, target, shapes, threads, batch, 
 
 cli.add_command(verify_cmd)
 cli.add_command(bench_cmd)
+cli.add_command(apply_plan_cmd)
+cli.add_command(check_cmd)
 
 
 def main(argv=None) -> None:
@@ -254,7 +260,7 @@ def main(argv=None) -> None:
     debug = "--debug" in args or os.environ.get("ONNXPRUNE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     try:
-        cli.main(args=args, prog_name="onnxprune", standalone_mode=False)
+        cli.main(args=args, prog_name="onnxprune", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

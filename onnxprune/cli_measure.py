@@ -15,43 +15,26 @@ import click
 
 from .bench import PROVIDERS, BenchConfig, bench, format_markdown
 from .bench import format_table as format_bench_table
+from .cli_options import fidelity_options, image_options, image_options_for, shape_option
 from .cost import parse_shapes, unpinned_dims_notes
 from .errors import OptionError, VerificationError
 from .io import load_model
 from .diagnosis import gather
 from .layers import bench_layers, format_groups
-from .cli_options import image_options, image_options_for
 from .progress import Progress
 from .verify import Gates, compare, format_table, load_inputs_images, load_inputs_npz, load_labels, make_inputs
-
-SHAPE_HELP = "Pin a dynamic input shape, NAME=1x3x224x224 (repeatable)."
 
 
 @click.command("verify")
 @click.argument("dense", type=click.Path(dir_okay=False))
 @click.argument("pruned", type=click.Path(dir_okay=False))
-@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=SHAPE_HELP)
+@shape_option()
 @click.option("--samples", type=int, default=None, help="Random input batches to compare on (default 4).")
-@click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="Inputs from an .npz: one array per input, samples on axis 0 (along the batch axis or stacked).")
+@fidelity_options
 @click.option("--data-images", type=click.Path(file_okay=False), default=None,
               help="Inputs from a folder of images, sorted by name (needs onnxprune[images]); see --size, --mean, "
-                   "--std, --layout.")
+                   "--std, --layout. --labels then holds one class id per image.")
 @image_options
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--max-rel-error", type=float, default=None,
-              help="Fail if any output's relative error ||pruned - dense|| / ||dense|| is larger (0.05 = 5%).")
-@click.option("--min-cosine", type=float, default=None,
-              help="Fail if any output's cosine similarity is lower (blind to scale, and to most changes of "
-                   "outputs of one sign: prefer --max-rel-error).")
-@click.option("--min-top1", type=float, default=None,
-              help="Fail if top-1 agreement of outputs that look like class scores ([N, classes]) is lower.")
-@click.option("--max-abs", type=float, default=None, help="Fail if any output's max absolute error is larger.")
-@click.option("--labels", type=click.Path(dir_okay=False), default=None,
-              help="Class ids (.npy, one per sample of --data or image of --data-images): report both models' "
-                   "accuracy and the drop.")
-@click.option("--max-accuracy-drop", type=float, default=None,
-              help="Fail if accuracy drops more than this fraction (0.01 = 1 point); needs --labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
 def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, std, layout, seed, max_rel_error,
                min_cosine, min_top1, max_abs, labels, max_accuracy_drop, as_json):
@@ -80,7 +63,8 @@ def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, st
     else:
         pinned = parse_shapes(shapes)
         _notes(unpinned_dims_notes(load_model(dense), pinned, "the outputs are compared"))
-        feeds, inputs = make_inputs(dense, pinned, samples=4 if samples is None else samples, seed=seed), "random"
+        feeds, inputs = make_inputs(dense, pinned, samples=4 if samples is None else samples,
+                                    seed=0 if seed is None else seed), "random"
     report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None,
                      inputs=inputs)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
@@ -103,8 +87,7 @@ def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, st
 @click.option("--warmup", type=int, default=5, show_default=True, help="Untimed warm-up runs per session.")
 @click.option("--runs", type=int, default=5, show_default=True, help="Timed runs per visit of a model.")
 @click.option("--rounds", type=int, default=10, show_default=True, help="Shuffled rounds visiting every model.")
-@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC",
-              help="Pin other dynamic dims, NAME=1x3x224x224 (repeatable); the first dim is set by --batch.")
+@shape_option("Pin other dynamic dims, NAME=1x3x224x224 (repeatable); the first dim is set by --batch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and the round order.")
 @click.option("--require-provider", is_flag=True, help="Fail instead of reporting an unavailable provider.")
 @click.option("--trt-sparsity", is_flag=True, help="TensorRT: enable sparse kernels (trt_sparsity_enable).")

@@ -2,6 +2,8 @@
 
 `image_options` adds --size, --mean, --std and --layout: how a folder of images becomes the model's input, for
 prune's --calib-images and verify's --data-images; `image_options_for` turns their values into ImageOptions.
+`shape_option` is --shape (every command that runs or counts a model); `fidelity_options` are verify's inputs and
+gates, which check shares; `output_report_options` are what a pruning command writes beside its model.
 """
 
 from __future__ import annotations
@@ -26,11 +28,65 @@ _IMAGE_OPTIONS = (
 )
 
 
-def image_options(command):
-    """Decorator: the image options (--size, --mean, --std, --layout) on a click command."""
-    for option in reversed(_IMAGE_OPTIONS):
-        command = option(command)
-    return command
+def _stack(*options):
+    """One decorator that applies `options` in order (the first is listed first in --help)."""
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+image_options = _stack(*_IMAGE_OPTIONS)
+image_options.__doc__ = "Decorator: the image options (--size, --mean, --std, --layout) on a click command."
+
+calibration_options = _stack(
+    click.option("--calib", type=click.Path(dir_okay=False), default=None,
+                 help="Calibration inputs (.npz, one array per input, samples on axis 0): data-aware scores and "
+                      "recovery."),
+    click.option("--calib-images", type=click.Path(file_okay=False), default=None,
+                 help="Calibration images from a folder (needs onnxprune[images]); see --size, --mean, --std, "
+                      "--layout."),
+    image_options,
+)
+calibration_options.__doc__ = "Decorator: --calib, --calib-images and the image options (prune, apply-plan)."
+
+SHAPE_HELP = "Pin an input's dynamic dims, NAME=1x3x224x224 (repeatable): shape inference, MAC counts and inputs."
+
+
+def shape_option(help: str = SHAPE_HELP):
+    """--shape NAME=AxBxC, repeatable, into the `shapes` parameter (parse it with cost.parse_shapes)."""
+    return click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=help)
+
+
+# verify's inputs and gates (verify.Gates), shared by check; defaults are None so that a policy file can fill them
+fidelity_options = _stack(
+    click.option("--data", type=click.Path(dir_okay=False), default=None,
+                 help="Inputs from an .npz: one array per input, samples on axis 0 (along the batch axis or stacked)."),
+    click.option("--labels", type=click.Path(dir_okay=False), default=None,
+                 help="Class ids (.npy, one per input sample): report both models' accuracy and the drop."),
+    click.option("--seed", type=int, default=None, help="Seed of the random inputs [default: 0]."),
+    click.option("--max-rel-error", type=float, default=None,
+                 help="Fail if any output's relative error ||pruned - dense|| / ||dense|| is larger (0.05 = 5%)."),
+    click.option("--min-cosine", type=float, default=None,
+                 help="Fail if any output's cosine similarity is lower (blind to scale, and to most changes of "
+                      "outputs of one sign: prefer --max-rel-error)."),
+    click.option("--min-top1", type=float, default=None,
+                 help="Fail if top-1 agreement of outputs that look like class scores ([N, classes]) is lower."),
+    click.option("--max-abs", type=float, default=None, help="Fail if any output's max absolute error is larger."),
+    click.option("--max-accuracy-drop", type=float, default=None,
+                 help="Fail if accuracy drops more than this fraction (0.01 = 1 point); needs --labels."),
+)
+
+output_report_options = _stack(
+    click.option("--plan-out", type=click.Path(dir_okay=False), default=None,
+                 help="Also write the pruning plan (JSON: kept channels by weight name) for apply-plan."),
+    click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+                 help="Also write a model card, report.json and report.md, into this folder."),
+    click.option("--report-bench", is_flag=True,
+                 help="--report: also time the source and the output side by side (bench's method, cpu, 1 thread)."),
+)
 
 
 def image_options_for(folder, folder_option: str, size: Optional[str], mean: str, std: str,

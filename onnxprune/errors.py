@@ -34,3 +34,7 @@ class VerificationError(OnnxPruneError):
 class OnnxPruneWarning(UserWarning):
     """Something the user asked for had no effect (an --exclude pattern that matches no node ...); the CLI prints
     it as a 'warning:' line on stderr, the API also lists it in the report's `warnings`."""
+
+
+class PlanMismatchError(OnnxPruneError):
+    """A pruning plan does not fit the model it is applied to (a weight is missing, channel counts differ, ...)."""

@@ -17,7 +17,7 @@ from onnx.external_data_helper import (
     uses_external_data,
 )
 
-from .errors import ModelLoadError, OnnxPruneError, UnsafePathError
+from .errors import ModelLoadError, OnnxPruneError, OptionError, UnsafePathError
 
 ModelSource = Union[str, os.PathLike, onnx.ModelProto]
 
@@ -187,6 +187,38 @@ def check_output_path(path: Union[str, os.PathLike], inputs=(), force: bool = Fa
     if out.is_dir():
         raise OutputError(f"{out}: is a folder, expected a file name")
     return out
+
+
+def write_text(path: Union[str, os.PathLike], text: str, *, inputs=(), force: bool = False) -> Path:
+    """Write `text` (UTF-8) to `path` atomically: a temporary file beside it, then a rename. Refuses to overwrite
+    any of `inputs` unless `force` (see check_output_path)."""
+    out = check_output_path(path, inputs, force)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".onnxprune-", dir=out.parent)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write in {out.parent}: {_one_line(exc)}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write: {_one_line(exc)}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def read_document(path: Union[str, os.PathLike], loads, errors: tuple, what: str):
+    """`loads` of a small UTF-8 file (a plan, a policy); one-line OptionError when it is missing, unreadable, or
+    `loads` raises one of `errors`. `what` names it in the message ("--policy gate.toml", ...)."""
+    p = Path(path)
+    if not p.is_file():
+        raise OptionError(f"{what}: no such file")
+    try:
+        return loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) + tuple(errors) as exc:
+        raise OptionError(f"{what}: not readable: {' '.join(str(exc).split())}") from None
 
 
 class StagedModel:
