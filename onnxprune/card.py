@@ -73,7 +73,7 @@ class ModelCard:
             "fidelity": self.fidelity,
             "bench": self.bench,
             "recovery": p["recovery"],
-            "notes": list(p["notes"]) + self.notes,
+            "notes": [f"warning: {w}" for w in p.get("warnings", [])] + list(p["notes"]) + self.notes,
             "command": self.command,
             "versions": self.versions,
         }

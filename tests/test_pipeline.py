@@ -337,14 +337,16 @@ def test_prune_report_follows_the_schema_and_reproduces(tmp_path, monkeypatch):
 def test_api_card_command_is_the_equivalent_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _copy(tmp_path, "c2f_tiny_ts.onnx")
-    result = onnxprune.prune("c2f_tiny_ts.onnx", ratio=0.4, scope="global", round_to=2, exclude=["nothing*"],
-                             shapes={"input": [1, 3, 32, 32]})
+    with pytest.warns(onnxprune.OnnxPruneWarning, match="'nothing\\*' matches no node"):
+        result = onnxprune.prune("c2f_tiny_ts.onnx", ratio=0.4, scope="global", round_to=2, exclude=["nothing*"],
+                                 shapes={"input": [1, 3, 32, 32]})
     result.save("api.onnx")
     card = onnxprune.model_card(result, "api.onnx", samples=2)
     paths = card.write("card")
     assert [p.name for p in paths] == ["report.json", "report.md"]
     assert_follows_schema(json.loads(paths[0].read_text()))
     assert card.bench is None and "Not measured" in paths[1].read_text()
+    assert any(n.startswith("warning: --exclude 'nothing*' matches no node") for n in card.to_dict()["notes"])
     command = shlex.split(card.command)
     assert command[:5] == ["onnxprune", "prune", "c2f_tiny_ts.onnx", "-o", "api.onnx"] and "--shape" in command
     made = Path("api.onnx").read_bytes()
@@ -495,6 +497,18 @@ def test_policy_api_round_trip():
     assert policy.thresholds == {"min-cosine": 0.99} and policy.shapes == {"x": [1, 3, 8, 8]}
     with pytest.raises(onnxprune.OnnxPruneError, match="unknown setting"):
         policy.updated({"speed": 2})
+
+
+def test_readme_pipeline_block_runs(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"The pipeline steps return dataclasses too.*?```python\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "models").symlink_to(MODELS)
+    monkeypatch.chdir(tmp_path)
+    scope = {"onnxprune": onnxprune}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["gate"].passed, scope["gate"].criteria
+    assert scope["again"].model.SerializeToString() == scope["result"].model.SerializeToString()
+    assert_follows_schema(json.loads((tmp_path / "card" / "report.json").read_text()))
 
 
 # ----------------------------------------------------------------------------------- the workflow example
