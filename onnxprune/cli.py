@@ -16,15 +16,15 @@ import click
 
 from . import api
 from .cli_measure import bench_cmd, verify_cmd
-from .cli_options import calibration_options, image_options_for, output_report_options, shape_option
+from .cli_mlflow import mlflow_group
+from .cli_options import (calibration_options, image_options_for, output_report_options, recovery_options, shape_option,
+                          structured_prune_options)
 from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
 from .cost import parse_shapes, unpinned_dims_notes
 from .errors import NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
 from .io import check_output_path, load_model, stage_model
-from .importance import CRITERIA
-from .plan import DEFAULT_ROUND_TO, SCOPES
+from .plan import DEFAULT_ROUND_TO
 from .progress import Progress, Stages
-from .recovery import METHODS
 from .target import CHOICES as TARGET_CHOICES
 from .target import round_to_for
 from .validate import check_io, check_runnable
@@ -61,29 +61,10 @@ def inspect_cmd(model, shapes, as_json, members):
 @cli.command("prune")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
-@click.option("--ratio", type=float, default=0.5, show_default=True, help="Fraction of channels to remove per group.")
-@click.option("--heads-ratio", type=float, default=None,
-              help="Fraction of attention heads to remove (default: --ratio).")
-@click.option("--ffn-ratio", type=float, default=None,
-              help="Fraction of MatMul/Gemm output neurons (FFN intermediates) to remove (default: --ratio).")
-@click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l1", show_default=True,
-              help="Channel score: l1/l2 norm of the weights that produce and read the channel; activation (mean "
-                   "|x| where it is read) and wanda (|w| x ||x||) need --calib.")
-@click.option("--scope", type=click.Choice(list(SCOPES)), default="uniform", show_default=True,
-              help="uniform: every group loses --ratio; global: rank normalized scores across groups.")
-@click.option("--max-ratio", type=float, default=0.9, show_default=True, help="Global scope: most any group loses.")
-@click.option("--round-to", type=int, default=None,
-              help=f"Kept channel counts are multiples of this (1: no rounding) [default: {DEFAULT_ROUND_TO}, or --target's].")
-@click.option("--target", type=click.Choice(list(TARGET_CHOICES)), default=None,
-              help="Hardware the model will run on: sets --round-to to its channel block (cpu-avx2 8, cpu-avx512 16, "
-                   "gpu 8; auto: this machine's CPU).")
-@click.option("--min-channels", type=int, default=1, show_default=True, help="Fewest channels a group keeps.")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave groups with a member node matching GLOB.")
+@structured_prune_options
 @shape_option()
 @calibration_options
-@click.option("--calib-samples", type=int, default=512, show_default=True, help="Most calibration samples used.")
-@click.option("--recover", type=click.Choice(list(METHODS)), default=None,
-              help="Training-free recovery: none, bias, lsq, stats or all [default: all with calibration data, else none].")
+@recovery_options
 @click.option("--unstructured", is_flag=True, help="Zero weights by magnitude instead (shapes unchanged).")
 @click.option("--sparsity", type=float, default=None, help="Unstructured: fraction of weights zeroed.")
 @click.option("--pattern", default=None, metavar="N:M", help="Unstructured: keep N of every M weights (e.g. 2:4).")
@@ -250,6 +231,7 @@ def sweep_cmd(model, ratios, out_dir, round_to, target, shapes, threads, batch, 
 
 
 cli.add_command(verify_cmd)
+cli.add_command(mlflow_group)
 cli.add_command(bench_cmd)
 cli.add_command(apply_plan_cmd)
 cli.add_command(check_cmd)

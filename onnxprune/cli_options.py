@@ -41,10 +41,11 @@ def _stack(*options):
 image_options = _stack(*_IMAGE_OPTIONS)
 image_options.__doc__ = "Decorator: the image options (--size, --mean, --std, --layout) on a click command."
 
+calib_option = click.option("--calib", type=click.Path(dir_okay=False), default=None,
+                            help="Calibration inputs (.npz, one array per input, samples on axis 0): data-aware "
+                                 "scores and recovery.")
 calibration_options = _stack(
-    click.option("--calib", type=click.Path(dir_okay=False), default=None,
-                 help="Calibration inputs (.npz, one array per input, samples on axis 0): data-aware scores and "
-                      "recovery."),
+    calib_option,
     click.option("--calib-images", type=click.Path(file_okay=False), default=None,
                  help="Calibration images from a folder (needs onnxprune[images]); see --size, --mean, --std, "
                       "--layout."),
@@ -101,3 +102,52 @@ def image_options_for(folder, folder_option: str, size: Optional[str], mean: str
         return None
     return ImageOptions(parse_size(size) if size else None, parse_floats(mean, "--mean"),
                         parse_floats(std, "--std"), layout)
+
+
+def _structured_prune_options():
+    from .importance import CRITERIA
+    from .plan import DEFAULT_ROUND_TO, SCOPES
+    from .target import CHOICES as TARGET_CHOICES
+
+    return _stack(
+        click.option("--ratio", type=float, default=0.5, show_default=True,
+                     help="Fraction of channels to remove per group."),
+        click.option("--heads-ratio", type=float, default=None,
+                     help="Fraction of attention heads to remove (default: --ratio)."),
+        click.option("--ffn-ratio", type=float, default=None,
+                     help="Fraction of MatMul/Gemm output neurons (FFN intermediates) to remove (default: --ratio)."),
+        click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l1", show_default=True,
+                     help="Channel score: l1/l2 norm of the weights that produce and read the channel; activation "
+                          "(mean |x| where it is read) and wanda (|w| x ||x||) need --calib."),
+        click.option("--scope", type=click.Choice(list(SCOPES)), default="uniform", show_default=True,
+                     help="uniform: every group loses --ratio; global: rank normalized scores across groups."),
+        click.option("--max-ratio", type=float, default=0.9, show_default=True,
+                     help="Global scope: most any group loses."),
+        click.option("--round-to", type=int, default=None,
+                     help=f"Kept channel counts are multiples of this (1: no rounding) [default: {DEFAULT_ROUND_TO}, "
+                          "or --target's]."),
+        click.option("--target", type=click.Choice(list(TARGET_CHOICES)), default=None,
+                     help="Hardware the model will run on: sets --round-to to its channel block (cpu-avx2 8, "
+                          "cpu-avx512 16, gpu 8; auto: this machine's CPU)."),
+        click.option("--min-channels", type=int, default=1, show_default=True, help="Fewest channels a group keeps."),
+        click.option("--exclude", multiple=True, metavar="GLOB", help="Leave groups with a member node matching GLOB."),
+    )
+
+
+def _recovery_options():
+    from .recovery import METHODS
+
+    return _stack(
+        click.option("--calib-samples", type=int, default=512, show_default=True,
+                     help="Most calibration samples used."),
+        click.option("--recover", type=click.Choice(list(METHODS)), default=None,
+                     help="Training-free recovery: none, bias, lsq, stats or all [default: all with calibration data, "
+                          "else none]."),
+    )
+
+
+# how structured pruning chooses channels (prune, mlflow prune)
+structured_prune_options = _structured_prune_options()
+# how much calibration data recovery uses, and which recovery (prune, mlflow prune)
+recovery_options = _recovery_options()
+
