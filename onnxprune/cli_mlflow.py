@@ -86,7 +86,7 @@ def prune_cmd(sources, filter_string, shapes, policy, register_as, alias, experi
                               + "; ".join(f"{r.source}: {r.message}" for r in failed))
     if gated:
         raise VerificationError(f"the gate failed for {len(gated)} of {len(results)} version(s): "
-                                + ", ".join(r.uri for r in gated) + " (registered without the alias)")
+                                + "; ".join(f"{r.uri}: {r.message}" for r in gated) + " (registered without the alias)")
 
 
 @mlflow_group.command("serve-hook")

@@ -2,6 +2,7 @@
 its webhooks delivered by that server, and Ray running locally."""
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -63,7 +64,7 @@ def server(tmp_path_factory):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -311,7 +312,8 @@ def _hook(tmp_path, server, models, monkeypatch):
     return HookServer(load_config(config)).start()
 
 
-def test_webhook_delivered_by_the_server_prunes_once(server, client, tmp_path, monkeypatch):
+def test_webhook_delivered_by_the_server_prunes_once(server, client, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="onnxprune.hook")
     hook = _hook(tmp_path, server, ["hooked"], monkeypatch)
     try:
         client.create_webhook(name="onnxprune", url=hook.url, events=["model_version.created"], secret=SECRET)
@@ -340,6 +342,8 @@ def test_webhook_delivered_by_the_server_prunes_once(server, client, tmp_path, m
         assert _post(hook.url, body, headers) == (200, {"ignored": "job already queued", "job": job["id"]})
         assert _post(hook.url, body, headers)[1]["ignored"] == "delivery already received"
         assert hook.wait_idle(30) and len(hook.store.jobs()) == 1 and len(versions(client, "hooked")) == 2
+        rejected = [r.getMessage() for r in caplog.records if r.getMessage().startswith("rejected")]
+        assert len(rejected) == 6 and "rejected 401 from 127.0.0.1: unsigned" in rejected[0]
     finally:
         hook.stop()
 

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sqlite3
 import sys
 import threading
@@ -254,13 +255,15 @@ class HookServer:
             t.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 600) -> None:
+        """Stop listening, and wait up to `wait` seconds for a job in progress (one cut short is redone by the
+        next receiver)."""
         self.stopping.set()
         self.wake.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         for t in self.threads:
-            t.join(timeout=600)
+            t.join(timeout=wait)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no job is queued or running (for tests and scripted use)."""
@@ -361,6 +364,9 @@ def _handler(server: HookServer):
             except Rejected as exc:
                 log.warning("rejected %d from %s: %s", exc.status, self.client_address[0], exc)
                 status, answer = exc.status, {"error": str(exc)}
+            else:
+                if "ignored" in answer:
+                    log.info("ignored a delivery from %s: %s", self.client_address[0], answer["ignored"])
             self._answer(status, answer)
 
         def do_GET(self):  # noqa: N802
@@ -387,8 +393,14 @@ def serve(config: HookConfig) -> None:
     """Run the receiver until interrupted."""
     hook = HookServer(config).start()
     log.info("listening on %s; watching %s; state in %s", hook.url, ", ".join(config.watches), config.state_file)
+    if threading.current_thread() is threading.main_thread():  # SIGTERM (systemd, docker stop) ends it as Ctrl-C does
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)
-    finally:
-        hook.stop()
+    finally:  # Ctrl-C: a job in progress stays marked running in the state file and is redone on restart
+        hook.stop(wait=1)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -61,7 +61,7 @@ class JobResult:
     gate: Optional[str] = None  # pass | fail | none
     alias: Optional[str] = None  # set on the pruned version by this job
     metrics: dict = field(default_factory=dict)
-    message: str = ""
+    message: str = ""  # why it failed, or which gate thresholds failed
 
     @property
     def uri(self) -> Optional[str]:
@@ -75,7 +75,8 @@ class JobResult:
             return f"{self.source}: failed: {self.message}"
         what = "registered" if self.status == "registered" else "already pruned with this recipe:"
         alias = f", alias {self.alias!r}" if self.alias else ""
-        return f"{self.source}: {what} {self.uri} (gate {self.gate}{alias})"
+        why = f": {self.message}" if self.message else ""
+        return f"{self.source}: {what} {self.uri} (gate {self.gate}{alias}){why}"
 
 
 def parse_model_uri(text: str) -> tuple[str, Optional[str], Optional[str]]:
@@ -274,6 +275,7 @@ class _Evidence:
     card_dir: Path
     files: list  # JSON files logged beside the card
     gate: str  # pass | fail | none
+    gate_detail: str  # the thresholds that failed
     metrics: dict
     params_extra: dict
 
@@ -316,7 +318,8 @@ def _prune_and_measure(ref: VersionRef, source: Path, out: Path, recipe: Recipe,
     data = card.to_dict()
     gate = "none" if gate_report is None else "pass" if gate_report.passed else "fail"
     metrics = _metrics(data, gate_report, bench_report)
-    return _Evidence(model_path, plan_path, out / "card", files, gate, metrics,
+    detail = "" if gate_report is None else "; ".join(f"{c.name} {c.status}: {c.detail}" for c in gate_report.failed)
+    return _Evidence(model_path, plan_path, out / "card", files, gate, detail, metrics,
                      {"source": ref.uri, "source_sha256": data["source"]["sha256"]})
 
 
@@ -391,4 +394,5 @@ def _log_and_register(registry: Registry, ref: VersionRef, target: str, alias: O
     if alias is not None and ev.gate == "pass":
         registry.call(f"alias {alias!r}", registry.client.set_registered_model_alias, target, alias, str(mv.version))
         set_alias = alias
-    return JobResult(ref.uri, "registered", target, str(mv.version), run_id, ev.gate, set_alias, ev.metrics)
+    return JobResult(ref.uri, "registered", target, str(mv.version), run_id, ev.gate, set_alias, ev.metrics,
+                     ev.gate_detail)
