@@ -336,8 +336,8 @@ def _metrics(card: dict, gate_report, bench_report) -> dict:
     fidelity = gate_report.fidelity.to_dict() if gate_report is not None else card["fidelity"]
     if fidelity:
         outputs = fidelity["outputs"]
-        for key, name, pick in (("cosine", "fidelity_min_cosine", min), ("max_abs", "fidelity_max_abs", max),
-                                ("top1", "fidelity_min_top1", min)):
+        for key, name, pick in (("rel_error", "fidelity_max_rel_error", max), ("cosine", "fidelity_min_cosine", min),
+                                ("max_abs", "fidelity_max_abs", max), ("top1", "fidelity_min_top1", min)):
             values = [o[key] for o in outputs if isinstance(o.get(key), (int, float))]
             if values:
                 m[name] = pick(values)
