@@ -246,8 +246,12 @@ def test_prune_registers_a_version_with_lineage_card_plan_and_alias(server, clie
     count = lambda m: sum(int(np.prod(t.dims)) for t in m.graph.initializer)  # noqa: E731
     assert count(pruned) < 0.5 * count(dense)
 
-    again = cli(*args, server=server, check=0)  # the same recipe on the same version: nothing new
-    assert json.loads(again.stdout)[0]["status"] == "exists"
+    from onnxprune.integrations.mlflow_registry import prune_version
+    from onnxprune.integrations.recipe import Recipe
+
+    again = prune_version("models:/digits/1", Recipe(ratio=0.5, round_to=1, policy=str(gate)),
+                          register_as="digits-pruned", alias="pruned", tracking_uri=server)
+    assert (again.status, again.version) == ("exists", "1")  # the same recipe on the same version: nothing new
     assert [v.version for v in versions(client, "digits-pruned")] == ["1"]
 
 

@@ -353,6 +353,7 @@ def _handler(server: HookServer):
     class Handler(BaseHTTPRequestHandler):
         server_version = "onnxprune-hook"
         sys_version = ""
+        timeout = 10  # seconds a client may take to send its request (a stalled one is dropped)
 
         def do_POST(self):  # noqa: N802 - http.server's name
             body = None
