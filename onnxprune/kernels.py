@@ -4,8 +4,9 @@ At small batches a GPU runs a model about as fast as it can launch its kernels, 
 there is its kernels rather than its MACs. onnxruntime fuses nodes (Conv + BatchNormalization + Relu, a
 residual Add into the Conv before it, MatMul + scale, bias + Gelu) and names the fused node after one of them, so
 an optimized node is assigned to a block when one of its outputs is a tensor a block's node wrote, or else when
-its name starts with the name of a block's node (the longest such name wins). Nodes onnxruntime inserts on its
-own (layout reorders) belong to no block.
+its name starts with the name of a block's node or of a tensor one wrote, followed by a separator (the NCHWc
+layout pass names a convolution after its output tensor: relu_1_nchwc; the longest such name wins, and relu_10
+is not relu_1's). Nodes onnxruntime inserts on its own (layout reorders) belong to no block.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ def block_kernels(model: onnx.ModelProto, blocks: list[Block]) -> tuple[Optional
         for name in (*block.nodes, block.add):
             owner[name] = i
     written = {out: owner[node.name] for node in model.graph.node if node.name in owner for out in node.output}
+    named = {**owner, **written}  # fused nodes are named after a node or the tensor it wrote ("relu_1_nchwc")
     counts = [0] * len(blocks)
     for node in optimized:
         i = next((written[o] for o in node.output if o in written), None)
-        if i is None:  # the longest original name the fused node's name starts with
-            i = next((owner[node.name[:n]] for n in range(len(node.name), 0, -1) if node.name[:n] in owner), None)
+        if i is None:  # the longest original name the fused node's name starts with, up to a separator
+            name = node.name
+            i = next((named[name[:n]] for n in range(len(name), 0, -1)
+                      if name[:n] in named and (n == len(name) or not name[n].isalnum())), None)
         if i is not None:
             counts[i] += 1
     return counts, len(optimized), ""

@@ -194,6 +194,13 @@ def test_kernels_per_block_after_onnxruntime_fusions():
     counts, total, why = block_kernels(model, search.blocks)
     # each basic block runs as two fused convolutions (conv+bn+relu, conv+bn+add+relu)
     assert counts == [2] * 5 and total > 10 and not why
+    # the NCHWc pass names fused convolutions after their output tensors (dynamo: 'relu_1_nchwc', 'relu_10_nchwc'):
+    # both exports of one network count the same kernels per block
+    per_export = []
+    for name in ("resnet_tiny_ts.onnx", "resnet_tiny_dynamo.onnx"):
+        model = load(name)
+        per_export.append(block_kernels(model, find_blocks(Graph(model)).blocks)[:2])
+    assert per_export[0] == per_export[1] and all(per_export[0][0])
 
 
 def test_inspect_lists_blocks_and_prune_cli(tmp_path):
