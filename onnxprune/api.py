@@ -10,6 +10,8 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 import onnx
 
+from .block_scores import WEIGHT_PROXY_NOTE, blocks_to_remove, data_scores, weight_scores
+from .blocks import Block, find_blocks, removable
 from .cost import CostReport, count_cost, counting_shapes, generic_input_shapes
 from .deps.context import Analysis, analyze as _analyze, declined_layers, no_group_reason, subgraph_reason
 from .deps.rules import Registry, default_registry
@@ -20,9 +22,12 @@ from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_i
 from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
-from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, kind_of, make_plan, unit_of, unmatched_excludes
+from .plan import (DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, unit_of,
+                   unmatched_excludes)
 from .planfile import PlanFile, plan_file
-from .report import AnalysisReport, GroupReport, PruneReport, Totals
+from .depth import remove_blocks as drop_blocks
+from .kernels import block_kernels
+from .report import AnalysisReport, BlockReport, DepthReport, GroupReport, PruneReport, Totals
 from .recovery import RecoveryReport, check_method
 from .recovery import recover as recover_model
 from .rewrite import rewrite
@@ -43,14 +48,15 @@ NO_RECOVERY_NOTE = (
 class PruneResult:
     model: onnx.ModelProto
     report: PruneReport
-    analysis: Analysis
-    plan: Plan
+    analysis: Optional[Analysis]  # of the width stage (None when only blocks were removed)
+    plan: Optional[Plan]
     masked_reads: dict  # (weight, axis) -> removed positions: the masking oracle's input (see oracle.py)
     dense_io: tuple  # the dense model's inputs and outputs (validate.io_signature), which must not change
     recovery: Optional[RecoveryReport] = None
     source: Optional[str] = None  # the path the model was read from (None for a ModelProto)
     shapes: dict = field(default_factory=dict)  # the input shapes given (pinned dims)
     calib_args: tuple = ()  # the prune options that name the calibration data: ("--calib", path), ... ; () in memory
+    removed_blocks: list = field(default_factory=list)  # blocks.Block removed before the width stage (oracle.py)
 
     def save(self, path, **kwargs):
         from .io import save_model
@@ -69,9 +75,15 @@ def _working_copy(source: ModelSource) -> tuple[onnx.ModelProto, Optional[int]]:
 
 
 def _analysis(model: onnx.ModelProto, shapes, registry, sample=None) -> tuple[Graph, Analysis, CostReport]:
-    """The analysis runs with every dim nobody pinned at a generic size (see cost.generic_sizes), so that its
-    groups and plan are those of a pinned model; MACs are counted at cost.counting_shapes, which the report states
-    (`sample`: one calibration feed's input shapes)."""
+    graph, cost = _indexed(model, shapes, sample)
+    return graph, _analyze(graph, registry or default_registry()), cost
+
+
+def _indexed(model: onnx.ModelProto, shapes, sample=None) -> tuple[Graph, CostReport]:
+    """The folded model's index and cost. The index works with every dim nobody pinned at a generic size (see
+    cost.generic_sizes), so that the analysis (its groups and plan, the blocks found) is that of a pinned model;
+    MACs are counted at cost.counting_shapes, which the report states (`sample`: one calibration feed's input
+    shapes)."""
     fold_constants(model)
     generic = generic_input_shapes(model, shapes)
     info, at_generic = infer_generic_shapes(model, generic, shapes)
@@ -81,7 +93,7 @@ def _analysis(model: onnx.ModelProto, shapes, registry, sample=None) -> tuple[Gr
         notes.append(GENERIC_SIZES_FAIL)
     cost = count_cost(model, counted)
     cost.notes[:0] = notes
-    return graph, _analyze(graph, registry or default_registry()), cost
+    return graph, cost
 
 
 def _op_types(analysis: Analysis) -> dict[str, str]:
@@ -150,6 +162,12 @@ def analyze(
     graph, analysis, cost = _analysis(working, shapes, registry)
     notes = list(cost.notes) + _analysis_notes(analysis)
     prunable_macs, both_sides = _prunable_macs(analysis, cost)
+    search = find_blocks(graph)
+    kernels, kernels_total, why = block_kernels(working, search.blocks)
+    if not search.blocks:
+        notes.append(f"no removable block (depth pruning): {search.why_none()}")
+    elif why:
+        notes.append(why)
     return AnalysisReport(
         groups=_group_reports(analysis),
         totals=Totals(cost.params, cost.macs),
@@ -157,7 +175,19 @@ def analyze(
         prunable_macs_both_sides=both_sides,
         input_shapes=cost.input_shapes,
         notes=notes,
+        blocks=_block_reports(search.blocks, cost, kernels=kernels),
+        kernels_total=kernels_total or None,
     )
+
+
+def _block_reports(blocks: list[Block], cost: CostReport, kernels=None, scores=None, removed=()) -> list[BlockReport]:
+    gone = {b.add for b in removed}
+    out = []
+    for i, b in enumerate(blocks):
+        costs = [cost.per_node[n] for n in b.nodes if n in cost.per_node]
+        out.append(BlockReport(b.label, b.add, len(b.nodes), sum(c.params for c in costs), sum(c.macs for c in costs),
+                               kernels[i] if kernels else None, scores[i] if scores else None, b.add in gone))
+    return out
 
 
 CalibSource = Union[str, "os.PathLike", SampleSet, ImageFolder, Iterable[Mapping]]
@@ -186,7 +216,7 @@ def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optio
 def prune(
     model: ModelSource,
     *,
-    ratio: float = 0.5,
+    ratio: Optional[float] = None,
     scope: str = "uniform",
     criterion: str = "l1",
     max_ratio: float = 0.9,
@@ -195,6 +225,8 @@ def prune(
     exclude: Optional[Sequence[str]] = (),
     heads_ratio: Optional[float] = None,
     ffn_ratio: Optional[float] = None,
+    depth_ratio: Optional[float] = None,
+    remove_blocks: Optional[int] = None,
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
     registry: Optional[Registry] = None,
     calib: Optional[CalibSource] = None,
@@ -213,35 +245,67 @@ def prune(
     ("activation", "wanda") and recovery (`recover`: none, bias, lsq, stats or all; default all with
     calibration data, none without). See recovery.py.
     `progress(stage, done, total)` follows the long stages: "calibration" (images read, or once when the samples
-    are loaded), "scores" (samples run for a data-aware criterion), "recovery" (samples run, over all passes).
+    are loaded), "blocks" (samples run to score residual blocks), "scores" (samples run for a data-aware
+    criterion), "recovery" (samples run, over all passes).
+
+    Depth pruning: `depth_ratio` (a fraction of the removable residual blocks, rounded up) or `remove_blocks` (a
+    count) removes whole blocks y = x + f(x) first (blocks.py; scored by ||f(x)|| / ||x|| on `calib`, else by a
+    weight proxy), then the width stage prunes the smaller graph. `ratio` defaults to 0.5, or to 0 (blocks only)
+    when a depth option is given. `exclude` keeps matching blocks too.
     """
+    depth = depth_ratio is not None or remove_blocks is not None
+    if depth:
+        blocks_to_remove(1, depth_ratio, remove_blocks)  # the options' checks, before any work
+    if ratio is None:
+        ratio = 0.0 if depth else 0.5
+    width = not depth or ratio > 0 or bool(heads_ratio) or bool(ffn_ratio)
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
                           ffn_ratio)
     options.validate()
-    method = recover if recover is not None else ("all" if calib is not None else "none")
+    method = recover if recover is not None else ("all" if calib is not None and width else "none")
     check_method(method)
     if calib is None and (method != "none" or criterion in DATA_CRITERIA):
         what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
         raise OptionError(f"{what} needs calibration data: give --calib FILE.npz (or --calib-images DIR)")
-    work = _load_work(model, shapes, registry, calib, calib_samples, progress)
+    if not width and (method != "none" or criterion in DATA_CRITERIA):
+        what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
+        raise OptionError(f"{what} is for channel pruning: give --ratio (blocks alone are scored on --calib)")
+    blocks = _BlockOptions(depth_ratio, remove_blocks, options.exclude) if depth else None
+    work = _load_work(model, shapes, registry, calib, calib_samples, progress, blocks, width)
     analysis, samples = work.analysis, work.samples
-    prunable = [g for g in analysis.groups if g.prunable]
-    stats = None
-    if criterion in DATA_CRITERIA:
-        from .activations import channel_stats
+    plan, names = None, list(work.block_names)
+    if width:
+        prunable = [g for g in analysis.groups if g.prunable]
+        stats = None
+        if criterion in DATA_CRITERIA:
+            from .activations import channel_stats
 
-        taps = activation_inputs(analysis, prunable)
-        by_tensor = channel_stats(work.working, {t: a for t, a in taps.values()}, samples,
-                                  _stage(progress, "scores", samples))
-        stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
-    scores = channel_scores(analysis, prunable, criterion, stats)
-    plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
-    unmatched = unmatched_excludes(options.exclude, [m for g in prunable for m in g.members])
+            taps = activation_inputs(analysis, prunable)
+            by_tensor = channel_stats(work.working, {t: a for t, a in taps.values()}, samples,
+                                      _stage(progress, "scores", samples))
+            stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
+        scores = channel_scores(analysis, prunable, criterion, stats)
+        plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
+        names += [m for g in prunable for m in g.members]
+    what = ("node of a prunable group or residual block" if depth and width else
+            "node of a residual block" if depth else "node of a prunable group")
+    unmatched = unmatched_excludes(options.exclude, names, what)
     for message in unmatched:
         warnings.warn(message, OnnxPruneWarning, stacklevel=2)
     settings = {**asdict(options), "exclude": list(options.exclude), "criterion": criterion, "recover": method,
                 "calib_samples": samples.count if samples is not None else 0}
+    if depth:
+        settings.update(depth_ratio=depth_ratio, remove_blocks=remove_blocks)
     return _carry_out(work, plan, settings, unmatched)
+
+
+@dataclass
+class _BlockOptions:
+    """What the depth stage removes: `depth_ratio` of the blocks or `count` of them, none matching `exclude`."""
+
+    depth_ratio: Optional[float]
+    count: Optional[int]
+    exclude: tuple[str, ...]
 
 
 @dataclass
@@ -258,63 +322,109 @@ class _Work:
     samples: Optional[SampleSet]
     progress: Progress
     calib_args: tuple = ()
+    depth: Optional[DepthReport] = None  # the depth stage's report (blocks removed from `working`)
+    removed_blocks: list = field(default_factory=list)
+    cost_dense: Optional[CostReport] = None  # the cost before the depth stage
+    block_names: list = field(default_factory=list)  # every block's nodes (for --exclude's check)
 
 
-def _load_work(model: ModelSource, shapes, registry, calib, calib_limit, progress) -> _Work:
+def _load_work(model: ModelSource, shapes, registry, calib, calib_limit, progress,
+               blocks: Optional[_BlockOptions] = None, width: bool = True) -> _Work:
+    """The model loaded; with `blocks`, the depth stage done (in place); with `width`, the result analyzed."""
     working, disk_bytes = _working_copy(model)
     samples = (calibration_samples(calib, working, calib_limit, _stage(progress, "calibration"))
                if calib is not None else None)
     size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
     dense_io = io_signature(working)
     sample = None if samples is None else {k: list(np.shape(v)) for k, v in next(samples.feeds(1)).items()}
-    graph, analysis, cost_before = _analysis(working, shapes, registry, sample)
-    if not any(g.prunable for g in analysis.groups):
-        raise NothingToPruneError(_nothing_to_prune(analysis, cost_before))
+    depth, removed, cost_dense, names = None, [], None, []
+    if blocks is not None:
+        depth, removed, cost_dense, names = _remove_blocks(working, shapes, sample, blocks, samples, progress)
+    analysis, cost_before = None, cost_dense
+    if width:
+        graph, analysis, cost_before = _analysis(working, shapes, registry, sample)
+        if not any(g.prunable for g in analysis.groups):
+            raise NothingToPruneError(_nothing_to_prune(analysis, cost_before))
     return _Work(model, working, size_before, dense_io, analysis, cost_before, shapes, samples, progress,
-                 calibration_args(calib))
+                 calibration_args(calib), depth, removed, cost_dense, names)
 
 
-def _carry_out(work: _Work, plan: Plan, settings: dict, unmatched: Sequence[str] = ()) -> PruneResult:
-    """Rewrite the analyzed model as `plan` says, recover it when settings["recover"] asks, and report
-    (`unmatched`: the --exclude patterns that matched nothing, the report's warnings)."""
+def _remove_blocks(working: onnx.ModelProto, shapes, sample, options: _BlockOptions, samples, progress):
+    """Depth stage, in place: removes the lowest-scored residual blocks (none with a node matching an --exclude
+    glob). Returns (report, removed blocks, the dense model's cost, every block's node names)."""
+    graph, cost = _indexed(working, shapes, sample)
+    search = find_blocks(graph)
+    if not search.blocks:
+        raise NothingToPruneError(f"nothing to prune: no removable block: {search.why_none()}")
+    kept_by = {b.add: excluded([*b.nodes, b.add], options.exclude) for b in search.blocks}
+    eligible = [b for b in search.blocks if not kept_by[b.add]]
+    if not eligible:
+        raise NothingToPruneError(f"nothing to prune: every removable block ({len(search.blocks)}) has a node "
+                                  f"matching --exclude {' '.join(options.exclude)}")
+    count = blocks_to_remove(len(eligible), options.depth_ratio, options.count)
+    if samples is not None:
+        scores = data_scores(working, search.blocks, samples, _stage(progress, "blocks", samples))
+    else:
+        scores = weight_scores(graph, search.blocks)
+    ranked = sorted(range(len(scores)), key=lambda i: scores[i])
+    chosen = removable([search.blocks[i] for i in ranked if not kept_by[search.blocks[i].add]], count)
+    kernels, total, _ = block_kernels(working, search.blocks)
+    reports = _block_reports(search.blocks, cost, kernels=kernels, scores=scores, removed=chosen)
+    for block, report in zip(search.blocks, reports):
+        report.note = f"excluded by {kept_by[block.add]}" if kept_by[block.add] else ""
+    report = DepthReport(reports, "calibration" if samples is not None else "weights", total or None)
+    drop_blocks(working, chosen)
+    return report, chosen, cost, [name for b in search.blocks for name in (*b.nodes, b.add)]
+
+
+def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Sequence[str] = ()) -> PruneResult:
+    """Rewrite the analyzed model as `plan` says (None: blocks only, already removed), recover it when
+    settings["recover"] asks, and report (`unmatched`: the --exclude patterns that matched nothing, the report's
+    warnings)."""
     analysis, method, samples = work.analysis, settings["recover"], work.samples
-    keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
-    reads = removed_reads(analysis, keep)
-    dense = None
-    if method != "none" and plan.pruned:
-        dense = onnx.ModelProto()
-        dense.CopyFrom(work.working)
-    pruned = rewrite(analysis, keep)
-    recovery = None
-    if dense is not None:
-        recovery = recover_model(dense, analysis, keep, reads, samples, method,
-                                 progress=_stage(work.progress, "recovery"))
-        del dense
+    reads, recovery, pruned = {}, None, work.working
+    if plan is not None:
+        keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
+        reads = removed_reads(analysis, keep)
+        dense = None
+        if method != "none" and plan.pruned:
+            dense = onnx.ModelProto()
+            dense.CopyFrom(work.working)
+        pruned = rewrite(analysis, keep)
+        if dense is not None:
+            recovery = recover_model(dense, analysis, keep, reads, samples, method,
+                                     progress=_stage(work.progress, "recovery"))
+            del dense
     drop_unused(pruned)
-    cost_before = work.cost_before
+    if work.depth is not None and work.depth.kernels_before:
+        work.depth.kernels_after = block_kernels(pruned, [])[1] or None
+    cost_before = work.cost_dense or work.cost_before
     cost_after = count_cost(pruned, cost_before.input_shapes)
     size_after = model_nbytes(pruned)
-    notes = list(cost_before.notes) + _analysis_notes(analysis)
+    notes = list(cost_before.notes) + (_analysis_notes(analysis) if analysis is not None else [])
+    if work.depth is not None and samples is None:
+        notes.append(WEIGHT_PROXY_NOTE)
     if recovery is not None:
         notes.append(recovery.summary())
-    elif plan.pruned:
+    elif plan is not None and plan.pruned:
         notes.append(NO_RECOVERY_NOTE)
-    else:
+    elif plan is not None:
         notes.append("no channel was removed: the groups are too small for --ratio/--round-to/--min-channels")
     report = PruneReport(
         before=Totals(cost_before.params, cost_before.macs, work.size_before),
         after=Totals(cost_after.params, cost_after.macs, size_after),
-        groups=_group_reports(analysis, plan),
+        groups=_group_reports(analysis, plan) if plan is not None else [],
         options=settings,
         input_shapes=cost_before.input_shapes,
         notes=notes,
+        depth=work.depth,
     )
     report.recovery = recovery.to_dict() if recovery is not None else None
     report.warnings = list(unmatched)
     source = None if isinstance(work.source, onnx.ModelProto) else str(work.source)
     shapes = {k: list(v) for k, v in (work.shapes or {}).items()}
     return PruneResult(pruned, report, analysis, plan, reads, work.dense_io, recovery, source, shapes,
-                       work.calib_args)
+                       work.calib_args, work.removed_blocks)
 
 
 def apply_plan(
@@ -358,6 +468,9 @@ def pruning_plan(result: PruneResult, source_sha256: Optional[str] = None) -> Pl
     of the dense model's bytes: pass it when the ModelProto is gone)."""
     from .provenance import model_sha256, versions
 
+    if result.removed_blocks:
+        raise OptionError("a plan file records channel choices only: a depth-pruned result (--depth-ratio, "
+                          "--remove-blocks) cannot be saved as a plan yet")
     if source_sha256 is None:
         if result.source is None:
             raise OptionError("pruning_plan: the model was pruned in memory: pass source_sha256")

@@ -33,6 +33,7 @@ from .verify import make_inputs
 INTERNAL_ERROR_EXIT = 5
 PRUNE_STAGES = {  # api.prune's progress stages: (label, unit)
     "calibration": ("loading calibration data", "samples"),
+    "blocks": ("scoring blocks on calibration data", "samples"),
     "scores": ("scoring channels on calibration data", "samples"),
     "recovery": ("recovery passes", "samples run, all passes"),
 }
@@ -62,6 +63,10 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the pruned model.")
 @structured_prune_options
+@click.option("--depth-ratio", type=float, default=None,
+              help="Remove this fraction of the removable residual blocks (y = x + f(x); rounded up), lowest scores "
+                   "first, before any channel pruning; --ratio then defaults to 0 and --exclude keeps blocks too.")
+@click.option("--remove-blocks", type=int, default=None, help="Remove this many residual blocks (see --depth-ratio).")
 @shape_option()
 @calibration_options
 @recovery_options
@@ -72,13 +77,17 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.option("--no-check", is_flag=True, help="Skip the checker and onnxruntime run of the written model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @output_report_options
-def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, max_ratio, round_to, target, min_channels, exclude, shapes,
+def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn_ratio, criterion, scope, max_ratio,
+              round_to, target, min_channels, exclude, shapes,
               calib, calib_images, size, mean, std, layout, calib_samples, recover, unstructured, sparsity, pattern,
               force, no_check, as_json, plan_out, report_dir, report_bench):
     """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT.
 
     With calibration data (--calib or --calib-images) the pruned model is recovered without training
     (--recover all by default): layer-wise least squares and statistics matching against the dense model.
+
+    --depth-ratio / --remove-blocks remove whole residual blocks first (fewer layers, fewer kernels: what pays on
+    a GPU at small batches), then --ratio prunes the channels of the smaller model.
     """
     _refuse_overwrite(model, output, force)
     pinned = parse_shapes(shapes) or None
@@ -86,10 +95,18 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
     samples = _calibration(model, calib, calib_images, size, mean, std, layout, calib_samples)
     if unstructured and (heads_ratio is not None or ffn_ratio is not None):
         raise OptionError("--heads-ratio and --ffn-ratio are for structured pruning, not --unstructured")
+    if unstructured and (depth_ratio is not None or remove_blocks is not None):
+        raise OptionError("--depth-ratio and --remove-blocks are for structured pruning, not --unstructured")
     if unstructured and (samples is not None or recover is not None):
         raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
     if unstructured and (plan_out is not None or report_dir is not None):
         raise OptionError("--plan-out and --report are for structured pruning, not --unstructured")
+    if (depth_ratio is not None or remove_blocks is not None) and (plan_out is not None or report_dir is not None):
+        raise OptionError("--plan-out and --report record channel pruning only: not with --depth-ratio or "
+                          "--remove-blocks yet")
+    if (depth_ratio is not None or remove_blocks is not None) and \
+            click.get_current_context().get_parameter_source("ratio") == click.core.ParameterSource.DEFAULT:
+        ratio = None  # blocks only, unless --ratio is given (api.prune's default)
     outputs = PipelineOutputs(model, output, plan_out, report_dir, report_bench)
     if unstructured:
         pruned, report = _prune_unstructured(model, sparsity, scope, pattern, exclude)
@@ -102,8 +119,8 @@ def prune_cmd(model, output, ratio, heads_ratio, ffn_ratio, criterion, scope, ma
     with Stages(PRUNE_STAGES) as stages, warnings.catch_warnings():
         warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
         result = api.prune(
-            model, ratio=ratio, scope=scope, criterion=criterion, max_ratio=max_ratio, round_to=round_to,
-            min_channels=min_channels, exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned,
+            model, ratio=ratio, depth_ratio=depth_ratio, remove_blocks=remove_blocks, scope=scope, criterion=criterion,
+            max_ratio=max_ratio, round_to=round_to, min_channels=min_channels, exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned,
             calib=samples, calib_samples=calib_samples,
             recover=recover, progress=stages.update,
         )

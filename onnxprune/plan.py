@@ -17,7 +17,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -104,9 +104,10 @@ def unmatched_excludes(patterns, names: list[str], what: str = "node of a prunab
     return warnings
 
 
-def excluded(group: Group, patterns) -> str:
+def excluded(members: Sequence[str], patterns) -> str:
+    """The first of `patterns` (--exclude globs) that matches one of the node names `members`, or ""."""
     for pattern in patterns:
-        for member in group.members:
+        for member in members:
             if fnmatch.fnmatchcase(member, pattern):
                 return pattern
     return ""
@@ -139,7 +140,7 @@ def make_plan(groups: list[Group], scores: dict[int, np.ndarray], options: PlanO
     for group in groups:
         if not group.prunable:
             continue
-        pattern = excluded(group, options.exclude)
+        pattern = excluded(group.members, options.exclude)
         if pattern:
             plan.decisions[group.id] = GroupDecision(group.id, group.size, np.arange(group.size), f"excluded by {pattern}")
             continue

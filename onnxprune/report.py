@@ -34,6 +34,73 @@ class Totals:
 
 
 @dataclass
+class BlockReport:
+    """A removable residual block (blocks.Block): y = x + f(x), where f is `nodes` nodes ending at the Add."""
+
+    name: str  # the branch's nodes' common name prefix
+    add: str  # the Add node
+    nodes: int
+    params: int
+    macs: int
+    kernels: Optional[int] = None  # onnxruntime nodes of the branch and the Add once it has optimized the graph
+    score: Optional[float] = None  # ||f(x)|| / ||x|| with calibration data, else the weight proxy
+    removed: bool = False
+    note: str = ""  # why it was kept whatever its score (excluded by --exclude)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def format_blocks(blocks: list[BlockReport], total_macs: int, kernels_total: Optional[int]) -> list[str]:
+    """The block table of `inspect` and `prune`: name, Add node, nodes, MACs, kernels, score."""
+    scored = any(b.score is not None for b in blocks)
+    lines = [f"{'block':<28}  {'add node':<28}  {'nodes':>5}  {'MACs':>14}  {'kernels':>7}" + ("  score" if scored else "")]
+    for b in blocks:
+        kernels = "?" if b.kernels is None else str(b.kernels)
+        line = f"{_cut(b.name, 28):<28}  {_cut(b.add, 28):<28}  {b.nodes:>5}  {b.macs:>14,}  {kernels:>7}"
+        if scored:
+            line += f"  {b.score:.4g}" + ("  removed" if b.removed else f"  {b.note}" if b.note else "")
+        lines.append(line)
+    macs = sum(b.macs for b in blocks)
+    share = f" ({macs / total_macs:.1%} of the model)" if total_macs else ""
+    summary = f"removable blocks: {len(blocks)}, MACs {macs:,}{share}"
+    if kernels_total and all(b.kernels is not None for b in blocks):
+        summary += f", kernels {sum(b.kernels for b in blocks)} of {kernels_total} after onnxruntime's optimizations"
+    return lines + [summary]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width // 2 - 1] + "..." + text[-(width - width // 2 - 2):]
+
+
+@dataclass
+class DepthReport:
+    """Depth pruning: every removable block found, with its score, and which were removed."""
+
+    blocks: list[BlockReport]
+    scored_by: str  # "calibration" (||f(x)|| / ||x||) or "weights" (block_scores.py's proxy)
+    kernels_before: Optional[int] = None  # onnxruntime nodes of the optimized dense model (kernels.py)
+    kernels_after: Optional[int] = None  # ... of the pruned model
+
+    @property
+    def removed(self) -> list[BlockReport]:
+        return [b for b in self.blocks if b.removed]
+
+    def to_dict(self) -> dict:
+        return {"blocks": [b.to_dict() for b in self.blocks], "found": len(self.blocks),
+                "removed": len(self.removed), "scored_by": self.scored_by,
+                "kernels_before": self.kernels_before, "kernels_after": self.kernels_after}
+
+    def summary(self) -> str:
+        names = ", ".join(f"{b.name} ({b.score:.3g})" for b in self.removed)
+        text = f"blocks: removed {len(self.removed)} of {len(self.blocks)} removable (lowest scores by " \
+               f"{self.scored_by}): {names}"
+        if self.kernels_before and self.kernels_after:
+            text += f"\nkernels after onnxruntime's optimizations: {self.kernels_before} -> {self.kernels_after}"
+        return text
+
+
+@dataclass
 class AnalysisReport:
     groups: list[GroupReport]
     totals: Totals
@@ -41,6 +108,8 @@ class AnalysisReport:
     prunable_macs_both_sides: int = 0  # ... of those whose output and input channels both are
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    blocks: list[BlockReport] = field(default_factory=list)  # removable residual blocks (depth pruning)
+    kernels_total: Optional[int] = None  # onnxruntime nodes of the whole optimized model
 
     @property
     def prunable_groups(self) -> list[GroupReport]:
@@ -66,6 +135,8 @@ class AnalysisReport:
             "both_sides_mac_share": round(self.both_sides_mac_share, 4),
             "input_shapes": self.input_shapes,
             "notes": self.notes,
+            "blocks": [b.to_dict() for b in self.blocks],
+            "kernels_total": self.kernels_total,
         }
 
     def format(self, members: int = 4) -> str:
@@ -77,6 +148,8 @@ class AnalysisReport:
             if not g.prunable:
                 lines.append(f"{'':>41}why: {g.reasons[0]}" + (f" (+{len(g.reasons) - 1} more)" if len(g.reasons) > 1 else ""))
         t = self.totals
+        if self.blocks:
+            lines += [""] + format_blocks(self.blocks, t.macs, self.kernels_total)
         lines += [
             "",
             f"groups: {len(self.groups)} ({len(self.prunable_groups)} prunable, {len(self.groups) - len(self.prunable_groups)} blocked)",
@@ -106,6 +179,7 @@ class PruneReport:
     notes: list[str] = field(default_factory=list)
     recovery: Optional[dict] = None  # recovery.RecoveryReport.to_dict() when calibration data was given
     warnings: list[str] = field(default_factory=list)  # an option that had no effect (errors.OnnxPruneWarning)
+    depth: Optional[DepthReport] = None  # with --depth-ratio / --remove-blocks
 
     @property
     def pruned_groups(self) -> list[GroupReport]:
@@ -126,6 +200,7 @@ class PruneReport:
             "blocked_groups": len(self.blocked_groups),
             "options": self.options,
             "recovery": self.recovery,
+            "depth": self.depth.to_dict() if self.depth is not None else None,
             "input_shapes": self.input_shapes,
             "notes": self.notes,
             "warnings": self.warnings,
@@ -140,10 +215,15 @@ class PruneReport:
         for label, x, y in rows:
             lines.append(f"{label:<18}{x:>16,}{y:>16,}{_ratio(y, x):>8.3f}")
         lines.append("")
-        lines.append(
-            f"groups: {len(self.groups)}, pruned {len(self.pruned_groups)}, blocked {len(self.blocked_groups)}"
-            f"   (MACs counted at {_shapes(self.input_shapes)})"
-        )
+        if self.depth is not None:
+            lines += format_blocks(self.depth.blocks, b.macs, self.depth.kernels_before)[:-1]
+            lines.append(self.depth.summary())
+        counted = f"(MACs counted at {_shapes(self.input_shapes)})"
+        if self.groups or self.depth is None:
+            lines.append(f"groups: {len(self.groups)}, pruned {len(self.pruned_groups)}, blocked "
+                         f"{len(self.blocked_groups)}   {counted}")
+        else:
+            lines.append(counted)
         lines += _blocked_summary(self.blocked_groups)
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 
 import onnxprune
-from onnxprune.oracle import masked
+from onnxprune.oracle import masked, zeroed_branches
 from onnxprune.verify import make_inputs
 
 
@@ -30,14 +30,17 @@ def assert_matches_oracle(model: onnx.ModelProto, *, shapes=None, samples: int =
                           run_shapes=None, **options):
     """Prune `model` (dynamic dims pinned by `shapes`), then check: checker (full), I/O unchanged, and
     run(pruned) == run(masked dense) on random inputs of `run_shapes` (default `shapes`), with error relative to
-    the output scale. Returns the PruneResult."""
+    the output scale. Returns the PruneResult.
+
+    The masked dense model has its removed blocks' branches multiplied by zero (depth options) and the
+    weight slices that read removed channels zeroed (width options)."""
     original = model.SerializeToString()
     result = onnxprune.prune(model, shapes=shapes, **options)
     assert model.SerializeToString() == original, "prune() must not modify its input model"
     pruned = result.model
     onnx.checker.check_model(pruned, full_check=True)
     assert io_signature(pruned) == io_signature(model)
-    reference = masked(model, result.masked_reads)
+    reference = masked(zeroed_branches(model, result.removed_blocks), result.masked_reads)
     for feeds in make_inputs(model, shapes=run_shapes or shapes, samples=samples, seed=1):
         expected, got = run(reference, feeds), run(pruned, feeds)
         for e, g in zip(expected, got):
