@@ -788,8 +788,19 @@ def test_failed_check_keeps_existing_output(work, monkeypatch):
         raise InvalidOutputError("the pruned model fails the ONNX checker and was not kept: simulated")
 
     monkeypatch.setattr(onnxprune.cli, "check_runnable", failing_check)
-    assert_error(run("prune", src, "-o", work / "out.onnx"), 5, "was not kept")
+    result = run("prune", src, "-o", work / "out.onnx")
+    assert _code(result) == 5 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("internal error: the pruned model fails the ONNX checker and was not kept: "
+                                     "simulated (a bug: please report it with --debug)")
     assert snapshot(work) == before
+
+
+def test_a_bug_found_by_a_check_is_not_a_user_error():
+    from onnxprune.errors import InternalError, OnnxPruneError
+    from onnxprune.validate import InvalidOutputError
+
+    assert issubclass(InvalidOutputError, InternalError) and not issubclass(InvalidOutputError, OnnxPruneError)
+    assert InvalidOutputError("x").exit_code == 5
 
 
 def _shapeless_output(model: onnx.ModelProto) -> onnx.ModelProto:
