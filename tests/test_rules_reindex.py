@@ -466,7 +466,7 @@ def test_rewriter_set_int_entry_twice_on_one_input():
 
     No rule does this today, but Rewriter.set_int_entry promises to edit one entry and keep the others."""
     from onnxprune.deps.context import analyze
-    from onnxprune.deps.rules import default_registry
+    from onnxprune.deps.ops import default_registry
     from onnxprune.graph import Graph
     from onnxprune.rewrite import Rewriter
 
