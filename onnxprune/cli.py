@@ -241,6 +241,11 @@ def main(argv=None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("ONNXPRUNE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    # The CLI owns its process (the library leaves onnxruntime's logger alone): the sessions that fold shape
+    # arithmetic would warn about every fusion they skip.
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
     try:
         cli.main(args=args, prog_name="onnxprune", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Abort:

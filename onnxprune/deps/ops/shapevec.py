@@ -13,12 +13,9 @@ reader its own copy of a Concat that other nodes read too.
 
 from __future__ import annotations
 
-import weakref
-
 import onnx
 
 from ...graph import attr, subgraph_outer_names
-from ...shapes import symbolic_shapes
 from .elementwise import fill_value
 
 INT64_MAX = 2**63 - 1
@@ -271,17 +268,12 @@ def copies_input_dim(ctx, entry, j: int, data: str, in_dims) -> bool:
     return dim is not None and _same_dim(ctx, data, j, dim[0], dim[1])
 
 
-_SYMBOLIC: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _symbolic_same(ctx, a: str, i: int, b: str, k: int) -> bool:
     """A second opinion where onnx's inference lost the symbols (it does behind computed Slice bounds and
     Expand shapes): onnxruntime's symbolic inference of the model without pinned shapes, run once per
     analysis and only when a rule needs it. The same symbol or static size there is the same size for
     every input."""
-    if ctx.graph not in _SYMBOLIC:
-        _SYMBOLIC[ctx.graph] = symbolic_shapes(ctx.graph.model, {})
-    info = _SYMBOLIC[ctx.graph]
+    info = ctx.graph.unpinned_symbolic_shapes
     da, db = info.dims(a) or _declared_dims(ctx, a), info.dims(b) or _declared_dims(ctx, b)
     if da is None or db is None or not (0 <= i < len(da) and 0 <= k < len(db)):
         return False
