@@ -215,3 +215,13 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
         if a.name == name:
             return helper.get_attribute_value(a)
     return default
+
+
+def image_model(batch="N", channels=3) -> onnx.ModelProto:
+    b = Builder(seed=2)
+    x = b.input("x", [batch, channels, 8, 8])
+    y = b.op("Relu", [b.conv(x, channels, 32, name="c1")])
+    y = b.op("Relu", [b.conv(y, 32, 32, name="c2")])
+    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
+    b.output(b.gemm(y, 32, 4, name="fc"), shape=[batch, 4])
+    return b.build()
