@@ -153,13 +153,13 @@ def default_input_shapes(
     unknown = [name for name in overrides if name not in specs]
     if unknown:
         names = ", ".join(repr(n) for n in specs) or "(none)"
-        raise OptionError(f"--shape names no input of the model: {', '.join(map(repr, unknown))}; inputs are {names}")
+        raise OptionError(f"a shape names no input of the model: {', '.join(map(repr, unknown))}; inputs are {names}")
     shapes: dict[str, list[int]] = {}
     for name, spec in specs.items():
         if name in overrides:
             dims = [int(d) for d in overrides[name]]
             if any(d < 1 for d in dims):
-                raise OptionError(f"--shape {name}: every dim must be a positive integer, got {dims}")
+                raise OptionError(f"the shape of {name!r}: every dim must be a positive integer, got {dims}")
             if spec.dims is not None:
                 if len(dims) != len(spec.dims):
                     raise OptionError(

@@ -6,20 +6,10 @@ import json
 import numpy as np
 import onnx
 import pytest
-from graphs import Builder, image_model
+from graphs import Builder, image_folder, image_model
 from onnxprune.calib import ImageOptions, check_arrays, load_images, parse_size
 from onnxprune.errors import OptionError
 from cli_run import run as invoke
-
-
-def image_folder(folder, count: int, size=(12, 10)):
-    """`count` random RGB PNG files in `folder` (created), named 0.png, 1.png, ..."""
-    pil = pytest.importorskip("PIL.Image")
-    folder.mkdir(exist_ok=True)
-    for i in range(count):
-        pixels = (np.random.default_rng(i).random((*size, 3)) * 255).astype(np.uint8)
-        pil.fromarray(pixels).save(folder / f"{i}.png")
-    return folder
 
 
 def test_rows_and_stacked_forms():
