@@ -24,11 +24,10 @@ def test_heads_and_ffn_neurons_prune_whole(computed_reshape):
     assert pruned == [(4, 2, 16), (4, 2, 16), (128, 64, 1), (128, 64, 1)]  # 2 of 4 heads of 16; half the FFN
     blocked = [g for g in result.report.groups if not g.prunable]
     assert blocked and all(g.channels == 64 for g in blocked)  # the hidden size stays, with its reason
-    for g in blocked:  # each residual segment, by the LayerNorm that produced its other operand
+    for g in blocked:  # each residual segment, named with the LayerNorm that reads it
         (reason,) = g.reasons
-        assert re.fullmatch(r"Add '[^']+/Add': input 1 \('[^']+'\) has channels that cannot be pruned: they come from "
-                            r"LayerNormalization '[^']+', which normalizes across them \(the residual stream\)",
-                            reason), reason
+        assert re.fullmatch(r"Add '[^']+/Add': input 1 \('[^']+'\) has channels that cannot be pruned: they are the "
+                            r"residual stream \(normalized by LayerNormalization '[^']+'\)", reason), reason
     session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
     for batch, seq in ((1, 3), (3, 29)):  # any batch and sequence length after pruning
         feeds = {i.name: np.ones((batch, seq), np.int64) for i in session.get_inputs()}

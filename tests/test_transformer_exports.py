@@ -63,11 +63,12 @@ def test_committed_exports_are_small_and_valid():
 
 
 RESIDUAL_REASON = re.compile(
-    r"(?:Add|Concat) '[^']+': input (?:[01] \('[^']+'\)|'[^']+') has channels that cannot be pruned: they come from "
-    r"(Add|Expand|Gather|LayerNormalization) '[^']+'(?:, which normalizes across them \(the residual stream\))?"
+    r"(?:Add|Concat) '[^']+': input (?:[01] \('[^']+'\)|'[^']+') has channels that cannot be pruned: they are the "
+    r"residual stream \(normalized by (LayerNormalization|ReduceMean) '[^']+'\)"
 )
-RESIDUAL_ORIGINS = {
-    "bert": {"LayerNormalization"}, "gpt2": {"Add"}, "vit": {"Expand", "Add"}, "llama": {"Gather", "Add"},
+RESIDUAL_ORIGINS = {  # the norm that reads the residual stream: Llama's RMSNorm is exported as ReduceMean and Mul
+    "bert": {"LayerNormalization"}, "gpt2": {"LayerNormalization"}, "vit": {"LayerNormalization"},
+    "llama": {"ReduceMean"},
 }
 
 
@@ -82,8 +83,7 @@ def test_heads_and_ffn_neurons_prune_and_the_hidden_size_stays(pruned):
     assert [(g.channels, g.kept, g.prunable) for g in heads] == [(n, n // 2, True)] * LAYERS
     hidden = [g for g in groups if g.channels == HIDDEN and g.unit == 1]
     assert hidden and all(not g.prunable and g.reasons for g in hidden)
-    # each residual segment is blocked by an operand from outside any group: what each architecture adds to
-    # its residual stream (BERT's LayerNorm, GPT-2's embedding sum, ViT's class token, Llama's embedding)
+    # each residual segment is blocked as the residual stream, named with the norm that reads it
     origins = set()
     for g in hidden:
         (reason,) = g.reasons
