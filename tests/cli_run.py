@@ -3,6 +3,7 @@ Python process exactly as a user runs it; and the checks every command's outcome
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -59,3 +60,12 @@ def assert_error(result, code: int, *needles: str) -> str:
 def assert_ok(result) -> None:
     assert exit_code(result) == 0, f"exit {exit_code(result)}\nstdout: {result.stdout}\nstderr: {result.stderr}"
     assert "Traceback" not in result.stderr
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (hidden ones included) -> sha256 of its bytes; folders as 'dir'."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        out[rel] = "dir" if p.is_dir() and not p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out

@@ -8,7 +8,6 @@ with "error:", print no traceback, and leave the working folder byte for byte as
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from onnx.external_data_helper import set_external_data, uses_external_data
 
 import onnxprune.api
 import onnxprune.cli
-from cli_run import assert_error, assert_ok, exit_code, run, run_process
+from cli_run import assert_error, assert_ok, exit_code, run, run_process, snapshot
 from models import zoo
 
 from graphs import Builder
@@ -33,15 +32,6 @@ from graphs import Builder
 
 
 # ----------------------------------------------------------------------------------------------- running
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (hidden ones included) -> sha256 of its bytes; folders as 'dir'."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = str(p.relative_to(folder))
-        out[rel] = "dir" if p.is_dir() and not p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ models

@@ -29,7 +29,7 @@ from onnxprune.oracle import masked
 from onnxprune.planfile import PlanFile
 from onnxprune.verify import make_inputs
 from oracle_check import run as ort_run
-from test_cli import assert_error, assert_ok, run, snapshot
+from cli_run import assert_error, assert_ok, run, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -99,7 +99,7 @@ def test_plan_with_recovery_needs_the_same_data(tmp_path):
 
 def test_plan_recovered_on_images_replays_with_the_same_images(tmp_path):
     pil = pytest.importorskip("PIL.Image")
-    from test_calib import image_model
+    from graphs import image_model
 
     images = tmp_path / "images"
     images.mkdir()
