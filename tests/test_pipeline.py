@@ -229,7 +229,7 @@ def test_plan_that_does_not_fit_names_the_first_mismatch(tmp_path):
     (lambda d: d.update(version=99), "plan format version 99"),
     (lambda d: d["groups"][0].update(kept=[5, 3]), "kept indices must be sorted"),
     (lambda d: d["groups"][0].update(kept=[0, 999]), "kept indices must be sorted"),
-    (lambda d: d["options"].update(ratio=3), "--ratio must be in"),
+    (lambda d: d["options"].update(ratio=3), "malformed plan: ratio must be in [0, 1), got 3"),
     (lambda d: d.pop("groups"), "malformed plan"),
 ])
 def test_malformed_plan_is_one_line(tmp_path, edit, needle):
