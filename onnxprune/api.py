@@ -14,7 +14,8 @@ from .block_scores import WEIGHT_PROXY_NOTE, blocks_to_remove, data_scores, weig
 from .blocks import Block, find_blocks, removable
 from .cost import CostReport, count_cost, counting_shapes, generic_input_shapes
 from .deps.context import Analysis, analyze as _analyze, declined_layers, no_group_reason, subgraph_reason
-from .deps.rules import Registry, default_registry
+from .deps.ops import default_registry
+from .deps.rules import Registry
 from .errors import NothingToPruneError, OnnxPruneWarning, OptionError
 from .fold import fold_constants
 from .graph import Graph, drop_unused

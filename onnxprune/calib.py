@@ -248,19 +248,20 @@ def load_images(folder: Union[str, os.PathLike], model: onnx.ModelProto, options
         raise OptionError(f"{label}: images need a model with one 4-D image input; give the inputs as an .npz")
     spec = specs[0]
     if options.layout not in ("NCHW", "NHWC"):
-        raise OptionError(f"--layout must be NCHW or NHWC, got {options.layout!r}")
+        raise OptionError(f"layout must be NCHW or NHWC, got {options.layout!r}")
     channel_axis = 1 if options.layout == "NCHW" else 3
     spatial = (2, 3) if options.layout == "NCHW" else (1, 2)
     channels = spec.dims[channel_axis]
     if channels not in (1, 3):
         raise OptionError(f"{label}: the input {spec.name!r} {list(spec.dims)} has {channels} channels on the "
-                          f"{options.layout} channel axis; images give 1 or 3 (check --layout)")
+                          f"{options.layout} channel axis; images give 1 or 3 (check the layout)")
     size = options.size or tuple(spec.dims[a] for a in spatial)
     if not all(isinstance(d, int) and d > 0 for d in size):
-        raise OptionError(f"{label}: the model's image size is dynamic; give --size HEIGHTxWIDTH")
-    mean, std = _per_channel(options.mean, channels, "--mean"), _per_channel(options.std, channels, "--std")
+        raise OptionError(f"{label}: the model's image size is dynamic; give the size to resize images to "
+                          "(HEIGHTxWIDTH)")
+    mean, std = _per_channel(options.mean, channels, "mean"), _per_channel(options.std, channels, "std")
     if np.any(std == 0):
-        raise OptionError("--std values must not be 0")
+        raise OptionError("std values must not be 0")
     dtype = _np_dtype(spec) or np.dtype(np.float32)
     batch = []
     files = files[:limit]

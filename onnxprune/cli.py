@@ -21,7 +21,7 @@ from .cli_options import (calibration_options, image_options_for, output_report_
                           structured_prune_options)
 from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
 from .cost import parse_shapes, unpinned_dims_notes
-from .errors import NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
+from .errors import InternalError, NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
 from .io import check_output_path, load_model, stage_model
 from .plan import DEFAULT_ROUND_TO
 from .progress import Progress, Stages
@@ -30,7 +30,7 @@ from .target import round_to_for
 from .validate import check_io, check_runnable
 from .verify import make_inputs
 
-INTERNAL_ERROR_EXIT = 5
+INTERNAL_ERROR_EXIT = InternalError.exit_code
 PRUNE_STAGES = {  # api.prune's progress stages: (label, unit)
     "calibration": ("loading calibration data", "samples"),
     "blocks": ("scoring blocks on calibration data", "samples"),
@@ -258,6 +258,11 @@ def main(argv=None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("ONNXPRUNE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    # The CLI owns its process (the library leaves onnxruntime's logger alone): the sessions that fold shape
+    # arithmetic would warn about every fusion they skip.
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
     try:
         cli.main(args=args, prog_name="onnxprune", standalone_mode=False, obj={"argv": args})
     except click.exceptions.Abort:
@@ -270,6 +275,14 @@ def main(argv=None) -> None:
         if debug:  # the traceback as well, with the same exit code
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except InternalError as exc:  # a bug onnxprune's own checks caught: its message, and how to report it
+        if debug:  # the traceback as well, with the same exit code
+            traceback.print_exc()
+        text = str(exc).strip().splitlines()
+        report = "with this output" if debug else "with --debug"
+        click.echo(f"internal error: {text[0] if text else type(exc).__name__} (a bug: please report it {report})",
+                   err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import onnx
 
 from .errors import OptionError
-from .graph import node_names
+from .graph import attr, node_names
 from .shapes import Dim, ShapeInfo, infer_shapes, merge_shapes, symbolic_shapes
 
 # element types of weights: floats, and the 8- and 4-bit integers of quantized weights (int64/int32 constants are
@@ -153,13 +153,13 @@ def default_input_shapes(
     unknown = [name for name in overrides if name not in specs]
     if unknown:
         names = ", ".join(repr(n) for n in specs) or "(none)"
-        raise OptionError(f"--shape names no input of the model: {', '.join(map(repr, unknown))}; inputs are {names}")
+        raise OptionError(f"a shape names no input of the model: {', '.join(map(repr, unknown))}; inputs are {names}")
     shapes: dict[str, list[int]] = {}
     for name, spec in specs.items():
         if name in overrides:
             dims = [int(d) for d in overrides[name]]
             if any(d < 1 for d in dims):
-                raise OptionError(f"--shape {name}: every dim must be a positive integer, got {dims}")
+                raise OptionError(f"the shape of {name!r}: every dim must be a positive integer, got {dims}")
             if spec.dims is not None:
                 if len(dims) != len(spec.dims):
                     raise OptionError(
@@ -386,13 +386,6 @@ class _Dims:
         return out
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def _conv_macs(node, dims: _Dims, x: int, w: int) -> Optional[int]:
     # Y [N, Cout, *spatial]; W [Cout, Cin/group, *kernel]: MACs = N*Cout*prod(spatial) * Cin/group * prod(kernel)
     y = dims.get(node.output[0])
@@ -401,10 +394,10 @@ def _conv_macs(node, dims: _Dims, x: int, w: int) -> Optional[int]:
         return None
     if wd is None or len(wd) < 2:
         xd = dims.get(node.input[x])
-        kernel = _attr(node, "kernel_shape", None)
+        kernel = attr(node, "kernel_shape", None)
         if xd is None or len(xd) < 2 or kernel is None:
             return None
-        group = int(_attr(node, "group", 1))
+        group = int(attr(node, "group", 1))
         wd = [y[1], xd[1] // max(group, 1), *kernel]
     return _numel(y) * _numel(wd[1:])
 
@@ -422,7 +415,7 @@ def _gemm_macs(node, dims: _Dims) -> Optional[int]:
     a, b = dims.get(node.input[0]), dims.get(node.input[1])
     if a is None or b is None or len(a) != 2 or len(b) != 2:
         return None
-    trans_a, trans_b = int(_attr(node, "transA", 0)), int(_attr(node, "transB", 0))
+    trans_a, trans_b = int(attr(node, "transA", 0)), int(attr(node, "transB", 0))
     m, k = (a[1], a[0]) if trans_a else (a[0], a[1])
     n = b[0] if trans_b else b[1]
     return m * k * n
@@ -449,7 +442,7 @@ def _attention_macs(node, dims: _Dims) -> Optional[int]:
     if x is None or w is None or len(x) != 3 or len(w) != 2:
         return None
     batch, seq, _ = x
-    sizes = _attr(node, "qkv_hidden_sizes", None) or [w[1] // 3] * 3
+    sizes = attr(node, "qkv_hidden_sizes", None) or [w[1] // 3] * 3
     return batch * seq * w[0] * w[1] + batch * seq * seq * (sizes[0] + sizes[2])
 
 

@@ -1,4 +1,8 @@
-"""User-facing errors: the CLI prints their message on one line and exits with `exit_code`."""
+"""The two error families: the user's input (OnnxPruneError) and onnxprune's own bugs (InternalError).
+
+The CLI prints either's message on one line and exits with its `exit_code`; a caller that handles bad input
+catches OnnxPruneError and never swallows an InternalError by accident.
+"""
 
 
 class OnnxPruneError(Exception):
@@ -38,3 +42,14 @@ class OnnxPruneWarning(UserWarning):
 
 class PlanMismatchError(OnnxPruneError):
     """A pruning plan does not fit the model it is applied to (a weight is missing, channel counts differ, ...)."""
+
+
+class InternalError(Exception):
+    """Base class of errors that reveal a bug in onnxprune, found by its own checks: not an OnnxPruneError, so
+    that nothing which handles bad input catches one."""
+
+    exit_code = 5
+
+
+class InvalidOutputError(InternalError):
+    """The rewrite produced a model that fails a check (the checker, unchanged I/O, an onnxruntime run)."""

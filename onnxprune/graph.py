@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .shapes import ShapeInfo, infer_shapes
+from .shapes import ShapeInfo, infer_shapes, symbolic_shapes
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 ALIAS_OPS = ("Identity", "Cast")
@@ -54,6 +54,7 @@ class Graph:
         self._input_shapes = input_shapes
         self._shapes = shapes
         self._root_cache: dict[str, Optional[str]] = {}
+        self._unpinned_symbolic: Optional[ShapeInfo] = None
 
     # ---- nodes -------------------------------------------------------------------------------------
     def nodes(self) -> Iterator[onnx.NodeProto]:
@@ -132,6 +133,14 @@ class Graph:
         if self._shapes is None:
             self._shapes = infer_shapes(self.model, self._input_shapes)
         return self._shapes
+
+    @property
+    def unpinned_symbolic_shapes(self) -> ShapeInfo:
+        """onnxruntime's symbolic shape inference of the model with no shape pinned (see `shapes.symbolic_shapes`),
+        run on first use: the second opinion a few rules need on which dims are equal for every input."""
+        if self._unpinned_symbolic is None:
+            self._unpinned_symbolic = symbolic_shapes(self.model, {})
+        return self._unpinned_symbolic
 
     def rank(self, name: str) -> Optional[int]:
         shape = self.const_shape(name)

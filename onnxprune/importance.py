@@ -57,7 +57,7 @@ def channel_scores(
     if criterion not in CRITERIA:
         raise OptionError(f"unknown criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
     if criterion in DATA_CRITERIA and stats is None:
-        raise OptionError(f"--criterion {criterion} scores channels on data: give calibration data with --calib")
+        raise OptionError(f"criterion {criterion!r} scores channels on data: give calibration data")
     wanted = {id(g.space): g for g in groups}
     per_axis = _axis_sums(analysis, groups, criterion, stats or {})
     scores = {g.id: np.zeros(g.size, dtype=np.float64) for g in groups}

@@ -40,17 +40,17 @@ class PlanOptions:
     ffn_ratio: Optional[float] = None
 
     def validate(self) -> None:
-        for option, value in (("--ratio", self.ratio), ("--heads-ratio", self.heads_ratio), ("--ffn-ratio", self.ffn_ratio)):
+        for option, value in (("ratio", self.ratio), ("heads_ratio", self.heads_ratio), ("ffn_ratio", self.ffn_ratio)):
             if value is not None and not 0.0 <= value < 1.0:
                 raise OptionError(f"{option} must be in [0, 1), got {value}")
         if not 0.0 < self.max_ratio < 1.0:
-            raise OptionError(f"--max-ratio must be in (0, 1), got {self.max_ratio}")
+            raise OptionError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
         if self.scope not in SCOPES:
-            raise OptionError(f"--scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+            raise OptionError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         if self.round_to < 1:
-            raise OptionError(f"--round-to must be at least 1, got {self.round_to}")
+            raise OptionError(f"round_to must be at least 1, got {self.round_to}")
         if self.min_channels < 1:
-            raise OptionError(f"--min-channels must be at least 1, got {self.min_channels}")
+            raise OptionError(f"min_channels must be at least 1, got {self.min_channels}")
 
 
 @dataclass

@@ -88,7 +88,7 @@ class RecoveryReport:
 
 def check_method(method: str) -> None:
     if method not in METHODS:
-        raise OptionError(f"--recover must be one of {', '.join(METHODS)}, got {method!r}")
+        raise OptionError(f"recover must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import logging
-import os
-import tempfile
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -254,9 +252,7 @@ def _fold_shape_arithmetic(sk: onnx.ModelProto) -> Optional[onnx.ModelProto]:
     """`sk` with every small computation on constants and known shapes replaced by its value; None on failure."""
     try:
         import onnx_graphsurgeon as gs
-        import onnxruntime as ort
 
-        ort.set_default_logger_severity(3)  # the sessions it evaluates with would warn about every fusion they skip
         severity = gs.logger.G_LOGGER.severity
         gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.CRITICAL
         try:
@@ -281,18 +277,7 @@ def symbolic_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]])
     level = log.level
     log.setLevel(logging.CRITICAL)
     try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-        with tempfile.TemporaryDirectory(prefix="onnxprune-") as scratch:
-            # onnxruntime's inference saves a debug model into the working folder when it gives up
-            cwd = os.getcwd()
-            os.chdir(scratch)
-            try:
-                inferred = SymbolicShapeInference.infer_shapes(
-                    skeleton(model, shapes, fold_shapes=False), auto_merge=True, guess_output_rank=False, verbose=0
-                )
-            finally:
-                os.chdir(cwd)
+        inferred = _run_symbolic_inference(skeleton(model, shapes, fold_shapes=False))
     except Exception:  # an op it does not know, an assertion inside it, a missing sympy ...
         return ShapeInfo()
     finally:
@@ -306,6 +291,24 @@ def symbolic_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]])
             dims = tuple(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
             info.tensors[vi.name] = TensorInfo(tt.elem_type, dims)
     return info
+
+
+def _run_symbolic_inference(sk: onnx.ModelProto) -> Optional[onnx.ModelProto]:
+    """The steps of `SymbolicShapeInference.infer_shapes`, but for the one that saves a debug model into the working
+    folder when inference stays incomplete: here an incomplete inference returns None, and nothing is written.
+    (Methods onnxruntime does not promise to keep: a change there raises, and the caller falls back to nothing.)"""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference, get_opset
+
+    opset = get_opset(sk)
+    if not opset or opset < 7:
+        return None
+    inference = SymbolicShapeInference(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess_output_rank, verbose
+    inference._preprocess(sk)
+    complete = False
+    while inference.run_:
+        complete = inference._infer_impl()
+    inference._update_output_from_vi()
+    return inference.out_mp_ if complete else None
 
 
 def merge_shapes(info: ShapeInfo, extra: ShapeInfo) -> None:

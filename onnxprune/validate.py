@@ -6,13 +6,9 @@ from typing import Optional
 
 import onnx
 
-from .errors import OnnxPruneError
+from .errors import InvalidOutputError, OnnxPruneError
 
-
-class InvalidOutputError(OnnxPruneError):
-    """The rewrite produced a model that fails a check: a bug in onnxprune, reported without traceback."""
-
-    exit_code = 5
+__all__ = ["InvalidOutputError", "UncheckableError", "check_io", "check_runnable", "io_signature"]
 
 
 class UncheckableError(OnnxPruneError):

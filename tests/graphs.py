@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import onnx
+import pytest
 from onnx import helper, numpy_helper
 
 Shape = Sequence[Union[int, str]]
@@ -215,3 +216,23 @@ def attribute(node: onnx.NodeProto, name: str, default=None):
         if a.name == name:
             return helper.get_attribute_value(a)
     return default
+
+
+def image_model(batch="N", channels=3) -> onnx.ModelProto:
+    b = Builder(seed=2)
+    x = b.input("x", [batch, channels, 8, 8])
+    y = b.op("Relu", [b.conv(x, channels, 32, name="c1")])
+    y = b.op("Relu", [b.conv(y, 32, 32, name="c2")])
+    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
+    b.output(b.gemm(y, 32, 4, name="fc"), shape=[batch, 4])
+    return b.build()
+
+
+def image_folder(folder, count: int, size=(12, 10)):
+    """`count` random RGB PNG files in `folder` (created), named 0.png, 1.png, ..."""
+    pil = pytest.importorskip("PIL.Image")
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        pixels = (np.random.default_rng(i).random((*size, 3)) * 255).astype(np.uint8)
+        pil.fromarray(pixels).save(folder / f"{i}.png")
+    return folder

@@ -22,7 +22,7 @@ from onnxprune.bench import (
     shapes_for_batch,
     speedup_interval,
 )
-from test_cli import run
+from cli_run import run
 from onnxprune.errors import OnnxPruneError, OptionError
 
 FAST = dict(warmup=1, runs=2, rounds=2, pause_s=0.0, visit_ms=0.0)

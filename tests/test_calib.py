@@ -6,30 +6,10 @@ import json
 import numpy as np
 import onnx
 import pytest
-from graphs import Builder
+from graphs import Builder, image_folder, image_model
 from onnxprune.calib import ImageOptions, check_arrays, load_images, parse_size
 from onnxprune.errors import OptionError
-from test_cli import run as invoke
-
-
-def image_model(batch="N", channels=3) -> onnx.ModelProto:
-    b = Builder(seed=2)
-    x = b.input("x", [batch, channels, 8, 8])
-    y = b.op("Relu", [b.conv(x, channels, 32, name="c1")])
-    y = b.op("Relu", [b.conv(y, 32, 32, name="c2")])
-    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
-    b.output(b.gemm(y, 32, 4, name="fc"), shape=[batch, 4])
-    return b.build()
-
-
-def image_folder(folder, count: int, size=(12, 10)):
-    """`count` random RGB PNG files in `folder` (created), named 0.png, 1.png, ..."""
-    pil = pytest.importorskip("PIL.Image")
-    folder.mkdir(exist_ok=True)
-    for i in range(count):
-        pixels = (np.random.default_rng(i).random((*size, 3)) * 255).astype(np.uint8)
-        pil.fromarray(pixels).save(folder / f"{i}.png")
-    return folder
+from cli_run import run as invoke
 
 
 def test_rows_and_stacked_forms():
@@ -72,16 +52,6 @@ def test_images_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(OptionError, match="no image files"):
         load_images(tmp_path / "empty", image_model(), options)
-
-
-@pytest.fixture
-def files(tmp_path):
-    model = tmp_path / "m.onnx"
-    onnx.save(image_model(), model)
-    rng = np.random.default_rng(0)
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=rng.standard_normal((32, 3, 8, 8)).astype(np.float32))
-    return model, calib
 
 
 def test_cli_prune_with_calibration(files, tmp_path):

@@ -8,20 +8,15 @@ with "error:", print no traceback, and leave the working folder byte for byte as
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import click
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
@@ -29,73 +24,14 @@ from onnx.external_data_helper import set_external_data, uses_external_data
 
 import onnxprune.api
 import onnxprune.cli
+from cli_run import assert_error, assert_ok, exit_code, run, run_process, snapshot
 from models import zoo
 
 from graphs import Builder
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # ----------------------------------------------------------------------------------------------- running
-
-
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def _entry(args):
-    """Hands every argument, options included, to the real entry point."""
-    onnxprune.cli.main(list(args))
-
-
-def run(*args):
-    """`onnxprune ARGS` in this process; returns click's Result (exit_code, stdout, stderr, exception)."""
-    return CliRunner().invoke(_entry, [str(a) for a in args])
-
-
-def run_process(*args, cwd=None, env_extra=None) -> subprocess.CompletedProcess:
-    """`onnxprune ARGS` in a fresh Python process, exactly as a user runs it."""
-    env = {k: v for k, v in os.environ.items() if k != "ONNXPRUNE_DEBUG"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "onnxprune.cli", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-    )
-
-
-def _code(result) -> int:
-    return result.returncode if isinstance(result, subprocess.CompletedProcess) else result.exit_code
-
-
-def assert_error(result, code: int, *needles: str) -> str:
-    """Exit `code`, one stderr line 'error: ...' containing every needle, and no traceback anywhere."""
-    stdout, stderr = result.stdout, result.stderr
-    assert _code(result) == code, f"exit {_code(result)}, expected {code}\nstdout: {stdout}\nstderr: {stderr}"
-    assert "Traceback" not in stderr and "Traceback" not in stdout
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{stderr}"
-    assert lines[0].startswith("error: "), lines[0]
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
-
-
-def assert_ok(result) -> None:
-    assert _code(result) == 0, f"exit {_code(result)}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert "Traceback" not in result.stderr
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under `folder` (hidden ones included) -> sha256 of its bytes; folders as 'dir'."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = str(p.relative_to(folder))
-        out[rel] = "dir" if p.is_dir() and not p.is_symlink() else hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
-@pytest.fixture(autouse=True)
-def _no_debug_env(monkeypatch):
-    monkeypatch.delenv("ONNXPRUNE_DEBUG", raising=False)
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -529,13 +465,13 @@ def test_fully_quantized_model_says_why(work):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--ratio", "-0.1"], "--ratio must be in [0, 1)"),
-    (["--ratio", "1.0"], "--ratio must be in [0, 1)"),
-    (["--ratio", "1.5"], "--ratio must be in [0, 1)"),
-    (["--ratio", "nan"], "--ratio"),
-    (["--round-to", "0"], "--round-to must be at least 1"),
-    (["--min-channels", "0"], "--min-channels"),
-    (["--scope", "global", "--max-ratio", "1.0"], "--max-ratio"),
+    (["--ratio", "-0.1"], "ratio must be in [0, 1), got -0.1"),
+    (["--ratio", "1.0"], "ratio must be in [0, 1), got 1.0"),
+    (["--ratio", "1.5"], "ratio must be in [0, 1), got 1.5"),
+    (["--ratio", "nan"], "ratio must be in [0, 1), got nan"),
+    (["--round-to", "0"], "round_to must be at least 1, got 0"),
+    (["--min-channels", "0"], "min_channels must be at least 1, got 0"),
+    (["--scope", "global", "--max-ratio", "1.0"], "max_ratio must be in (0, 1), got 1.0"),
     (["--shape", "input"], "bad shape 'input'"),
     (["--shape", "input=1xax32x32"], "bad shape"),
     (["--shape", "=1x3x32x32"], "bad shape"),
@@ -788,8 +724,19 @@ def test_failed_check_keeps_existing_output(work, monkeypatch):
         raise InvalidOutputError("the pruned model fails the ONNX checker and was not kept: simulated")
 
     monkeypatch.setattr(onnxprune.cli, "check_runnable", failing_check)
-    assert_error(run("prune", src, "-o", work / "out.onnx"), 5, "was not kept")
+    result = run("prune", src, "-o", work / "out.onnx")
+    assert exit_code(result) == 5 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("internal error: the pruned model fails the ONNX checker and was not kept: "
+                                     "simulated (a bug: please report it with --debug)")
     assert snapshot(work) == before
+
+
+def test_a_bug_found_by_a_check_is_not_a_user_error():
+    from onnxprune.errors import InternalError, OnnxPruneError
+    from onnxprune.validate import InvalidOutputError
+
+    assert issubclass(InvalidOutputError, InternalError) and not issubclass(InvalidOutputError, OnnxPruneError)
+    assert InvalidOutputError("x").exit_code == 5
 
 
 def _shapeless_output(model: onnx.ModelProto) -> onnx.ModelProto:

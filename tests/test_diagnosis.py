@@ -8,7 +8,7 @@ import pytest
 from models import zoo
 from onnxprune.bench import BenchConfig, bench, format_markdown, format_table
 from onnxprune.diagnosis import Evidence, diagnose, gather
-from test_cli import run
+from cli_run import run
 
 # onnxruntime-gpu 1.31.1 on an NVIDIA H200, CUDA provider, dense -> pruned (--ratio 0.5) latency in ms
 H200 = {  # model: (MAC ratio, b1 dense, b1 pruned, b8 dense, b8 pruned, b1 dense with a CUDA graph)

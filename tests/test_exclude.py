@@ -12,7 +12,7 @@ from onnxprune import OnnxPruneWarning
 from onnxprune.unstructured import prune_unstructured
 
 from graphs import Builder
-from test_cli import run
+from cli_run import run
 
 
 def exported_names() -> onnx.ModelProto:

@@ -3,6 +3,8 @@ Reshape [B, S, hidden] -> [B, S, H, D] makes a space of H heads (each owning D c
 Transpose and the batched QK^T / attention x V MatMuls keep H as a batch axis, and the Reshape back to
 [B, S, hidden] is a merge with inner D. Whole heads go; head_dim stays."""
 
+import re
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -22,7 +24,10 @@ def test_heads_and_ffn_neurons_prune_whole(computed_reshape):
     assert pruned == [(4, 2, 16), (4, 2, 16), (128, 64, 1), (128, 64, 1)]  # 2 of 4 heads of 16; half the FFN
     blocked = [g for g in result.report.groups if not g.prunable]
     assert blocked and all(g.channels == 64 for g in blocked)  # the hidden size stays, with its reason
-    assert any("LayerNormalization" in r or "cannot be pruned" in r for g in blocked for r in g.reasons)
+    for g in blocked:  # each residual segment, named with the LayerNorm that reads it
+        (reason,) = g.reasons
+        assert re.fullmatch(r"Add '[^']+/Add': input 1 \('[^']+'\) has channels that cannot be pruned: they are the "
+                            r"residual stream \(normalized by LayerNormalization '[^']+'\)", reason), reason
     session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
     for batch, seq in ((1, 3), (3, 29)):  # any batch and sequence length after pruning
         feeds = {i.name: np.ones((batch, seq), np.int64) for i in session.get_inputs()}

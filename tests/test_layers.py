@@ -29,7 +29,7 @@ from onnxprune.layers import (
     named_for_profiling, profile, read_profile,
 )
 from onnxprune.verify import make_inputs
-from test_cli import assert_error, assert_ok, run
+from cli_run import assert_error, assert_ok, run
 
 SHAPES = {"x": [1, 3, 8, 8]}
 # MACs at SHAPES: N*Cout*H*W * Cin*k*k for the convs, N*Cin*Cout for fc

@@ -19,7 +19,7 @@ from onnxprune.shapes import ShapeInfo, infer_shapes
 
 from graphs import Builder, prunable
 from oracle_check import assert_matches_oracle
-from test_cli import run
+from cli_run import run
 
 
 def scaler_mlp() -> onnx.ModelProto:

@@ -29,7 +29,7 @@ from onnxprune.oracle import masked
 from onnxprune.planfile import PlanFile
 from onnxprune.verify import make_inputs
 from oracle_check import run as ort_run
-from test_cli import assert_error, assert_ok, run, snapshot
+from cli_run import assert_error, assert_ok, run, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -99,7 +99,7 @@ def test_plan_with_recovery_needs_the_same_data(tmp_path):
 
 def test_plan_recovered_on_images_replays_with_the_same_images(tmp_path):
     pil = pytest.importorskip("PIL.Image")
-    from test_calib import image_model
+    from graphs import image_model
 
     images = tmp_path / "images"
     images.mkdir()
@@ -229,7 +229,7 @@ def test_plan_that_does_not_fit_names_the_first_mismatch(tmp_path):
     (lambda d: d.update(version=99), "plan format version 99"),
     (lambda d: d["groups"][0].update(kept=[5, 3]), "kept indices must be sorted"),
     (lambda d: d["groups"][0].update(kept=[0, 999]), "kept indices must be sorted"),
-    (lambda d: d["options"].update(ratio=3), "--ratio must be in"),
+    (lambda d: d["options"].update(ratio=3), "malformed plan: ratio must be in [0, 1), got 3"),
     (lambda d: d.pop("groups"), "malformed plan"),
 ])
 def test_malformed_plan_is_one_line(tmp_path, edit, needle):

@@ -10,8 +10,8 @@ import onnx
 
 from onnxprune.progress import LINES, Progress
 
-from test_calib import image_folder, image_model
-from test_cli import run
+from cli_run import run
+from graphs import image_folder, image_model
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

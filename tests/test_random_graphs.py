@@ -43,9 +43,10 @@ is 1, 2 or the symbol N; H and W may be symbols (then the test passes concrete `
 The property: for a random ratio in [0.1, 0.8], scope uniform or global, round_to in {1, 2, 4}, pruning
 either raises NothingToPruneError or returns a model that matches the masking oracle
 (tests/oracle_check.py: checker, unchanged I/O, same outputs as the dense model with the consumer slices of
-the removed channels zeroed), with `after.macs <= before.macs`.
+the removed channels zeroed), with `after.macs <= before.macs`; and at least MIN_PRUNED_SHARE of the examples
+remove channels.
 
-Profiles (ONNXPRUNE_HYPOTHESIS_PROFILE): `ci` (default: 400 derandomized examples, the same in every run),
+Profiles (ONNXPRUNE_HYPOTHESIS_PROFILE): `ci` (default: 1000 derandomized examples, the same in every run),
 `dev` (1000 random examples) and `long` (5000); ONNXPRUNE_HYPOTHESIS_EXAMPLES=N overrides the count and
 ONNXPRUNE_RANDOM_MAX_STEPS=N (default 8) the number of op families per graph. A failing example prints the
 graph, and the model is saved under $ONNXPRUNE_FAILURE_DIR (default: the temp dir) as
@@ -55,6 +56,7 @@ graph, and the model is saved under $ONNXPRUNE_FAILURE_DIR (default: the temp di
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from typing import Callable, Optional
@@ -75,7 +77,7 @@ MAX_HW = 16
 INT64_MAX = 2**63 - 1
 
 _PROFILES = {
-    "ci": dict(max_examples=400, derandomize=True),
+    "ci": dict(max_examples=1000, derandomize=True),
     "dev": dict(max_examples=1000, derandomize=False),
     "long": dict(max_examples=5000, derandomize=False),
 }
@@ -974,31 +976,53 @@ def _save_failure(model: onnx.ModelProto) -> str:
     return path
 
 
-@settings(
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
-    print_blob=True,
-    **_PROFILE,
-)
-@given(
-    generated=cnn_models(),
-    ratio=st.sampled_from([p / 100 for p in range(10, 81)]),  # whole percents: readable failing examples
-    scope=st.sampled_from(["uniform", "global"]),
-    round_to=st.sampled_from([1, 2, 4]),
-)
-def test_random_graph_matches_masking_oracle(generated: RandomModel, ratio, scope, round_to):
+# Of the examples, the share whose pruned model removed channels: an example that prunes nothing checks little.
+# Measured: 428 of the 1000 `ci` examples (165 of 400 when the profile ran 400); the rest either have nothing to prune (22%) or
+# groups too small to lose a channel at their ratio and round_to (35%).
+MIN_PRUNED_SHARE = 0.40
+
+
+def test_random_graph_matches_masking_oracle():
+    """The property, over the profile's examples; and enough of them prune something for it to mean much."""
+    outcomes = {"pruned": 0, "nothing removed": 0, "nothing to prune": 0}
+
+    @settings(
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+        print_blob=True,
+        **_PROFILE,
+    )
+    @given(
+        generated=cnn_models(),
+        ratio=st.sampled_from([p / 100 for p in range(10, 81)]),  # whole percents: readable failing examples
+        scope=st.sampled_from(["uniform", "global"]),
+        round_to=st.sampled_from([1, 2, 4]),
+    )
+    def check(generated: RandomModel, ratio, scope, round_to):
+        outcome = _pruned_and_checked(generated, ratio=ratio, scope=scope, round_to=round_to)
+        outcomes[outcome] += 1
+        event(outcome)
+
+    check()
+    total = sum(outcomes.values())
+    assert total >= _PROFILE["max_examples"] * 0.9, outcomes
+    # the derandomized `ci` examples are the same in every run; random ones get three standard errors of slack
+    slack = 0.0 if _PROFILE["derandomize"] else 3 * math.sqrt(MIN_PRUNED_SHARE * (1 - MIN_PRUNED_SHARE) / total)
+    assert outcomes["pruned"] >= (MIN_PRUNED_SHARE - slack) * total, f"too few examples prune anything: {outcomes}"
+
+
+def _pruned_and_checked(generated: RandomModel, **options) -> str:
     model = generated.model
     try:
-        result = assert_matches_oracle(model, shapes=generated.shapes, ratio=ratio, scope=scope, round_to=round_to)
+        result = assert_matches_oracle(model, shapes=generated.shapes, **options)
     except NothingToPruneError:
-        event("nothing to prune")
-        return
+        return "nothing to prune"
     except Exception:
         note(f"model saved to {_save_failure(model)}")
         raise
     before, after = result.report.before.macs, result.report.after.macs
     assert after <= before, f"pruning increased MACs: {before} -> {after}"
-    event("pruned something" if result.plan.pruned else "nothing removed (groups too small)")
+    return "pruned" if result.plan.pruned else "nothing removed"
 
 
 def test_generator_covers_every_op_family():

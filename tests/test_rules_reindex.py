@@ -63,7 +63,7 @@ def test_concat_with_a_graph_input_blocks_only_that_segment():
     assert g.prunable and g.kept == 4 and g.members == ["conv1", "head"]
     (seg,) = [g for g in groups_of(result) if g.channels == 3]
     assert seg.members == ["head"]
-    assert_blocked_by(seg, "Concat 'cat'", "input 'x'", "cannot be pruned")
+    assert_blocked_by(seg, "Concat 'cat'", "input 'x' has channels that cannot be pruned: they come from a graph input")
     assert initializer(result.model, "head.w").shape == (4, 4 + 3, 3, 3)
 
 
@@ -77,7 +77,7 @@ def test_concat_with_a_constant():
     result = prune(b.build())
     assert out_group(result, "conv1").kept == 4
     (seg,) = [g for g in groups_of(result) if g.channels == 2]
-    assert_blocked_by(seg, "Concat 'cat'", "input 'c'")
+    assert_blocked_by(seg, "Concat 'cat'", "input 'c' has channels that cannot be pruned: they come from a constant")
 
 
 def test_concat_on_a_spatial_axis_ties_the_inputs():
@@ -103,7 +103,8 @@ def test_concat_on_a_spatial_axis_with_graph_input_is_blocked():
     b.output(b.conv(b.op("Concat", [h, z], name="cat", axis=2), 8, 4, name="head"))
     result = prune(b.build())
     assert out_group(result, "conv1").prunable
-    assert_blocked_by(out_group(result, "conv2"), "Concat 'cat'", "input 'z'", "cannot be pruned")
+    assert_blocked_by(out_group(result, "conv2"), "Concat 'cat'",
+                      "input 'z' has channels that cannot be pruned: they come from a graph input")
 
 
 def test_concat_then_split_back():
@@ -466,7 +467,7 @@ def test_rewriter_set_int_entry_twice_on_one_input():
 
     No rule does this today, but Rewriter.set_int_entry promises to edit one entry and keep the others."""
     from onnxprune.deps.context import analyze
-    from onnxprune.deps.rules import default_registry
+    from onnxprune.deps.ops import default_registry
     from onnxprune.graph import Graph
     from onnxprune.rewrite import Rewriter
 
@@ -491,7 +492,8 @@ def test_reshape_mixing_channels_with_batch_is_blocked():
     b.output(b.conv(h, 4, 4, name="conv3"))
     result = prune(b.build())
     assert out_group(result, "conv1").prunable
-    assert_blocked_by(out_group(result, "conv2"), "Reshape 'reshape'")
+    assert_blocked_by(out_group(result, "conv2"), "Reshape 'reshape'",
+                      "it reshapes the channel axis in a way onnxprune cannot follow")
 
 
 # ---- Squeeze / Unsqueeze / Transpose / Gather ------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import json
 
-from test_calib import files, invoke  # noqa: F401  (the fixture)
+from cli_run import run as invoke
 
 
 def test_target_presets_and_detection():

@@ -7,6 +7,7 @@ outputs and run at other batch sizes and sequence lengths. Every model: hidden 3
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,16 @@ def test_committed_exports_are_small_and_valid():
         onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
+RESIDUAL_REASON = re.compile(
+    r"(?:Add|Concat) '[^']+': input (?:[01] \('[^']+'\)|'[^']+') has channels that cannot be pruned: they are the "
+    r"residual stream \(normalized by (LayerNormalization|ReduceMean) '[^']+'\)"
+)
+RESIDUAL_ORIGINS = {  # the norm that reads the residual stream: Llama's RMSNorm is exported as ReduceMean and Mul
+    "bert": {"LayerNormalization"}, "gpt2": {"LayerNormalization"}, "vit": {"LayerNormalization"},
+    "llama": {"ReduceMean"},
+}
+
+
 def test_heads_and_ffn_neurons_prune_and_the_hidden_size_stays(pruned):
     name, model, result = pruned
     groups = result.report.groups
@@ -72,7 +83,14 @@ def test_heads_and_ffn_neurons_prune_and_the_hidden_size_stays(pruned):
     assert [(g.channels, g.kept, g.prunable) for g in heads] == [(n, n // 2, True)] * LAYERS
     hidden = [g for g in groups if g.channels == HIDDEN and g.unit == 1]
     assert hidden and all(not g.prunable and g.reasons for g in hidden)
-    assert any("cannot be pruned" in r or "Normalization" in r for g in hidden for r in g.reasons)
+    # each residual segment is blocked as the residual stream, named with the norm that reads it
+    origins = set()
+    for g in hidden:
+        (reason,) = g.reasons
+        found = RESIDUAL_REASON.fullmatch(reason)
+        assert found, reason
+        origins.add(found.group(1))
+    assert origins == RESIDUAL_ORIGINS[name.split("_")[0]], (name, origins)
 
 
 @pytest.mark.parametrize("name", NAMES)

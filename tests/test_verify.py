@@ -10,7 +10,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 from graphs import Builder
-from test_cli import run
+from cli_run import run
 from onnxprune.errors import OnnxPruneError, OptionError, VerificationError
 from onnxprune.verify import Gates, compare, format_table, load_inputs_npz, make_inputs
 
@@ -424,7 +424,7 @@ def test_cli_max_rel_error_gate(files):
 
 def test_cli_data_images(tmp_path):
     pil = pytest.importorskip("PIL.Image")
-    from test_calib import image_model
+    from graphs import image_model
 
     folder = tmp_path / "images"
     folder.mkdir()

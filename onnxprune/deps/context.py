@@ -102,30 +102,47 @@ class Context:
 
     # ---- reading -----------------------------------------------------------------------------------
     def track(self, name: str) -> Optional[Track]:
+        """The track of tensor `name` (its channel axis and that axis's layout), or None where no rule has tracked
+        it: a constant, a graph input, an untracked activation, or the empty name of an omitted optional input."""
         return self.tracks.get(name) if name else None
 
     def rank(self, name: str) -> Optional[int]:
+        """The rank of tensor `name`: a constant's, or the one shape inference gives; None where unknown."""
         return self.graph.rank(name)
 
     def dims(self, name: str):
+        """The dims of tensor `name`: a constant's shape, or what shape inference gives (an int where static, a
+        string where symbolic, None where unknown); None where even the rank is unknown. A rule that needs a
+        dim to hold for every input checks that it is an int."""
         return self.graph.dims(name)
 
     def is_constant(self, name: str) -> bool:
+        """Whether tensor `name` is a constant: an initializer or a Constant output, also read through Identity
+        and Cast (see `Graph.constant_root`); the rewriter can slice its values."""
         return self.graph.is_constant(name)
 
     def length(self, layout: Layout) -> int:
+        """The number of channels `layout` spans (the sum of its segments)."""
         return length(layout)
 
     # ---- recording ---------------------------------------------------------------------------------
     def set_track(self, name: str, axis: int, layout: Layout) -> None:
+        """Record that axis `axis` of the output `name` carries `layout`'s channels, in the same order (the rule
+        guarantees nothing is mixed across channels). The empty name (an omitted optional output) is ignored."""
         if name:
             self.tracks[name] = Track(axis, layout)
 
     def new_layout(self, size: int, node: onnx.NodeProto) -> Layout:
+        """A fresh channel space of `size` channels created at `node` (a Conv's or Gemm's output channels), as a
+        layout of one segment; it is tied to no other space until `align` or a param joins them."""
         return self.spaces.layout(size, origin=node.name)
 
     def param(self, node: onnx.NodeProto, index: int, axis: int, layout: Layout, role: str) -> bool:
-        """Axis `axis` of the constant at input `index` of `node` carries `layout`'s channels."""
+        """Axis `axis` of the constant at input `index` of `node` carries `layout`'s channels, read as `role` (one of
+        ROLES: "out" weight rows that produce the channels, "in" weight slices that read them, "bias", "param" a
+        per-channel value). Returns False, recording nothing, when the input is not a constant; blocks `layout` and
+        returns False when that axis does not have its length, or when the weight is shared with a layout that
+        cannot be aligned to it. The rewriter slices every place of a group along its axis."""
         assert role in ROLES
         name = node.input[index] if index < len(node.input) else ""
         root = self.graph.constant_root(name) if name else None
@@ -144,6 +161,9 @@ class Context:
         return True
 
     def align(self, a: Layout, b: Layout, node: onnx.NodeProto, what: str = "inputs") -> bool:
+        """Tie layouts `a` and `b` channel for channel (an Add's two operands, a shared weight): afterwards they
+        are pruned together. Where their lengths or segmentations cannot be matched, blocks both with a reason
+        naming `what` and returns False."""
         if self.spaces.align(a, b):
             return True
         reason = f"cannot match the channels of its {what}"
@@ -152,10 +172,16 @@ class Context:
         return False
 
     def block(self, layout: Layout, node: Optional[onnx.NodeProto], reason: str) -> None:
+        """Mark every space under `layout` as unprunable, for `reason` (a sentence a user reads: say what the op
+        does that the analysis cannot follow); the reason is prefixed with `node`'s op type and name when given."""
         where = f"{node.op_type} '{node.name}': " if node is not None else ""
         self.spaces.block(layout, where + reason)
 
     def block_input(self, node: onnx.NodeProto, index: int, reason: str) -> None:
+        """Block whatever input `index` of `node` carries: the layout of its track, the layout whose channel count
+        it holds as a shape read, and, for a constant, a note that `node` uses it (so that a later param on it is
+        refused). An omitted input or an untracked one blocks nothing. `node` counts as declined (the first reason a
+        rule gave for it is what reports show)."""
         self.declined.setdefault(node.name, reason)
         name = node.input[index] if index < len(node.input) else ""
         track = self.track(name)
@@ -169,6 +195,8 @@ class Context:
             self.uses.setdefault(root, set()).add(f"{node.name} ({reason})")
 
     def block_tracked_inputs(self, node: onnx.NodeProto, reason: str, skip: tuple[int, ...] = ()) -> None:
+        """`block_input` for every input of `node` that is tracked or a shape read, except the indices in `skip`:
+        what a rule does for an op it cannot follow."""
         self.declined.setdefault(node.name, reason)
         for i, name in enumerate(node.input):
             if i not in skip and (self.track(name) is not None or name in self.shape_reads):
@@ -211,6 +239,9 @@ class Context:
         return f"{label} has channels that cannot be pruned: they come from {origin}"
 
     def on_rewrite(self, node: onnx.NodeProto, fn: RewriteFn) -> None:
+        """Have `fn(rewriter)` run when the model is rewritten, after the weights are sliced: for what slicing
+        weights does not cover (a Reshape target's channel entry, a Split's sizes, a head count attribute). It
+        must read the kept channels from the rewriter, never assume how many are kept."""
         self.fixes.append((node.name, fn))
 
 

@@ -1,4 +1,5 @@
-"""The op-rule protocol and the registry that maps op types to rules.
+"""The op-rule protocol and the registry that maps op types to rules (the rules themselves, and the default
+registry of them all, live in deps/ops).
 
 A rule is a function `apply(node, ctx)` that, for one node, says how the channel axes of its inputs and
 outputs tie together, using the `Context` methods (track, new_space, param, align, block, on_rewrite).
@@ -47,11 +48,3 @@ class Registry:
     def op_types(self) -> list[str]:
         return sorted(op for _, op in self._rules)
 
-
-def default_registry() -> Registry:
-    from .ops import conv, elementwise, fused, linear, norm, pool, reindex, shape
-
-    return Registry([
-        *conv.RULES, *elementwise.RULES, *linear.RULES, *norm.RULES, *pool.RULES, *reindex.RULES, *shape.RULES,
-        *fused.RULES,
-    ])

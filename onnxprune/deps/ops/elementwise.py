@@ -37,7 +37,7 @@ ELEMENTWISE = (
 )
 
 
-def _unary(node, ctx) -> None:
+def unary_rule(node, ctx) -> None:
     """Input 0 carries the data; other inputs (Clip bounds, Dropout ratio, CastLike target) are scalars."""
     track = ctx.track(node.input[0])
     for i in range(1, len(node.input)):
@@ -58,7 +58,7 @@ def _identity(node, ctx) -> None:
     read = ctx.shape_reads.get(node.input[0])
     if read is not None:
         ctx.shape_reads[node.output[0]] = read
-    _unary(node, ctx)
+    unary_rule(node, ctx)
 
 
 def _numel(ctx, name: str):
@@ -71,7 +71,7 @@ def _numel(ctx, name: str):
     return n
 
 
-def _elementwise(node, ctx) -> None:
+def elementwise_rule(node, ctx) -> None:
     reads = [i for i, name in enumerate(node.input) if name in ctx.shape_reads]
     if reads and not _shape_arithmetic(node, ctx, reads):
         for i in reads:
@@ -157,7 +157,7 @@ def _shape_arithmetic(node, ctx, reads) -> bool:
         x, other = names[reads[0]], names[1 - reads[0]]
         users = ctx.graph.consumers.get(node.output[0], [])
         return (
-            _fill_value(ctx, other) is not None and _fill_value(ctx, other) < 0 and bool(users)
+            fill_value(ctx, other) is not None and fill_value(ctx, other) < 0 and bool(users)
             and node.output[0] not in ctx.graph.output_names
             and all(u.op_type == "Where" and i == 0 and u.input[2] == x for u, i in users)
         )
@@ -166,7 +166,7 @@ def _shape_arithmetic(node, ctx, reads) -> bool:
         if cond is None or cond.op_type != "Equal" or names[2] not in cond.input:
             return False
         other = cond.input[1] if cond.input[0] == names[2] else cond.input[0]
-        fill = _fill_value(ctx, other)
+        fill = fill_value(ctx, other)
         if fill is None or fill >= 0:
             return False
         read = ctx.shape_reads[names[2]]  # the count is never negative: Where keeps it
@@ -175,7 +175,7 @@ def _shape_arithmetic(node, ctx, reads) -> bool:
     return False
 
 
-def _fill_value(ctx, name: str, depth: int = 0):
+def fill_value(ctx, name: str, depth: int = 0):
     """The one value every entry of `name` holds, where it is known (constants, ConstantOfShape, products)."""
     value = ctx.graph.value(name)
     if value is not None:
@@ -191,18 +191,18 @@ def _fill_value(ctx, name: str, depth: int = 0):
         flat = numpy_helper.to_array(fill).reshape(-1)
         return float(flat[0]) if flat.size == 1 else None
     if node.op_type in ("Cast", "Identity"):
-        return _fill_value(ctx, node.input[0], depth + 1)
+        return fill_value(ctx, node.input[0], depth + 1)
     if node.op_type == "Neg":
-        inner = _fill_value(ctx, node.input[0], depth + 1)
+        inner = fill_value(ctx, node.input[0], depth + 1)
         return None if inner is None else -inner
     if node.op_type == "Mul" and len(node.input) == 2:
-        a, b = (_fill_value(ctx, n, depth + 1) for n in node.input)
+        a, b = (fill_value(ctx, n, depth + 1) for n in node.input)
         return None if a is None or b is None else a * b
     return None
 
 
 RULES = [
-    OpRule(UNARY, _unary),
+    OpRule(UNARY, unary_rule),
     OpRule(("Identity", "Cast"), _identity, reads_shapes=True),
-    OpRule(ELEMENTWISE, _elementwise, reads_shapes=True),
+    OpRule(ELEMENTWISE, elementwise_rule, reads_shapes=True),
 ]

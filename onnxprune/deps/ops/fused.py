@@ -17,7 +17,7 @@ from __future__ import annotations
 from ...graph import attr
 from ..layout import Seg
 from ..rules import OpRule
-from .elementwise import _elementwise, _unary
+from .elementwise import elementwise_rule, unary_rule
 
 DOMAIN = "com.microsoft"
 UNFUSE = (
@@ -32,9 +32,9 @@ def _bias_gelu(node, ctx) -> None:
     """GELU(input + bias): an element-wise Add (a constant bias of the channels' size is sliced with them),
     then an activation."""
     if len(node.input) < 2 or not node.input[1]:
-        _unary(node, ctx)
+        unary_rule(node, ctx)
     else:
-        _elementwise(node, ctx)
+        elementwise_rule(node, ctx)
 
 
 def _skip_layer_norm(node, ctx) -> None:
@@ -65,7 +65,7 @@ def _multi_head_attention(node, ctx) -> None:
 
 RULES = [
     OpRule(("BiasGelu", "FastGelu"), _bias_gelu, domain=DOMAIN),
-    OpRule(("Gelu", "QuickGelu"), _unary, domain=DOMAIN),
+    OpRule(("Gelu", "QuickGelu"), unary_rule, domain=DOMAIN),
     OpRule(("SkipLayerNormalization", "SkipSimplifiedLayerNormalization"), _skip_layer_norm, domain=DOMAIN),
     OpRule(("Attention",), _attention, domain=DOMAIN),
     OpRule(

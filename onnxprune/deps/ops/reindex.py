@@ -35,8 +35,8 @@ from ..layout import Seg
 from ..rules import OpRule
 from .known import known_values
 from .shapevec import (
-    _block_target_read, _copies_input_dim, _filled_dims, _ints, _is_count, _normalize, _rewrite_entry,
-    _vector_entries, _vector_length,
+    block_target_read, copies_input_dim, filled_dims, int_list, is_count, normalize_slice, rewrite_entry,
+    vector_entries, vector_length,
 )
 
 
@@ -56,7 +56,7 @@ def _concat_reads(node, ctx) -> None:
     """Concat of 1-D shape pieces: a piece holding a channel count lands at its offset in the output."""
     names = [n for n in node.input if n]
     reads = [n for n in names if n in ctx.shape_reads]
-    lengths = [_vector_length(ctx, n) for n in names]
+    lengths = [vector_length(ctx, n) for n in names]
     if len(reads) > 1 or None in lengths or ctx.rank(node.output[0]) != 1:
         for i, name in enumerate(node.input):
             if name in ctx.shape_reads:
@@ -121,7 +121,7 @@ def _split(node, ctx) -> None:
             ctx.set_track(out, track.axis, track.layout)
         return
     total = ctx.length(track.layout)
-    sizes = _ints(ctx, node, 1, "split")
+    sizes = int_list(ctx, node, 1, "split")
     if sizes is None:
         if len(node.input) > 1 and node.input[1]:
             ctx.block_input(node, 0, "its split sizes are not constant")
@@ -155,11 +155,11 @@ def _split(node, ctx) -> None:
 
 def _slice(node, ctx) -> None:
     opset10 = ctx.graph.opset >= 10
-    starts = _ints(ctx, node, 1, "starts") if opset10 else attr(node, "starts")
-    ends = _ints(ctx, node, 2, "ends") if opset10 else attr(node, "ends")
+    starts = int_list(ctx, node, 1, "starts") if opset10 else attr(node, "starts")
+    ends = int_list(ctx, node, 2, "ends") if opset10 else attr(node, "ends")
     rank = ctx.rank(node.input[0])
-    axes = _ints(ctx, node, 3, "axes") if opset10 else attr(node, "axes")
-    steps = _ints(ctx, node, 4, "steps") if opset10 and len(node.input) > 4 and node.input[4] else None
+    axes = int_list(ctx, node, 3, "axes") if opset10 else attr(node, "axes")
+    steps = int_list(ctx, node, 4, "steps") if opset10 and len(node.input) > 4 and node.input[4] else None
     read = ctx.shape_reads.get(node.input[0])
     track = ctx.track(node.input[0])
     ctx.block_tracked_inputs(node, "its bounds or axes carry channels", skip=(0,))
@@ -167,7 +167,7 @@ def _slice(node, ctx) -> None:
         return
     has_axes = opset10 and len(node.input) > 3 and node.input[3]
     if axes is None and not has_axes:  # default axes: one per start (their number is static even if computed)
-        n = len(starts) if starts is not None else (_vector_length(ctx, node.input[1]) if opset10 else None)
+        n = len(starts) if starts is not None else (vector_length(ctx, node.input[1]) if opset10 else None)
         axes = list(range(n)) if n is not None else None
     if axes is None or rank is None:
         ctx.block_tracked_inputs(node, "its axes are not constant")
@@ -185,7 +185,7 @@ def _slice(node, ctx) -> None:
         if not isinstance(length, int):
             ctx.block(read.layout, node, "reads the channel count from a shape of unknown length")
             return
-        lo, hi, step = _normalize(starts[0], ends[0], steps[0], length)
+        lo, hi, step = normalize_slice(starts[0], ends[0], steps[0], length)
         if step != 1:
             ctx.block(read.layout, node, "reads the channel count")
         elif lo <= read.position < hi:  # the entry moves to its place in the slice
@@ -193,7 +193,7 @@ def _slice(node, ctx) -> None:
         return
     k = axes.index(track.axis)
     total = ctx.length(track.layout)
-    lo, hi, step = _normalize(starts[k], ends[k], steps[k], total)
+    lo, hi, step = normalize_slice(starts[k], ends[k], steps[k], total)
     if step != 1:
         ctx.block_input(node, 0, "it slices the channel axis with a step other than 1")
         return
@@ -245,11 +245,11 @@ def _reshape(node, ctx) -> None:
         _reshape_read(node, ctx)
     track = ctx.track(node.input[0])
     if track is None:
-        _block_target_read(ctx, node, 1, None, "sets an axis of its output to a channel count")
+        block_target_read(ctx, node, 1, None, "sets an axis of its output to a channel count")
         return
     a, channels = track.axis, ctx.length(track.layout)
-    in_dims, out_dims = _filled_dims(ctx, node.input[0]), ctx.dims(node.output[0])
-    target = _vector_entries(ctx, node, 1)
+    in_dims, out_dims = filled_dims(ctx, node.input[0]), ctx.dims(node.output[0])
+    target = vector_entries(ctx, node, 1)
     found = (
         _keep_channel_axis(ctx, node, a, channels, in_dims, target)
         or _merge_or_split(a, channels, in_dims, out_dims)
@@ -257,7 +257,7 @@ def _reshape(node, ctx) -> None:
     )
     if found is None:
         ctx.block_input(node, 0, "it reshapes the channel axis in a way onnxprune cannot follow")
-        _block_target_read(ctx, node, 1, None, "sets an axis of its output to a channel count")
+        block_target_read(ctx, node, 1, None, "sets an axis of its output to a channel count")
         return
     b, kind, factor, inner = found
     if kind == "split":
@@ -272,13 +272,13 @@ def _reshape(node, ctx) -> None:
             return
     else:
         out = _scaled(track.layout, factor)
-    _block_target_read(ctx, node, 1, b, "sets another axis of its output to a channel count")
+    block_target_read(ctx, node, 1, b, "sets another axis of its output to a channel count")
     entry = target[b] if target is not None and b < len(target) else None
     if entry is None:
         ctx.block_input(node, 0, "its target shape holds the channel count in a computed value")
         return
     value, source = entry[0], entry[1]
-    if _is_count(value):
+    if is_count(value):
         if kind == "split":
             ctx.block_input(node, 0, "its target reads a channel count into a split of the channel axis")
             ctx.block(value[1], node, "read into a split of another channel axis")
@@ -297,7 +297,7 @@ def _reshape(node, ctx) -> None:
         return
     ctx.set_track(node.output[0], b, out)
     if value > 0:
-        ctx.on_rewrite(node, lambda rw: _rewrite_entry(rw, node, 1, source, value, rw.new_length(out)))
+        ctx.on_rewrite(node, lambda rw: rewrite_entry(rw, node, 1, source, value, rw.new_length(out)))
 
 
 def _reshape_read(node, ctx) -> None:
@@ -352,7 +352,7 @@ def _unbound(ctx, name: str, axis: int) -> bool:
             if op == "Split" and int(attr(node, "axis", 0)) % rank != axis:
                 return False
             if op == "Slice":
-                axes = _ints(ctx, node, 3, "axes") if ctx.graph.opset >= 10 else attr(node, "axes", None)
+                axes = int_list(ctx, node, 3, "axes") if ctx.graph.opset >= 10 else attr(node, "axes", None)
                 if axes is None or [x % rank for x in axes] != [axis]:
                     return False
             for out in node.output:
@@ -369,23 +369,23 @@ def _squeezed_single(ctx, name: str, axis: int, rank: int) -> bool:
         return False
     consumers = ctx.graph.consumers.get(name, [])
     for node, slot in consumers:
-        axes = _ints(ctx, node, 1, "axes") if node.op_type == "Squeeze" else None
+        axes = int_list(ctx, node, 1, "axes") if node.op_type == "Squeeze" else None
         if slot != 0 or axes is None or [x % rank for x in axes] != [axis]:
             return False
     return bool(consumers)
 
 
 def _keep_channel_axis(ctx, node, a, channels, in_dims, target):
-    """Target entries before the channel axis keep the input's dimensions (see `_copies_input_dim`); the
+    """Target entries before the channel axis keep the input's dimensions (see `copies_input_dim`); the
     entry at the channel axis is the channel count (the axis stays, whatever follows), the count times the
     static size of the next axes (it absorbs them: HF's repeat_kv merges KV heads with their copies), or a
     final -1 (the channel axis absorbs the static axes after it)."""
     if target is None or in_dims is None or len(target) <= a or target[a] is None:
         return None
-    if not all(_copies_input_dim(ctx, target[j], j, node.input[0], in_dims) for j in range(a)):
+    if not all(copies_input_dim(ctx, target[j], j, node.input[0], in_dims) for j in range(a)):
         return None
     value = target[a][0]
-    if _is_count(value):
+    if is_count(value):
         value = ctx.length(value[1])
     if not isinstance(value, int):
         return None
@@ -429,11 +429,11 @@ def _merge_or_split(a, channels, in_dims, out_dims):
 
 def _split_last_axis(ctx, node, a, channels, in_dims, target):
     """The channel axis is the data's last axis and the target keeps the axes before it (see
-    `_copies_input_dim`), then splits it into static sizes (one of them may be -1): [B, S, -1, D] with
+    `copies_input_dim`), then splits it into static sizes (one of them may be -1): [B, S, -1, D] with
     dynamic B and S, where shape inference cannot tell the output's sizes."""
     if target is None or in_dims is None or a != len(in_dims) - 1 or len(target) < a + 2:
         return None
-    if not all(_copies_input_dim(ctx, target[j], j, node.input[0], in_dims) for j in range(a)):
+    if not all(copies_input_dim(ctx, target[j], j, node.input[0], in_dims) for j in range(a)):
         return None
     sizes = [e[0] if e is not None else None for e in target[a:]]
     if not all(isinstance(v, int) and (v > 0 or v == -1) for v in sizes) or sizes.count(-1) > 1:
@@ -479,7 +479,7 @@ def _squeeze(node, ctx) -> None:
     if track is None:
         return
     dims = ctx.dims(node.input[0])
-    axes = _ints(ctx, node, 1, "axes")
+    axes = int_list(ctx, node, 1, "axes")
     if axes is None:
         if len(node.input) > 1 and node.input[1] or not _static(dims or [None]):
             ctx.block_input(node, 0, "its axes are not known")
@@ -499,7 +499,7 @@ def _unsqueeze(node, ctx) -> None:
     track = ctx.track(node.input[0])
     if track is None:
         return
-    axes, rank = _ints(ctx, node, 1, "axes"), ctx.rank(node.input[0])
+    axes, rank = int_list(ctx, node, 1, "axes"), ctx.rank(node.input[0])
     if axes is None or rank is None:
         ctx.block_input(node, 0, "its axes are not known")
         return
@@ -547,17 +547,17 @@ def _expand(node, ctx) -> None:
         ctx.block_input(node, 1, "its shape input carries channels")
     track = ctx.track(node.input[0])
     if track is None:
-        _block_target_read(ctx, node, 1, None, "expands an axis to a channel count")
+        block_target_read(ctx, node, 1, None, "expands an axis to a channel count")
         return
-    rank, n = ctx.rank(node.input[0]), _vector_length(ctx, node.input[1])
+    rank, n = ctx.rank(node.input[0]), vector_length(ctx, node.input[1])
     if rank is None or n is None:
         ctx.block_input(node, 0, "the rank of its output is unknown")
-        _block_target_read(ctx, node, 1, None, "expands an axis to a channel count")
+        block_target_read(ctx, node, 1, None, "expands an axis to a channel count")
         return
     out_rank = max(rank, n)
     axis = track.axis + out_rank - rank
     position = axis - (out_rank - n)
-    _block_target_read(ctx, node, 1, position, "expands another axis to a channel count")
+    block_target_read(ctx, node, 1, position, "expands another axis to a channel count")
     if position >= 0 and not _keeps_channel_count(ctx, node, 1, position, track, "shape", broadcast=True):
         return
     ctx.set_track(node.output[0], axis, track.layout)
@@ -567,17 +567,17 @@ def _keeps_channel_count(ctx, node, slot: int, position: int, track, what: str, 
     """Whether entry `position` of the int vector at input `slot` keeps the channel count of `track`: the count
     read at run time (tied to the channels it counts), a constant equal to it (rewritten to the kept count), or
     1 where `broadcast`. Otherwise the group is blocked."""
-    entries = _vector_entries(ctx, node, slot)
+    entries = vector_entries(ctx, node, slot)
     entry = entries[position] if entries is not None and position < len(entries) else None
     if entry is None:
         ctx.block_input(node, 0, f"its {what} sets the channel axis to a computed value")
         return False
     value, source, channels = entry[0], entry[1], ctx.length(track.layout)
-    if _is_count(value):
+    if is_count(value):
         return ctx.align(track.layout, value[1], node, f"{what}'s run-time channel count")
     if value == channels and channels > 1 and source is not None:
         layout = track.layout
-        ctx.on_rewrite(node, lambda rw: _rewrite_entry(rw, node, slot, source, value, rw.new_length(layout)))
+        ctx.on_rewrite(node, lambda rw: rewrite_entry(rw, node, slot, source, value, rw.new_length(layout)))
         return True
     if broadcast and value == 1:
         return True
@@ -597,14 +597,14 @@ def _resize(node, ctx) -> None:
     track = ctx.track(node.input[0])
     if track is None:
         if reads_sizes:
-            _block_target_read(ctx, node, 3, None, "resizes an axis to a channel count")
+            block_target_read(ctx, node, 3, None, "resizes an axis to a channel count")
         return
     if attr(node, "axes", None) is not None:
         ctx.block_input(node, 0, "its `axes` attribute is not supported")
         return
     axis = track.axis
     if reads_sizes:
-        _block_target_read(ctx, node, 3, axis, "resizes another axis to a channel count")
+        block_target_read(ctx, node, 3, axis, "resizes another axis to a channel count")
     scales = attr(node, "scales", None) if old and ctx.graph.opset < 9 else None
     if scales is None and scales_index < len(node.input) and node.input[scales_index]:
         scales = _channel_scale(ctx, node.input[scales_index], axis)
@@ -643,7 +643,7 @@ def _pad(node, ctx) -> None:
         return
     ctx.block_tracked_inputs(node, "its pads carry channels", skip=(0,))
     rank = ctx.rank(node.input[0])
-    axes = _ints(ctx, node, 3, "") if len(node.input) > 3 and node.input[3] else None
+    axes = int_list(ctx, node, 3, "") if len(node.input) > 3 and node.input[3] else None
     if rank is None or (len(node.input) > 3 and node.input[3] and axes is None):
         ctx.block_input(node, 0, "its pads are not constant" if rank is not None else ctx.unknown_shape_reason(node.input[0]))
         return

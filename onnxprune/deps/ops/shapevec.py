@@ -3,28 +3,25 @@
 Exporters build them from constants and from the dimensions of other tensors:
 `Concat(Shape(x)[0:1], Shape(x)[1:2], [H], [D])` (TorchScript: `x.view(x.size()[:-1] + (H, D))`), the same
 with `Shape(x, start, end)` pieces shared by every layer (dynamo), `Where(Equal(s, -1), 1, s)` around an
-`expand` shape (TorchScript). `_vector_entries` tells for each entry whether it is a constant (and where it
+`expand` shape (TorchScript). `vector_entries` tells for each entry whether it is a constant (and where it
 lives, so that a rule can rewrite it), a copy of a dimension of some tensor, or a channel count read at run
 time (a shape read, see shape.py), and `_same_dim` whether two dimensions are equal at run time.
 
-Rewriting an entry never changes what other readers of a shared vector see: `_rewrite_entry` gives the
+Rewriting an entry never changes what other readers of a shared vector see: `rewrite_entry` gives the
 reader its own copy of a Concat that other nodes read too.
 """
 
 from __future__ import annotations
 
-import weakref
-
 import onnx
 
 from ...graph import attr, subgraph_outer_names
-from ...shapes import symbolic_shapes
-from .elementwise import _fill_value
+from .elementwise import fill_value
 
 INT64_MAX = 2**63 - 1
 
 
-def _ints(ctx, node, index: int, attr_name: str):
+def int_list(ctx, node, index: int, attr_name: str):
     """An int list given as input `index` (newer opsets) or as attribute `attr_name` (older ones)."""
     if index < len(node.input) and node.input[index]:
         return ctx.graph.int_values(node.input[index])
@@ -32,13 +29,13 @@ def _ints(ctx, node, index: int, attr_name: str):
     return None if value is None else [int(v) for v in value]
 
 
-def _vector_length(ctx, name):
+def vector_length(ctx, name):
     """The static length of a 1-D tensor (a scalar counts as None)."""
     dims = ctx.dims(name)
     return dims[0] if dims is not None and len(dims) == 1 and isinstance(dims[0], int) else None
 
 
-def _normalize(start: int, end: int, step: int, size: int) -> tuple[int, int, int]:
+def normalize_slice(start: int, end: int, step: int, size: int) -> tuple[int, int, int]:
     def clamp(v: int) -> int:
         if v < 0:
             v += size
@@ -47,18 +44,18 @@ def _normalize(start: int, end: int, step: int, size: int) -> tuple[int, int, in
     return clamp(start), clamp(min(end, INT64_MAX)), step
 
 
-def _block_target_read(ctx, node, slot: int, used, reason: str) -> None:
+def block_target_read(ctx, node, slot: int, used, reason: str) -> None:
     """A shape input holding a channel count at a position the rule does not use (`used`) blocks it."""
     read = ctx.shape_reads.get(node.input[slot]) if slot < len(node.input) else None
     if read is not None and read.position != used:
         ctx.block(read.layout, node, reason)
 
 
-def _is_count(value) -> bool:
+def is_count(value) -> bool:
     return isinstance(value, tuple) and value[0] == "count"
 
 
-def _rewrite_entry(rw, reader, slot: int, source, old: int, new: int) -> None:
+def rewrite_entry(rw, reader, slot: int, source, old: int, new: int) -> None:
     """Set one entry of the shape vector that `reader` reads at input `slot` from `old` to `new`. `source`
     is (node, input index, position): the reader itself (a constant shape), or the Concat that builds the
     vector (position None: the whole 1-element piece, computed in the dense model, becomes a constant).
@@ -92,12 +89,12 @@ def _own_copy(rw, reader, slot: int, holder):
     return graph.node[at]
 
 
-def _vector_entries(ctx, holder, slot: int):
+def vector_entries(ctx, holder, slot: int):
     """Per entry of the int vector that `holder` reads at input `slot` (a Reshape target, an Expand shape):
     (value, source[, dim]), or None where unknown. The value is an int (a constant, or a dimension that
     shape inference knows statically), ("dim", tensor, j) for a run-time copy of dimension j of `tensor`,
     or ("count", layout) for a channel count read at run time. `source` says where an int entry lives (see
-    `_rewrite_entry`); `dim` is (tensor, j) for a copy of a dimension. Follows Concat of 1-D pieces. None
+    `rewrite_entry`); `dim` is (tensor, j) for a copy of a dimension. Follows Concat of 1-D pieces. None
     when not even the length is known."""
     name = holder.input[slot]
     values = ctx.graph.int_values(name)
@@ -143,7 +140,7 @@ def _other_input(node, name: str) -> str:
 
 
 def _fill(ctx, name: str):
-    value = _fill_value(ctx, name)
+    value = fill_value(ctx, name)
     return int(value) if value is not None and float(value).is_integer() else None
 
 
@@ -178,7 +175,7 @@ def _piece_entries(ctx, concat, index: int, piece: str):
 
 def _computed_entries(ctx, name: str):
     """A computed vector: unknown entries, except the channel count it holds (if any)."""
-    n = _vector_length(ctx, name)
+    n = vector_length(ctx, name)
     if n is None:
         return None
     entries = [None] * n
@@ -254,12 +251,12 @@ def _shape_entries(ctx, shape, first: int, stop: int):
     rank = ctx.rank(shape.input[0])
     if rank is None:
         return None
-    lo, hi, _ = _normalize(int(attr(shape, "start", 0)), int(attr(shape, "end", rank)), 1, rank)
-    s, e, _ = _normalize(first, stop, 1, hi - lo)
+    lo, hi, _ = normalize_slice(int(attr(shape, "start", 0)), int(attr(shape, "end", rank)), 1, rank)
+    s, e, _ = normalize_slice(first, stop, 1, hi - lo)
     return (shape.input[0], list(range(lo + s, lo + e))) if e > s else None
 
 
-def _copies_input_dim(ctx, entry, j: int, data: str, in_dims) -> bool:
+def copies_input_dim(ctx, entry, j: int, data: str, in_dims) -> bool:
     """Whether target `entry` at position j keeps dimension j of the data: 0, the same static size, or a copy
     of a dimension that is the data's dimension j at run time (see `_same_dim`)."""
     if entry is None:
@@ -271,17 +268,12 @@ def _copies_input_dim(ctx, entry, j: int, data: str, in_dims) -> bool:
     return dim is not None and _same_dim(ctx, data, j, dim[0], dim[1])
 
 
-_SYMBOLIC: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _symbolic_same(ctx, a: str, i: int, b: str, k: int) -> bool:
     """A second opinion where onnx's inference lost the symbols (it does behind computed Slice bounds and
     Expand shapes): onnxruntime's symbolic inference of the model without pinned shapes, run once per
     analysis and only when a rule needs it. The same symbol or static size there is the same size for
     every input."""
-    if ctx.graph not in _SYMBOLIC:
-        _SYMBOLIC[ctx.graph] = symbolic_shapes(ctx.graph.model, {})
-    info = _SYMBOLIC[ctx.graph]
+    info = ctx.graph.unpinned_symbolic_shapes
     da, db = info.dims(a) or _declared_dims(ctx, a), info.dims(b) or _declared_dims(ctx, b)
     if da is None or db is None or not (0 <= i < len(da) and 0 <= k < len(db)):
         return False
@@ -297,7 +289,7 @@ def _declared_dims(ctx, name: str):
     return None
 
 
-def _filled_dims(ctx, name: str):
+def filled_dims(ctx, name: str):
     """The dims of `name`, with the static sizes shape inference lost behind an Expand (whose shape is
     computed) or Unsqueeze filled in where the shape's entries and the input tell them."""
     dims = ctx.dims(name)
@@ -316,13 +308,13 @@ def _static_dim(ctx, name: str, i: int, depth: int = 0):
     if node.op_type in ("Identity", "Cast"):
         return _static_dim(ctx, node.input[0], i, depth + 1)
     if node.op_type == "Unsqueeze":
-        axes = _ints(ctx, node, 1, "axes")
+        axes = int_list(ctx, node, 1, "axes")
         if axes is None:
             return None
         inserted = {x % rank for x in axes}
         return 1 if i in inserted else _static_dim(ctx, node.input[0], i - sum(x < i for x in inserted), depth + 1)
     if node.op_type == "Expand":
-        x, entries = node.input[0], _vector_entries(ctx, node, 1)
+        x, entries = node.input[0], vector_entries(ctx, node, 1)
         rx = ctx.rank(x)
         if entries is None or rx is None:
             return None
@@ -356,13 +348,13 @@ def _same_dim(ctx, a: str, i: int, b: str, k: int, depth: int = 0) -> bool:
     if rank is None:
         return False
     if node.op_type == "Unsqueeze":
-        axes = _ints(ctx, node, 1, "axes")
+        axes = int_list(ctx, node, 1, "axes")
         inserted = None if axes is None else {x % rank for x in axes}
         if inserted is None or i in inserted:
             return False
         return _same_dim(ctx, node.input[0], i - sum(x < i for x in inserted), b, k, depth + 1)
     if node.op_type == "Expand":
-        x, entries = node.input[0], _vector_entries(ctx, node, 1)
+        x, entries = node.input[0], vector_entries(ctx, node, 1)
         rx = ctx.rank(x)
         if entries is None or rx is None:
             return False
