@@ -20,7 +20,8 @@ from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_i
 from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
-from .plan import DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, kind_of, make_plan, unit_of, unmatched_excludes
+from .plan import (DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, kind_of, make_plan, plan_widths, unit_of,
+                   unmatched_excludes)
 from .planfile import PlanFile, plan_file
 from .report import AnalysisReport, GroupReport, PruneReport, Totals
 from .recovery import RecoveryReport, check_method
@@ -51,6 +52,7 @@ class PruneResult:
     source: Optional[str] = None  # the path the model was read from (None for a ModelProto)
     shapes: dict = field(default_factory=dict)  # the input shapes given (pinned dims)
     calib_args: tuple = ()  # the prune options that name the calibration data: ("--calib", path), ... ; () in memory
+    latency: Optional[object] = None  # latency_target.LatencyReport under a latency target
 
     def save(self, path, **kwargs):
         from .io import save_model
@@ -116,14 +118,10 @@ def _prunable_macs(analysis: Analysis, cost: CostReport) -> tuple[int, int]:
 
 def _nothing_to_prune(analysis: Analysis, cost: CostReport, shown: int = 2) -> str:
     """Why no group can be pruned: the reasons of the groups that hold the most MACs first."""
-    def group_macs(g) -> int:
-        nodes = {p.node for p in g.places if p.role in ("in", "out")}
-        return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
-
     if not analysis.groups:
         return "nothing to prune: no channel group of this model can be pruned; " + no_group_reason(analysis)
-    reasons = list(dict.fromkeys(g.reasons[0] for g in sorted(analysis.groups, key=group_macs, reverse=True)
-                                 if g.reasons))
+    by_macs = sorted(analysis.groups, key=lambda g: _macs_of(g, cost), reverse=True)
+    reasons = list(dict.fromkeys(g.reasons[0] for g in by_macs if g.reasons))
     inside = subgraph_reason(analysis.graph)
     if inside:
         reasons.insert(0, inside)
@@ -201,6 +199,8 @@ def prune(
     calib_samples: Optional[int] = 512,
     recover: Optional[str] = None,
     progress: Progress = None,
+    widths: Optional[Mapping[int, int]] = None,
+    width_notes: Optional[Mapping[int, str]] = None,
 ) -> PruneResult:
     """Remove the lowest-scoring `ratio` of channels from every prunable group; returns the smaller model.
 
@@ -214,6 +214,8 @@ def prune(
     calibration data, none without). See recovery.py.
     `progress(stage, done, total)` follows the long stages: "calibration" (images read, or once when the samples
     are loaded), "scores" (samples run for a data-aware criterion), "recovery" (samples run, over all passes).
+    `widths` (group id -> channels kept, from plan.aligned_widths; latency_target.py chooses them) replaces
+    the ratio: the listed groups keep that many channels, the others all of theirs.
     """
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
                           ffn_ratio)
@@ -224,18 +226,13 @@ def prune(
         what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
         raise OptionError(f"{what} needs calibration data: give --calib FILE.npz (or --calib-images DIR)")
     work = _load_work(model, shapes, registry, calib, calib_samples, progress)
-    analysis, samples = work.analysis, work.samples
+    analysis = work.analysis
     prunable = [g for g in analysis.groups if g.prunable]
-    stats = None
-    if criterion in DATA_CRITERIA:
-        from .activations import channel_stats
-
-        taps = activation_inputs(analysis, prunable)
-        by_tensor = channel_stats(work.working, {t: a for t, a in taps.values()}, samples,
-                                  _stage(progress, "scores", samples))
-        stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
-    scores = channel_scores(analysis, prunable, criterion, stats)
-    plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
+    scores = _scores(work, criterion)
+    if widths is not None:
+        plan = plan_widths(analysis.groups, scores, widths, options, width_notes)
+    else:
+        plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
     unmatched = unmatched_excludes(options.exclude, [m for g in prunable for m in g.members])
     for message in unmatched:
         warnings.warn(message, OnnxPruneWarning, stacklevel=2)
@@ -380,6 +377,30 @@ def calibration_args(calib: Optional[CalibSource]) -> tuple:
     args += ["--mean", ",".join(f"{v:g}" for v in o.mean), "--std", ",".join(f"{v:g}" for v in o.std),
              "--layout", o.layout]
     return tuple(args)
+
+
+def _scores(work: _Work, criterion: str) -> dict[int, np.ndarray]:
+    """The channel scores of every prunable group of `work` (a data-aware criterion runs its samples)."""
+    prunable = [g for g in work.analysis.groups if g.prunable]
+    stats = None
+    if criterion in DATA_CRITERIA:
+        from .activations import channel_stats
+
+        taps = activation_inputs(work.analysis, prunable)
+        by_tensor = channel_stats(work.working, {t: a for t, a in taps.values()}, work.samples,
+                                  _stage(work.progress, "scores", work.samples))
+        stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
+    return channel_scores(work.analysis, prunable, criterion, stats)
+
+
+def group_macs(analysis: Analysis, cost: CostReport) -> dict[int, int]:
+    """MACs of the nodes that produce or read each prunable group's channels (what narrowing it shrinks)."""
+    return {g.id: _macs_of(g, cost) for g in analysis.groups if g.prunable}
+
+
+def _macs_of(group, cost: CostReport) -> int:
+    nodes = {p.node for p in group.places if p.role in ("in", "out")}
+    return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
 
 
 def _stage(progress: Progress, stage: str, samples: Optional[SampleSet] = None):
