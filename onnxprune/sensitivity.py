@@ -181,7 +181,7 @@ def sensitivity(
     from . import api
     from .executors import InProcessExecutor
     from .io import load_model
-    from .latency import DEFAULT_BUDGET_S, get_profile, model_hash
+    from .latency import DEFAULT_BUDGET_S, device_name, get_profile, model_hash
     from .plan import aligned_widths
     from .verify import open_session
 
@@ -245,7 +245,6 @@ def sensitivity(
     context = {"model": source.SerializeToString(), "shapes": dict(shapes or {}), "feeds": feeds,
                "dense": [[o[k] for o in dense_outputs] for k in range(len(dense_outputs[0]))],
                "labels": None if labels is None else np.asarray(labels), "class_output": class_output}
-    here = None
     finished = len(jobs) - len(todo)
     if progress:
         progress(finished, len(jobs))
@@ -260,8 +259,6 @@ def sensitivity(
         if progress:
             progress(finished, len(jobs))
     report.complete = True
-    from .latency import device_name
-
     here = device_name("cpu")
     elsewhere = sorted({p.device for p in report.points if p.device and p.device != here})
     if elsewhere and profile is not None:
