@@ -118,12 +118,13 @@ def target_fraction(latency_target: Optional[float], speedup: Optional[float]) -
     return latency_target
 
 
-def next_goal(tried: Sequence[tuple[float, float]], target: float, dense_ms: float) -> float:
+def next_goal(tried: Sequence[tuple[float, float]], target: float, dense_ms: float, floor_ms: float) -> float:
     """The next goal (ms, on the latency model's scale) from the (goal, measured fraction) pairs tried so far.
 
     Measured latency rises with the goal, so once one goal measured too fast and another too slow, the next lies
     between them (interpolated); before that the last goal moves by the milliseconds its measurement missed by.
-    Goals stay within [2%, 100%] of the dense latency."""
+    The goal may fall below zero where the model overestimates the savings; it stays between `floor_ms` (every
+    group at its narrowest width: lower changes nothing) and the dense latency."""
     goal, fraction = tried[-1]
     below = [(g, f) for g, f in tried if f < target]
     above = [(g, f) for g, f in tried if f > target]
@@ -132,7 +133,7 @@ def next_goal(tried: Sequence[tuple[float, float]], target: float, dense_ms: flo
         nxt = g0 + (g1 - g0) * (target - f0) / (f1 - f0) if f1 != f0 and g1 != g0 else (g0 + g1) / 2
     else:
         nxt = goal + (target - fraction) * dense_ms
-    return min(max(nxt, 0.02 * dense_ms), dense_ms)
+    return min(max(nxt, floor_ms), dense_ms)
 
 
 def measure_fraction(dense: onnx.ModelProto, pruned: onnx.ModelProto, deployment: Deployment, shapes=None,
@@ -204,6 +205,7 @@ def prune_to_latency(
                   for g, ws in widths_of.items()]
     del analysis, work
     goal = target * profile.dense_ms
+    floor = profile.dense_ms - sum(max(c.saved_ms) for c in candidates)  # every group at its narrowest width
     steps: list[LatencyStep] = []
     best = None  # (distance, result, allocation, fraction, noise)
     seen: set = set()
@@ -234,12 +236,12 @@ def prune_to_latency(
             del result
         if distance <= tolerance * target:
             break
-        if fraction > target and not plan.reached:
+        if fraction > target and all(plan.widths.get(c.group) == c.widths[0] for c in candidates):
             notes.append("the target cannot be reached: every group is at the narrowest width allowed "
                          "(--max-ratio, --min-channels, --round-to); the closest model reached is kept")
             break
         tried.append((goal, fraction))
-        goal = next_goal(tried, target, profile.dense_ms)
+        goal = next_goal(tried, target, profile.dense_ms, floor)
     _, result, plan, fraction, noise = best
     reached = abs(fraction - target) <= tolerance * target
     if not reached and not any("cannot be reached" in n for n in notes):

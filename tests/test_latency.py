@@ -173,9 +173,10 @@ def test_measured_ladder_on_a_tiny_model(tmp_path):
 
 
 def test_next_goal_moves_by_the_miss_then_brackets():
-    assert next_goal([(5.0, 0.6)], 0.5, 10.0) == pytest.approx(4.0)
-    assert next_goal([(5.0, 0.6), (4.0, 0.4)], 0.5, 10.0) == pytest.approx(4.5)
-    assert next_goal([(0.5, 0.9)], 0.5, 10.0) == pytest.approx(0.2)  # never below 2% of dense
+    assert next_goal([(5.0, 0.6)], 0.5, 10.0, -20.0) == pytest.approx(4.0)
+    assert next_goal([(5.0, 0.6), (4.0, 0.4)], 0.5, 10.0, -20.0) == pytest.approx(4.5)
+    assert next_goal([(0.5, 0.9)], 0.5, 10.0, -20.0) == pytest.approx(-3.5)  # the model overestimated savings
+    assert next_goal([(0.5, 0.9)], 0.5, 10.0, -2.0) == pytest.approx(-2.0)  # no lower than the narrowest plan
 
 
 def test_target_fraction_options():
