@@ -186,7 +186,7 @@ def _prune_to_latency(model, fraction, opts: dict):
         exclude=opts["exclude"], shapes=opts["pinned"], cache_dir=opts["latency_cache"],
         profile_file=opts["latency_profile"],
         budget_s=DEFAULT_BUDGET_S if opts["latency_budget"] is None else opts["latency_budget"],
-        progress=lambda m: click.echo(f"latency: {m}", err=True),
+        progress=Progress("latency").step,
         warn=lambda m: click.echo(f"warning: {m}", err=True),
     )
 

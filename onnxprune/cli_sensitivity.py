@@ -12,6 +12,7 @@ from .cost import parse_shapes
 from .errors import OptionError
 from .executors import EXECUTORS, make_executor
 from .plan import DEFAULT_ROUND_TO
+from .progress import Progress
 from .sweep import parse_ratios
 from .target import CHOICES as TARGET_CHOICES
 from .verify import load_labels
@@ -48,17 +49,25 @@ def sensitivity_cmd(model, calib, labels, out_dir, ratios, round_to, target, min
         raise OptionError(f"--calib-samples must be at least 1, got {calib_samples}")
     deployment = None if no_latency else deployment_for(provider, batch, threads)
     runner = make_executor(executor, ray_address)
+    tasks: list[Progress] = []
+
+    def progress(done: int, total: int) -> None:
+        if not tasks:
+            tasks.append(Progress("sensitivity", total, unit="tasks"))
+        tasks[0].update(done)
+
     try:
-        with _Bar() as bar:
-            report = sensitivity(
-                model, calib, out_dir, labels=load_labels(labels) if labels else None, ratios=parse_ratios(ratios),
-                round_to=step, min_channels=min_channels, calib_samples=calib_samples,
-                shapes=parse_shapes(shapes) or None, deployment=deployment, executor=runner,
-                cache_dir=latency_cache, profile_file=latency_profile, budget_s=latency_budget,
-                progress=bar.update, say=lambda m: click.echo(f"sensitivity: {m}", err=True),
-                warn=lambda m: click.echo(f"warning: {m}", err=True),
-            )
+        report = sensitivity(
+            model, calib, out_dir, labels=load_labels(labels) if labels else None, ratios=parse_ratios(ratios),
+            round_to=step, min_channels=min_channels, calib_samples=calib_samples,
+            shapes=parse_shapes(shapes) or None, deployment=deployment, executor=runner,
+            cache_dir=latency_cache, profile_file=latency_profile, budget_s=latency_budget,
+            progress=progress, say=lambda m: click.echo(f"sensitivity: {m}", err=True),
+            warn=lambda m: click.echo(f"warning: {m}", err=True),
+        )
     finally:
+        for bar in tasks:
+            bar.close()
         runner.close()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -66,29 +75,3 @@ def sensitivity_cmd(model, calib, labels, out_dir, ratios, round_to, target, min
         click.echo(report.format_markdown())
         click.echo("wrote " + ", ".join(report.files.values())
                    + ("" if "plot" in report.files else " (install onnxprune[plot] for sensitivity.png)"))
-
-
-class _Bar:
-    """Task progress on stderr: a bar on a terminal, one line per finished task elsewhere (a CI log)."""
-
-    def __init__(self):
-        self.bar, self.shown = None, 0
-
-    def update(self, done: int, total: int) -> None:
-        import sys
-
-        if not sys.stderr.isatty():
-            click.echo(f"sensitivity: {done}/{total} tasks", err=True)
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label="sensitivity tasks", file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.shown)
-        self.shown = done
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
