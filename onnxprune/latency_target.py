@@ -247,6 +247,10 @@ def prune_to_latency(
     if not reached and not any("cannot be reached" in n for n in notes):
         notes.append(f"measured {fraction:.3f} of dense after {len(steps)} step(s): outside ±{tolerance * 100:g}% "
                      f"of {target:g}; the closest model reached is kept")
+    if noise is not None and noise > tolerance:
+        notes.append(f"the control row's noise (±{noise * 100:.0f}%) exceeds the ±{tolerance * 100:g}% tolerance: "
+                     "this machine was too busy for the measurements to confirm or refute the target; rerun where "
+                     "it is quiet")
     rows = _group_rows(source, plan.widths, profile, deployment, shapes, groups_checked, say)
     report = LatencyReport(target, tolerance, asdict(deployment), importance, profile.dense_ms, plan.predicted_ms,
                            fraction, reached, noise, profile.cost_text(), profile.path, steps, rows, notes)
