@@ -30,6 +30,7 @@ from .tables import num, plain
 
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_STEPS = 4
+NUDGES = 8  # times a correction that leaves the plan unchanged is repeated
 GROUPS_CHECKED = 8  # groups timed alone in the report (the ones predicted to save the most)
 
 
@@ -214,6 +215,13 @@ def prune_to_latency(
     for step in range(1, max_steps + 1):
         plan = allocate(candidates, profile.dense_ms, goal)
         frozen = tuple(sorted(plan.widths.items()))
+        move = goal - tried[-1][0] if tried else 0.0
+        for _ in range(NUDGES):  # a correction too small to change the plan: move on in the same direction
+            if frozen not in seen or move == 0.0 or not floor <= goal + move <= profile.dense_ms:
+                break
+            goal += move
+            plan = allocate(candidates, profile.dense_ms, goal)
+            frozen = tuple(sorted(plan.widths.items()))
         if frozen in seen:
             notes.append("the correction led back to a plan already measured: stopped")
             break
