@@ -81,7 +81,7 @@ def one_model(name: str, path: Path, shapes: dict, labelled: bool, work: Path, q
     print(f"{name}: timing dense, latency-aware and uniform {UNIFORM_RATIOS}", file=sys.stderr)
     report = bench([str(p) for p in paths], config)
     rows = [r for r in report.rows if r.status == "ok"]
-    fraction = {r.source: r.median_ms / rows[0].median_ms for r in rows if not r.control}
+    fraction = {r.source: 1.0 / r.speedup for r in rows if not r.control}
     aware_fraction = fraction[str(aware_path)]
     uniform = min(paths[2:], key=lambda p: abs(fraction[str(p)] - aware_fraction))
     if labelled:

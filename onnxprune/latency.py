@@ -292,10 +292,9 @@ def measure_profile(
             m.graph.name = f"group{g}_w{w}"
         report = bench(models, config)
         rows = [r for r in report.rows if r.status == "ok"]
-        base = rows[0].median_ms
-        dense_medians.append(base)
+        dense_medians.append(rows[0].median_ms)
         noise = report.noise(rows)
-        measured = [r.median_ms / base for r in rows[1:1 + len(rungs)]]
+        measured = [1.0 / r.speedup for r in rows[1:1 + len(rungs)]]  # bench's paired per-round ratio
         ratios[g] = (rungs + [size], [min(v, 1.0) for v in monotone(measured)] + [1.0], noise)  # dense: 1
         timed += len(rows)
     if not dense_medians:  # nothing measured: time the dense model alone for the MAC model's scale

@@ -139,11 +139,11 @@ def next_goal(tried: Sequence[tuple[float, float]], target: float, dense_ms: flo
 
 def measure_fraction(dense: onnx.ModelProto, pruned: onnx.ModelProto, deployment: Deployment, shapes=None,
                      rounds: int = 8) -> tuple[float, Optional[float]]:
-    """pruned / dense median latency, timed side by side, and the control's noise."""
+    """pruned / dense latency (the inverse of bench's speedup), timed side by side, and the control's noise."""
     pruned.graph.name = pruned.graph.name or "pruned"
     report = bench([dense, pruned], deployment.bench_config(shapes, rounds=rounds, runs=3))
     rows = [r for r in report.rows if r.status == "ok"]
-    return rows[1].median_ms / rows[0].median_ms, report.noise(rows)
+    return 1.0 / rows[1].speedup, report.noise(rows)  # bench's paired per-round ratio
 
 
 def prune_to_latency(
@@ -284,7 +284,7 @@ def _group_rows(source, widths: Mapping[int, int], profile, deployment: Deployme
             m.graph.name = f"group{r.group}_w{r.kept}"
             models.append(m)
         report = bench(models, deployment.bench_config(shapes, rounds=4, runs=3))
-        medians = [r.median_ms for r in report.rows if r.status == "ok" and not r.control]
-        for r, median in zip(timed, medians[1:]):
-            r.measured_saved_ms = profile.dense_ms * (1.0 - median / medians[0])
+        speedups = [r.speedup for r in report.rows if r.status == "ok" and not r.control]
+        for r, speedup in zip(timed, speedups[1:]):
+            r.measured_saved_ms = profile.dense_ms * (1.0 - 1.0 / speedup)
     return rows
