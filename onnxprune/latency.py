@@ -3,8 +3,9 @@
 For every prunable group, the whole model is timed with only that group narrowed, at a short ladder of widths
 aligned to the kernel's channel block (LADDER: about 1/4, 1/2 and 3/4 of the group kept), beside the dense model
 in one interleaved bench run (bench.py: medians, a control row). Each width's latency is the dense latency times
-its measured ratio to the dense model in that run, so that slow spells of a shared machine cancel; the ladder is
-then made monotone (a narrower group is never slower), and widths between the rungs are interpolated.
+its ratio to the dense model in that run (bench's speedup, paired round by round), so that slow spells of a
+shared machine cancel; the ladder is then made monotone (a narrower group is never slower), and widths between
+the rungs are interpolated.
 
 Cost is bounded: groups are measured largest MAC share first until `budget_s` is spent; groups holding less
 than `min_mac_share` of the model's MACs, and those left when the budget runs out, are modelled from their MACs
