@@ -226,7 +226,7 @@ def prune(
         what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
         raise OptionError(f"{what} needs calibration data: give --calib FILE.npz (or --calib-images DIR)")
     work = _load_work(model, shapes, registry, calib, calib_samples, progress)
-    analysis = work.analysis
+    analysis, samples = work.analysis, work.samples
     prunable = [g for g in analysis.groups if g.prunable]
     scores = _scores(work, criterion)
     if widths is not None:

@@ -61,8 +61,8 @@ def test_importance_lost_sums_the_lowest_normalized_scores():
 
 def test_aligned_widths_and_plan_widths_keep_the_best_channels():
     model = onnx.load(str(TINY))
-    working, _ = api._working_copy(model)
-    analysis, _, scores = api._scored(working, None, None, "l1", None)
+    work = api._load_work(model, None, None, None, None, None)
+    analysis, scores = work.analysis, api._scores(work, "l1")
     group = next(g for g in analysis.groups if g.prunable and g.size == 32)
     assert aligned_widths(group, analysis.spaces, 8) == [8, 16, 24, 32]
     assert aligned_widths(group, analysis.spaces, 8, min_channels=9, max_ratio=0.5) == [16, 24, 32]
@@ -147,8 +147,8 @@ def test_a_profile_from_another_machine_is_used_with_a_warning(tmp_path):
 
 def test_measured_ladder_on_a_tiny_model(tmp_path):
     model = onnx.load(str(TINY))
-    working, _ = api._working_copy(model)
-    analysis, cost, _ = api._scored(working, None, None, "l1", None)
+    work = api._load_work(model, None, None, None, None, None)
+    analysis, cost = work.analysis, work.cost_before
     widths = {g.id: aligned_widths(g, analysis.spaces, 8) for g in analysis.groups if g.prunable}
     widths = {g: w for g, w in widths.items() if len(w) > 1}
     macs = api.group_macs(analysis, cost)
