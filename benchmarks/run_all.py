@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds, batch 1 only (for a smoke run)")
     parser.add_argument("--skip-cost", action="store_true", help="skip the prune time/memory benchmark")
     parser.add_argument("--skip-recovery", action="store_true", help="skip the accuracy/recovery benchmark")
+    parser.add_argument("--skip-latency", action="store_true", help="skip the --latency-target benchmark")
     args = parser.parse_args()
     cache = OUT / "models"
     cache.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,11 @@ def main() -> None:
         if shapes:  # transformers: how close the pruned hidden states stay to the dense ones
             sections.append(fidelity_table(paths, shapes))
     sections.insert(0, targets_section(speed))
+    if not args.skip_latency:  # prune --latency-target 0.5 against uniform L1 at the same measured latency
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        import latency
+
+        sections.insert(1, latency.run(args.quick, OUT / "latency.json"))
     sections.append(layers_section(cache, quick=args.quick))
     sections.append(round_to_section(cache, quick=args.quick))
     sections.append(crosscheck_section(cache))
@@ -124,7 +130,10 @@ def fidelity_table(paths: list[Path], shapes: dict) -> str:
 
 TARGETS = (  # (model, variant, what, test on a row dict)
     ("resnet18", "s50", "ResNet-18 structured 50%: efficiency >= 0.95", lambda r: r["efficiency"] >= 0.95),
-    ("mobilenet_v2", "s50", "MobileNetV2 structured 50% (defaults): efficiency >= 0.90", lambda r: r["efficiency"] >= 0.90),
+    # MobileNetV2's time is spread unlike its MACs: its speed target is --latency-target 0.5 measured within 5%
+    # (the latency section), which replaced efficiency >= 0.90 against MACs
+    ("mobilenet_v2", "s50", "MobileNetV2 structured 50% (defaults): efficiency (for reference; its target is "
+     "--latency-target 0.5, below)", None),
     ("bert_mini", "s50", "BERT-mini heads + FFN 50%: efficiency (no target; for reference)", None),
 )
 

@@ -23,8 +23,8 @@ from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_i
 from .importance import DATA_CRITERIA, activation_inputs, channel_scores
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
-from .plan import (DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, unit_of,
-                   unmatched_excludes)
+from .plan import (DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, plan_widths,
+                   unit_of, unmatched_excludes)
 from .planfile import PlanFile, plan_file
 from .depth import remove_blocks as drop_blocks
 from .kernels import block_kernels
@@ -58,6 +58,7 @@ class PruneResult:
     shapes: dict = field(default_factory=dict)  # the input shapes given (pinned dims)
     calib_args: tuple = ()  # the prune options that name the calibration data: ("--calib", path), ... ; () in memory
     removed_blocks: list = field(default_factory=list)  # blocks.Block removed before the width stage (oracle.py)
+    latency: Optional[object] = None  # latency_target.LatencyReport under a latency target
 
     def save(self, path, **kwargs):
         from .io import save_model
@@ -129,14 +130,10 @@ def _prunable_macs(analysis: Analysis, cost: CostReport) -> tuple[int, int]:
 
 def _nothing_to_prune(analysis: Analysis, cost: CostReport, shown: int = 2) -> str:
     """Why no group can be pruned: the reasons of the groups that hold the most MACs first."""
-    def group_macs(g) -> int:
-        nodes = {p.node for p in g.places if p.role in ("in", "out")}
-        return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
-
     if not analysis.groups:
         return "nothing to prune: no channel group of this model can be pruned; " + no_group_reason(analysis)
-    reasons = list(dict.fromkeys(g.reasons[0] for g in sorted(analysis.groups, key=group_macs, reverse=True)
-                                 if g.reasons))
+    by_macs = sorted(analysis.groups, key=lambda g: _macs_of(g, cost), reverse=True)
+    reasons = list(dict.fromkeys(g.reasons[0] for g in by_macs if g.reasons))
     inside = subgraph_reason(analysis.graph)
     if inside:
         reasons.insert(0, inside)
@@ -234,6 +231,8 @@ def prune(
     calib_samples: Optional[int] = 512,
     recover: Optional[str] = None,
     progress: Progress = None,
+    widths: Optional[Mapping[int, int]] = None,
+    width_notes: Optional[Mapping[int, str]] = None,
 ) -> PruneResult:
     """Remove the lowest-scoring `ratio` of channels from every prunable group; returns the smaller model.
 
@@ -253,6 +252,8 @@ def prune(
     count) removes whole blocks y = x + f(x) first (blocks.py; scored by ||f(x)|| / ||x|| on `calib`, else by a
     weight proxy), then the width stage prunes the smaller graph. `ratio` defaults to 0.5, or to 0 (blocks only)
     when a depth option is given. `exclude` keeps matching blocks too.
+    `widths` (group id -> channels kept, from plan.aligned_widths; latency_target.py chooses them) replaces
+    the ratio: the listed groups keep that many channels, the others all of theirs.
     """
     depth = depth_ratio is not None or remove_blocks is not None
     if depth:
@@ -277,16 +278,11 @@ def prune(
     plan, names = None, list(work.block_names)
     if width:
         prunable = [g for g in analysis.groups if g.prunable]
-        stats = None
-        if criterion in DATA_CRITERIA:
-            from .activations import channel_stats
-
-            taps = activation_inputs(analysis, prunable)
-            by_tensor = channel_stats(work.working, {t: a for t, a in taps.values()}, samples,
-                                      _stage(progress, "scores", samples))
-            stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
-        scores = channel_scores(analysis, prunable, criterion, stats)
-        plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
+        scores = _scores(work, criterion)
+        if widths is not None:
+            plan = plan_widths(analysis.groups, scores, widths, options, width_notes)
+        else:
+            plan = make_plan(analysis.groups, scores, options, analysis.spaces, _op_types(analysis))
         names += [m for g in prunable for m in g.members]
     what = ("node of a prunable group or residual block" if depth and width else
             "node of a residual block" if depth else "node of a prunable group")
@@ -494,6 +490,30 @@ def calibration_args(calib: Optional[CalibSource]) -> tuple:
     args += ["--mean", ",".join(f"{v:g}" for v in o.mean), "--std", ",".join(f"{v:g}" for v in o.std),
              "--layout", o.layout]
     return tuple(args)
+
+
+def _scores(work: _Work, criterion: str) -> dict[int, np.ndarray]:
+    """The channel scores of every prunable group of `work` (a data-aware criterion runs its samples)."""
+    prunable = [g for g in work.analysis.groups if g.prunable]
+    stats = None
+    if criterion in DATA_CRITERIA:
+        from .activations import channel_stats
+
+        taps = activation_inputs(work.analysis, prunable)
+        by_tensor = channel_stats(work.working, {t: a for t, a in taps.values()}, work.samples,
+                                  _stage(work.progress, "scores", work.samples))
+        stats = {node: by_tensor[t] for node, (t, _) in taps.items()}
+    return channel_scores(work.analysis, prunable, criterion, stats)
+
+
+def group_macs(analysis: Analysis, cost: CostReport) -> dict[int, int]:
+    """MACs of the nodes that produce or read each prunable group's channels (what narrowing it shrinks)."""
+    return {g.id: _macs_of(g, cost) for g in analysis.groups if g.prunable}
+
+
+def _macs_of(group, cost: CostReport) -> int:
+    nodes = {p.node for p in group.places if p.role in ("in", "out")}
+    return sum(c.macs for name, c in cost.per_node.items() if name in nodes)
 
 
 def _stage(progress: Progress, stage: str, samples: Optional[SampleSet] = None):

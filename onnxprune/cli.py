@@ -17,16 +17,20 @@ import click
 from . import api
 from .cli_measure import bench_cmd, verify_cmd
 from .cli_mlflow import mlflow_group
-from .cli_options import (calibration_options, image_options_for, output_report_options, recovery_options, shape_option,
+from .cli_options import round_to_from as _round_to
+from .cli_options import (calibration_options, deployment_for, deployment_options, image_options_for,
+                          output_report_options, recovery_options, shape_option,
                           structured_prune_options)
 from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
+from .cli_sensitivity import sensitivity_cmd
 from .cost import parse_shapes, unpinned_dims_notes
 from .errors import InternalError, NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
 from .io import check_output_path, load_model, stage_model
+from .latency import DEFAULT_BUDGET_S
+from .latency_target import target_fraction
 from .plan import DEFAULT_ROUND_TO
 from .progress import Progress, Stages
 from .target import CHOICES as TARGET_CHOICES
-from .target import round_to_for
 from .validate import check_io, check_runnable
 from .verify import make_inputs
 
@@ -73,6 +77,14 @@ def inspect_cmd(model, shapes, as_json, members):
 @click.option("--unstructured", is_flag=True, help="Zero weights by magnitude instead (shapes unchanged).")
 @click.option("--sparsity", type=float, default=None, help="Unstructured: fraction of weights zeroed.")
 @click.option("--pattern", default=None, metavar="N:M", help="Unstructured: keep N of every M weights (e.g. 2:4).")
+@click.option("--latency-target", type=float, default=None, metavar="F",
+              help="Prune until the model runs in F x the dense latency (e.g. 0.5) on --provider/--batch/--threads, "
+                   "measured; widths chosen by importance lost per millisecond saved (replaces --ratio).")
+@click.option("--speedup", type=float, default=None, metavar="S", help="The same as --latency-target 1/S.")
+@click.option("--sensitivity", "sensitivity_file", type=click.Path(dir_okay=False), default=None,
+              help="With --latency-target: what each width loses, from `onnxprune sensitivity` (sensitivity.json), "
+                   "in place of channel scores.")
+@deployment_options
 @click.option("--force", is_flag=True, help="Allow writing over the input model.")
 @click.option("--no-check", is_flag=True, help="Skip the checker and onnxruntime run of the written model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -80,7 +92,8 @@ def inspect_cmd(model, shapes, as_json, members):
 def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn_ratio, criterion, scope, max_ratio,
               round_to, target, min_channels, exclude, shapes,
               calib, calib_images, size, mean, std, layout, calib_samples, recover, unstructured, sparsity, pattern,
-              force, no_check, as_json, plan_out, report_dir, report_bench):
+              latency_target, speedup, sensitivity_file, provider, batch, threads, latency_cache, latency_profile,
+              latency_budget, force, no_check, as_json, plan_out, report_dir, report_bench):
     """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT.
 
     With calibration data (--calib or --calib-images) the pruned model is recovered without training
@@ -97,6 +110,11 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
         raise OptionError("--heads-ratio and --ffn-ratio are for structured pruning, not --unstructured")
     if unstructured and (depth_ratio is not None or remove_blocks is not None):
         raise OptionError("--depth-ratio and --remove-blocks are for structured pruning, not --unstructured")
+    if unstructured and (latency_target is not None or speedup is not None):
+        raise OptionError("--latency-target and --speedup are for structured pruning, not --unstructured")
+    if (depth_ratio is not None or remove_blocks is not None) and (latency_target is not None or speedup is not None):
+        raise OptionError("--latency-target and --speedup choose widths only: not with --depth-ratio or "
+                          "--remove-blocks yet")
     if unstructured and (samples is not None or recover is not None):
         raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
     if unstructured and (plan_out is not None or report_dir is not None):
@@ -116,14 +134,22 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
         return
     if sparsity is not None or pattern is not None:
         raise OptionError("--sparsity and --pattern are for --unstructured; structured pruning uses --ratio")
-    with Stages(PRUNE_STAGES) as stages, warnings.catch_warnings():
-        warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
-        result = api.prune(
-            model, ratio=ratio, depth_ratio=depth_ratio, remove_blocks=remove_blocks, scope=scope, criterion=criterion,
-            max_ratio=max_ratio, round_to=round_to, min_channels=min_channels, exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned,
-            calib=samples, calib_samples=calib_samples,
-            recover=recover, progress=stages.update,
-        )
+    fraction = target_fraction(latency_target, speedup)
+    if fraction is None:
+        _latency_only(sensitivity_file=sensitivity_file, provider=provider, batch=batch, threads=threads,
+                      latency_cache=latency_cache, latency_profile=latency_profile, latency_budget=latency_budget)
+        with Stages(PRUNE_STAGES) as stages, warnings.catch_warnings():
+            warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
+            result = api.prune(
+                model, ratio=ratio, depth_ratio=depth_ratio, remove_blocks=remove_blocks, scope=scope,
+                criterion=criterion, max_ratio=max_ratio, round_to=round_to, min_channels=min_channels,
+                exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned, calib=samples,
+                calib_samples=calib_samples, recover=recover, progress=stages.update,
+            )
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
+            result = _prune_to_latency(model, fraction, locals())
     report = result.report
     _warn(report.warnings)
     outputs.take(result)
@@ -132,12 +158,21 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
         check_io(result.dense_io, result.model)
         feeds = make_inputs(result.model, shapes=pinned, samples=1, seed=0)[0]
     pruned = [result.model]
+    result_latency = result.latency
     del result  # the written file is what gets checked: _write_checked frees the in-memory model first
     report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check, feeds=feeds)
     written = outputs.write()
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
     for path in written:
         click.echo(f"wrote {path}", err=True)
+    if result_latency is not None:
+        if not as_json:
+            click.echo(result_latency.format())
+        for note in result_latency.notes:  # what the profile and the loop say, also beside JSON output
+            click.echo(f"note: {note}", err=True)
+        if not result_latency.reached:
+            click.echo(f"warning: latency target not reached: measured {result_latency.measured_fraction:.3f} of "
+                       f"dense for a target of {result_latency.target:g}; wrote the closest model", err=True)
 
 
 def _warn(messages) -> None:
@@ -145,10 +180,35 @@ def _warn(messages) -> None:
         click.echo(f"warning: {message}", err=True)
 
 
-def _round_to(round_to, target) -> int:
-    if round_to is not None and target is not None:
-        raise OptionError("--round-to and --target both set the channel multiple: give one")
-    return round_to_for(target) if target is not None else DEFAULT_ROUND_TO if round_to is None else round_to
+def _latency_only(**given) -> None:
+    """Options that only a latency target uses, set without one: an OptionError (they would change nothing)."""
+    ctx = click.get_current_context()
+    for name in given:
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise OptionError(f"--{name.replace('_file', '').replace('_', '-')} is for --latency-target or --speedup")
+
+
+def _prune_to_latency(model, fraction, opts: dict):
+    from .latency_target import prune_to_latency
+    from .sensitivity import load_sensitivity
+
+    ctx = click.get_current_context()
+    for name in ("ratio", "scope", "heads_ratio", "ffn_ratio"):
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise OptionError(f"--{name.replace('_', '-')} and --latency-target both choose how much to prune: "
+                              "give one")
+    return prune_to_latency(
+        model, fraction, deployment_for(opts["provider"], opts["batch"], opts["threads"]),
+        criterion=opts["criterion"], calib=opts["samples"], calib_samples=opts["calib_samples"],
+        recover=opts["recover"],
+        sensitivity=load_sensitivity(opts["sensitivity_file"]) if opts["sensitivity_file"] else None,
+        round_to=opts["round_to"], min_channels=opts["min_channels"], max_ratio=opts["max_ratio"],
+        exclude=opts["exclude"], shapes=opts["pinned"], cache_dir=opts["latency_cache"],
+        profile_file=opts["latency_profile"],
+        budget_s=DEFAULT_BUDGET_S if opts["latency_budget"] is None else opts["latency_budget"],
+        progress=Progress("latency").step,
+        warn=lambda m: click.echo(f"warning: {m}", err=True),
+    )
 
 
 def _calibration(model, calib, calib_images, size, mean, std, layout, limit):
@@ -252,6 +312,7 @@ cli.add_command(mlflow_group)
 cli.add_command(bench_cmd)
 cli.add_command(apply_plan_cmd)
 cli.add_command(check_cmd)
+cli.add_command(sensitivity_cmd)
 
 
 def main(argv=None) -> None:

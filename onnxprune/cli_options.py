@@ -1,5 +1,8 @@
 """CLI options that several commands share, declared once.
 
+`deployment_options` adds --provider, --batch, --threads and where the latency profile comes from: the runtime a
+latency target (prune) or the milliseconds of a sensitivity run are measured for.
+
 `image_options` adds --size, --mean, --std and --layout: how a folder of images becomes the model's input, for
 prune's --calib-images and verify's --data-images; `image_options_for` turns their values into ImageOptions.
 `shape_option` is --shape (every command that runs or counts a model); `fidelity_options` are verify's inputs and
@@ -12,6 +15,7 @@ from typing import Optional
 
 import click
 
+from .bench import PROVIDERS
 from .calib import ImageOptions, parse_floats, parse_size
 from .errors import OptionError
 
@@ -151,3 +155,41 @@ structured_prune_options = _structured_prune_options()
 # how much calibration data recovery uses, and which recovery (prune, mlflow prune)
 recovery_options = _recovery_options()
 
+_DEPLOYMENT_OPTIONS = (
+    click.option("--provider", type=click.Choice(list(PROVIDERS)), default="cpu", show_default=True,
+                 help="Latency: the onnxruntime provider the model will run on."),
+    click.option("--batch", type=int, default=1, show_default=True, help="Latency: the batch size it will run at."),
+    click.option("--threads", type=int, default=1, show_default=True,
+                 help="Latency: the intra-op threads it will run with."),
+    click.option("--latency-cache", type=click.Path(file_okay=False), default=None,
+                 help="Folder of cached latency profiles [default: $ONNXPRUNE_CACHE/latency or "
+                      "~/.cache/onnxprune/latency]."),
+    click.option("--latency-profile", type=click.Path(dir_okay=False), default=None,
+                 help="Use this latency profile file (measured elsewhere: warned when its machine differs)."),
+    click.option("--latency-budget", type=float, default=None, metavar="SECONDS",
+                 help="Most time spent measuring the latency ladders; groups left are modelled from their MACs "
+                      "[default: 900]."),
+)
+
+
+# where the model will run and how its latency profile is found (prune --latency-target, sensitivity)
+deployment_options = _stack(*_DEPLOYMENT_OPTIONS)
+
+
+def deployment_for(provider: str, batch: int, threads: int):
+    """latency.Deployment from the deployment options."""
+    from .latency import Deployment
+
+    deployment = Deployment(provider, batch, threads)
+    deployment.validate()
+    return deployment
+
+
+def round_to_from(round_to: Optional[int], target: Optional[str]) -> int:
+    """The kept-count multiple from --round-to or --target (at most one of them)."""
+    from .plan import DEFAULT_ROUND_TO
+    from .target import round_to_for
+
+    if round_to is not None and target is not None:
+        raise OptionError("--round-to and --target both set the channel multiple: give one")
+    return round_to_for(target) if target is not None else DEFAULT_ROUND_TO if round_to is None else round_to

@@ -160,9 +160,38 @@ def make_plan(groups: list[Group], scores: dict[int, np.ndarray], options: PlanO
         removals.update(_global_removals([g for g in candidates if g.id not in specific], scores, options))
     for group in candidates:
         n_keep = _rounded(group.size - removals[group.id], group, options, unit_of(group, spaces))
-        order = np.argsort(-scores[group.id], kind="stable")
-        kept = np.sort(order[:n_keep])
-        plan.decisions[group.id] = GroupDecision(group.id, group.size, kept)
+        plan.decisions[group.id] = _keep_best(group, scores[group.id], n_keep)
+    return plan
+
+
+def _keep_best(group: Group, scores: np.ndarray, n_keep: int, note: str = "") -> GroupDecision:
+    order = np.argsort(-scores, kind="stable")
+    return GroupDecision(group.id, group.size, np.sort(order[:n_keep]), note)
+
+
+def aligned_widths(group: Group, spaces, round_to: int, min_channels: int = 1, max_ratio: float = 1.0) -> list[int]:
+    """The kept counts a group may take, ascending: multiples of the channel block (as `_rounded` makes them),
+    at least `min_channels` and (1 - max_ratio) of the group, and the full size."""
+    step = round_to // math.gcd(round_to, unit_of(group, spaces))
+    floor = max(min_channels, math.ceil(group.size * (1.0 - max_ratio) - 1e-9), 1)
+    widths = [w for w in range(step, group.size, step) if w >= floor]
+    return widths + [group.size]
+
+
+def plan_widths(groups: list[Group], scores: dict[int, np.ndarray], widths: dict[int, int],
+                options: Optional[PlanOptions] = None, notes: Optional[dict[int, str]] = None) -> Plan:
+    """A plan that keeps `widths[group id]` channels of each listed group (the highest-scoring ones, in their
+    order); groups not listed keep all their channels. The widths are chosen elsewhere (allocate.py) from
+    `aligned_widths`; they are checked here."""
+    plan = Plan(options or PlanOptions())
+    by_id = {g.id: g for g in groups}
+    for gid, n_keep in widths.items():
+        group = by_id.get(gid)
+        if group is None or not group.prunable:
+            raise ValueError(f"group {gid} is not a prunable group of this model")
+        if not 1 <= n_keep <= group.size:
+            raise ValueError(f"group {gid}: cannot keep {n_keep} of {group.size} channels")
+        plan.decisions[gid] = _keep_best(group, scores[gid], int(n_keep), (notes or {}).get(gid, ""))
     return plan
 
 

@@ -180,6 +180,7 @@ class PruneReport:
     recovery: Optional[dict] = None  # recovery.RecoveryReport.to_dict() when calibration data was given
     warnings: list[str] = field(default_factory=list)  # an option that had no effect (errors.OnnxPruneWarning)
     depth: Optional[DepthReport] = None  # with --depth-ratio / --remove-blocks
+    latency: Optional[dict] = None  # latency_target.LatencyReport.to_dict() under a latency target
 
     @property
     def pruned_groups(self) -> list[GroupReport]:
@@ -201,6 +202,7 @@ class PruneReport:
             "options": self.options,
             "recovery": self.recovery,
             "depth": self.depth.to_dict() if self.depth is not None else None,
+            "latency": self.latency,
             "input_shapes": self.input_shapes,
             "notes": self.notes,
             "warnings": self.warnings,

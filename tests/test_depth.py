@@ -272,3 +272,14 @@ def test_exclude_keeps_matching_blocks():
     with pytest.warns(OnnxPruneWarning, match="matches no node of a residual block"):
         result = onnxprune.prune(model, remove_blocks=1, exclude=["layers.1"])
     assert result.report.warnings and len(result.removed_blocks) == 1
+
+
+def test_depth_options_refuse_a_latency_target(tmp_path):
+    from click.testing import CliRunner
+
+    from onnxprune.cli import cli
+
+    out = CliRunner().invoke(cli, ["prune", "models/demo_resnet18.onnx", "-o", str(tmp_path / "x.onnx"),
+                                   "--depth-ratio", "0.25", "--latency-target", "0.5"])
+    assert "--latency-target and --speedup choose widths only: not with --depth-ratio" in str(out.exception)
+    assert not (tmp_path / "x.onnx").exists()

@@ -1,0 +1,81 @@
+"""Per-group widths for a latency goal: the least importance lost per millisecond saved.
+
+Plain data in, plain data out. Each candidate group lists its allowed widths (plan.aligned_widths, ascending,
+the full size last), the importance lost at each width (0 at full size) and the milliseconds saved at each width
+(latency.GroupLatency.saved; 0 at full size). Starting from the dense model, `allocate` repeatedly narrows the
+group whose next step loses the least importance per millisecond saved (looking a few widths ahead, so a flat
+stretch of the latency ladder does not hide a saving just beyond it) until the predicted latency reaches the
+goal, or no step saves anything more. The widths are then turned into kept channels by plan.plan_widths.
+
+`importance_lost` gives the loss table from channel scores: each group's scores divided by their mean (so that
+groups compare, as plan.py's global scope does), and the loss at width w is the sum of the size - w lowest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+LOOKAHEAD = 8  # narrower widths considered from a group's current one
+
+
+@dataclass
+class Candidate:
+    group: int
+    widths: list[int]  # ascending; the last is the full group
+    loss: list[float]  # importance lost at each width (0 at the full width)
+    saved_ms: list[float]  # predicted milliseconds saved at each width (0 at the full width)
+
+
+@dataclass
+class Allocation:
+    widths: dict[int, int]  # group id -> channels kept (only the narrowed groups)
+    predicted_ms: float
+    reached: bool  # the prediction reaches the goal
+    loss: float  # importance lost in all
+    steps: list[tuple[int, int, float, float]] = field(default_factory=list)  # (group, width, d_loss, d_ms)
+
+
+def importance_lost(scores: np.ndarray, widths: Sequence[int]) -> list[float]:
+    """Loss at each width: the sum of the (size - width) lowest scores, the scores divided by their mean."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    mean = float(s.mean()) if s.size else 0.0
+    s = s / mean if mean > 0 else np.ones_like(s)
+    prefix = np.concatenate([[0.0], np.cumsum(s)])
+    return [float(prefix[len(s) - w]) for w in widths]
+
+
+def allocate(candidates: Sequence[Candidate], dense_ms: float, goal_ms: float) -> Allocation:
+    """Narrow groups, cheapest importance per millisecond first, until the predicted latency is at most
+    `goal_ms` (dense_ms minus the savings, added up)."""
+    at = {c.group: len(c.widths) - 1 for c in candidates}
+    by_group = {c.group: c for c in candidates}
+    saved, lost = 0.0, 0.0
+    steps = []
+    while dense_ms - saved > goal_ms + 1e-12:
+        best = None  # (loss per ms, -ms, group, index)
+        for c in candidates:
+            i = at[c.group]
+            for j in range(i - 1, max(i - 1 - LOOKAHEAD, -1), -1):
+                d_ms = c.saved_ms[j] - c.saved_ms[i]
+                if d_ms <= 1e-12:
+                    continue
+                d_loss = max(c.loss[j] - c.loss[i], 0.0)
+                key = (d_loss / d_ms, -d_ms, c.group, j)
+                if best is None or key < best:
+                    best = key
+        if best is None:
+            break
+        _, _, g, j = best
+        c = by_group[g]
+        i = at[g]
+        d_ms, d_loss = c.saved_ms[j] - c.saved_ms[i], c.loss[j] - c.loss[i]
+        saved += d_ms
+        lost += d_loss
+        at[g] = j
+        steps.append((g, c.widths[j], d_loss, d_ms))
+    widths = {c.group: c.widths[at[c.group]] for c in candidates if at[c.group] < len(c.widths) - 1}
+    predicted = dense_ms - saved
+    return Allocation(widths, predicted, predicted <= goal_ms + 1e-9, lost, steps)

@@ -1,0 +1,290 @@
+"""`prune --latency-target F` / `--speedup S`: prune to a latency budget on the deployment runtime.
+
+1. Scores (L1 by default, data-aware with calibration data) or a sensitivity file (sensitivity.py) say what each
+   width of each group costs in importance; the latency profile (latency.py, measured or cached) says what it
+   saves in milliseconds.
+2. allocate.py picks the widths: least importance lost per millisecond saved, until the predicted latency meets
+   the goal; api.prune builds the model with those widths (plan.plan_widths keeps the best channels).
+3. The pruned model is timed beside the dense one (bench.py). Within `tolerance` of the target (relative): done.
+   Otherwise the goal is corrected by how far the prediction missed, and steps 2-3 repeat (at most `max_steps`).
+   The closest model is kept; when even the narrowest allowed widths miss the target, the report says so.
+4. The report compares predicted and measured latency for the whole model and, for the groups that save the
+   most, each group narrowed alone (timed in one more interleaved run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping, Optional, Sequence
+
+import onnx
+
+from . import api
+from .allocate import Candidate, allocate, importance_lost
+from .bench import bench
+from .errors import OptionError
+from .io import load_model
+from .latency import DEFAULT_BUDGET_S, MIN_MAC_SHARE, Deployment, get_profile, narrowed
+from .plan import DEFAULT_ROUND_TO, aligned_widths, excluded
+from .tables import num, plain
+
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_STEPS = 4
+NUDGES = 8  # times a correction that leaves the plan unchanged is repeated
+GROUPS_CHECKED = 8  # groups timed alone in the report (the ones predicted to save the most)
+
+
+@dataclass
+class LatencyStep:
+    step: int
+    goal_ms: float  # what the allocation aimed at, on the profile's scale
+    predicted_ms: float
+    measured_fraction: float  # pruned median / dense median, timed side by side
+    groups_narrowed: int
+
+
+@dataclass
+class GroupLatencyRow:
+    group: int
+    channels: int
+    kept: int
+    source: str  # latency model: measured ladder or MACs
+    predicted_saved_ms: float
+    measured_saved_ms: Optional[float] = None  # timed with only this group narrowed
+
+
+@dataclass
+class LatencyReport:
+    target: float  # fraction of the dense latency
+    tolerance: float
+    deployment: dict
+    importance: str  # where the importance came from
+    dense_ms: float  # the profile's dense latency
+    predicted_ms: float  # of the kept plan
+    measured_fraction: float  # of the kept plan
+    reached: bool
+    noise: Optional[float]  # the control's reach in the run that measured the kept plan
+    profile: str  # how the latency profile was obtained, and what it cost
+    profile_path: Optional[str] = None
+    steps: list[LatencyStep] = field(default_factory=list)
+    groups: list[GroupLatencyRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def predicted_fraction(self) -> float:
+        return self.predicted_ms / self.dense_ms if self.dense_ms else 1.0
+
+    @property
+    def measured_ms(self) -> float:
+        return self.measured_fraction * self.dense_ms
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.update(predicted_fraction=self.predicted_fraction, measured_ms=self.measured_ms)
+        return data
+
+    def format(self) -> str:
+        verdict = "reached" if self.reached else "NOT reached"
+        lines = [
+            f"latency target {self.target:g} of dense (±{self.tolerance * 100:g}%) on {self.deployment['provider']}, "
+            f"batch {self.deployment['batch']}, {self.deployment['threads']} thread(s): {verdict}",
+            f"  dense {self.dense_ms:.3f} ms; predicted {self.predicted_ms:.3f} ms ({self.predicted_fraction:.3f}); "
+            f"measured {self.measured_ms:.3f} ms ({self.measured_fraction:.3f} of dense, noise "
+            f"±{num(self.noise and self.noise * 100, '.1f')}%)",
+            f"  importance: {self.importance}; {self.profile}",
+        ]
+        for s in self.steps:
+            lines.append(f"  step {s.step}: goal {s.goal_ms:.3f} ms, predicted {s.predicted_ms:.3f} ms, measured "
+                         f"{s.measured_fraction:.3f} of dense ({s.groups_narrowed} groups narrowed)")
+        if self.groups:
+            rows = [["group", "channels", "kept", "ladder", "predicted saved ms", "measured saved ms"]]
+            for g in self.groups:
+                rows.append([str(g.group), str(g.channels), str(g.kept), g.source, f"{g.predicted_saved_ms:.3f}",
+                             num(g.measured_saved_ms, ".3f")])
+            lines += ["  " + line for line in plain(rows, (3,))]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def target_fraction(latency_target: Optional[float], speedup: Optional[float]) -> Optional[float]:
+    """The target as a fraction of the dense latency, from --latency-target F or --speedup S (one of them)."""
+    if latency_target is not None and speedup is not None:
+        raise OptionError("--latency-target and --speedup say the same thing: give one")
+    if speedup is not None:
+        if not speedup > 1.0:
+            raise OptionError(f"--speedup must be more than 1, got {speedup}")
+        return 1.0 / speedup
+    if latency_target is not None and not 0.0 < latency_target < 1.0:
+        raise OptionError(f"--latency-target must be in (0, 1), a fraction of the dense latency, got {latency_target}")
+    return latency_target
+
+
+def next_goal(tried: Sequence[tuple[float, float]], target: float, dense_ms: float, floor_ms: float) -> float:
+    """The next goal (ms, on the latency model's scale) from the (goal, measured fraction) pairs tried so far.
+
+    Measured latency rises with the goal, so once one goal measured too fast and another too slow, the next lies
+    between them (interpolated); before that the last goal moves by the milliseconds its measurement missed by.
+    The goal may fall below zero where the model overestimates the savings; it stays between `floor_ms` (every
+    group at its narrowest width: lower changes nothing) and the dense latency."""
+    goal, fraction = tried[-1]
+    below = [(g, f) for g, f in tried if f < target]
+    above = [(g, f) for g, f in tried if f > target]
+    if below and above:
+        (g0, f0), (g1, f1) = max(below), min(above)
+        nxt = g0 + (g1 - g0) * (target - f0) / (f1 - f0) if f1 != f0 and g1 != g0 else (g0 + g1) / 2
+    else:
+        nxt = goal + (target - fraction) * dense_ms
+    return min(max(nxt, floor_ms), dense_ms)
+
+
+def measure_fraction(dense: onnx.ModelProto, pruned: onnx.ModelProto, deployment: Deployment, shapes=None,
+                     rounds: int = 8) -> tuple[float, Optional[float]]:
+    """pruned / dense latency (the inverse of bench's speedup), timed side by side, and the control's noise."""
+    pruned.graph.name = pruned.graph.name or "pruned"
+    report = bench([dense, pruned], deployment.bench_config(shapes, rounds=rounds, runs=3))
+    rows = [r for r in report.rows if r.status == "ok"]
+    return 1.0 / rows[1].speedup, report.noise(rows)  # bench's paired per-round ratio
+
+
+def prune_to_latency(
+    model,
+    target: float,
+    deployment: Deployment = Deployment(),
+    *,
+    criterion: str = "l1",
+    calib=None,
+    calib_samples: Optional[int] = 512,
+    recover: Optional[str] = None,
+    sensitivity: Optional[Mapping] = None,
+    round_to: int = DEFAULT_ROUND_TO,
+    min_channels: int = 1,
+    max_ratio: float = 0.9,
+    exclude: Sequence[str] = (),
+    shapes: Optional[Mapping] = None,
+    cache_dir=None,
+    profile_file=None,
+    budget_s: float = DEFAULT_BUDGET_S,
+    min_mac_share: float = MIN_MAC_SHARE,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_steps: int = DEFAULT_STEPS,
+    check_rounds: int = 8,
+    groups_checked: int = GROUPS_CHECKED,
+    progress: Optional[Callable[[str], None]] = None,
+    warn: Optional[Callable[[str], None]] = None,
+) -> api.PruneResult:
+    """Prune `model` so that it runs in `target` x the dense latency on `deployment`; the result's
+    report.latency is a LatencyReport. `sensitivity`: a sensitivity.py report (as a dict) used in place of
+    channel scores to say what each width loses."""
+    say = progress or (lambda _m: None)
+    if not 0.0 < target < 1.0:
+        raise OptionError(f"the latency target must be in (0, 1) of the dense latency, got {target}")
+    if not 0.0 < tolerance < 1.0 or max_steps < 1:
+        raise OptionError("the tolerance must be in (0, 1) and at least one step is needed")
+    deployment.validate()
+    source = load_model(model)
+    say("analysis and scores")
+    work = api._load_work(source, shapes, None, calib, calib_samples, None)
+    analysis, cost, samples, scores = work.analysis, work.cost_before, work.samples, api._scores(work, criterion)
+    groups = [g for g in analysis.groups if g.prunable and not excluded(g, exclude)]
+    widths_of = {g.id: aligned_widths(g, analysis.spaces, round_to, min_channels, max_ratio) for g in groups}
+    widths_of = {g: w for g, w in widths_of.items() if len(w) > 1}
+    if not widths_of:
+        raise OptionError("no group can be narrowed: the groups are too small for --round-to/--min-channels/"
+                          "--max-ratio (or all are excluded)")
+    profile = get_profile(source, widths_of, api.group_macs(analysis, cost), cost.macs, deployment, shapes=shapes,
+                          cache_dir=cache_dir, profile_file=profile_file, budget_s=budget_s,
+                          min_mac_share=min_mac_share, progress=lambda m: say(f"latency ladder: {m}"), warn=warn)
+    if sensitivity is not None:
+        from .sensitivity import loss_table
+
+        losses = {g: loss_table(sensitivity, g, widths_of[g], source) for g in widths_of}
+        importance = "sensitivity (relative output error of each group narrowed alone)"
+    else:
+        losses = {g: importance_lost(scores[g], widths_of[g]) for g in widths_of}
+        importance = f"{criterion} channel scores"
+    candidates = [Candidate(g, list(ws), losses[g], [profile.groups[g].saved(w) for w in ws])
+                  for g, ws in widths_of.items()]
+    del analysis, work
+    goal = target * profile.dense_ms
+    floor = profile.dense_ms - sum(max(c.saved_ms) for c in candidates)  # every group at its narrowest width
+    steps: list[LatencyStep] = []
+    best = None  # (distance, result, allocation, fraction, noise)
+    seen: set = set()
+    tried: list[tuple[float, float]] = []  # (goal, measured fraction) of each step
+    notes = list(profile.notes)
+    for step in range(1, max_steps + 1):
+        plan = allocate(candidates, profile.dense_ms, goal)
+        frozen = tuple(sorted(plan.widths.items()))
+        move = goal - tried[-1][0] if tried else 0.0
+        for _ in range(NUDGES):  # a correction too small to change the plan: move on in the same direction
+            if frozen not in seen or move == 0.0 or not floor <= goal + move <= profile.dense_ms:
+                break
+            goal += move
+            plan = allocate(candidates, profile.dense_ms, goal)
+            frozen = tuple(sorted(plan.widths.items()))
+        if frozen in seen:
+            notes.append("the correction led back to a plan already measured: stopped")
+            break
+        seen.add(frozen)
+        if not plan.widths:
+            raise OptionError(f"the latency model predicts no saving for any group at {deployment.provider}, "
+                              f"batch {deployment.batch}: nothing to prune for a latency target")
+        say(f"step {step}: {len(plan.widths)} groups narrowed, predicted {plan.predicted_ms:.3f} ms "
+            f"(goal {goal:.3f} ms); building and timing")
+        result = api.prune(source, widths=plan.widths, criterion=criterion, calib=samples,
+                           calib_samples=calib_samples, recover=recover, round_to=round_to,
+                           min_channels=min_channels, max_ratio=max_ratio, exclude=exclude, shapes=shapes)
+        fraction, noise = measure_fraction(source, result.model, deployment, shapes, check_rounds)
+        steps.append(LatencyStep(step, goal, plan.predicted_ms, fraction, len(plan.widths)))
+        say(f"step {step}: measured {fraction:.3f} of dense (target {target:g})")
+        distance = abs(fraction - target)
+        if best is None or distance < best[0]:
+            best = (distance, result, plan, fraction, noise)
+        else:
+            del result
+        if distance <= tolerance * target:
+            break
+        if fraction > target and all(plan.widths.get(c.group) == c.widths[0] for c in candidates):
+            notes.append("the target cannot be reached: every group is at the narrowest width allowed "
+                         "(--max-ratio, --min-channels, --round-to); the closest model reached is kept")
+            break
+        tried.append((goal, fraction))
+        goal = next_goal(tried, target, profile.dense_ms, floor)
+    _, result, plan, fraction, noise = best
+    reached = abs(fraction - target) <= tolerance * target
+    if not reached and not any("cannot be reached" in n for n in notes):
+        notes.append(f"measured {fraction:.3f} of dense after {len(steps)} step(s): outside ±{tolerance * 100:g}% "
+                     f"of {target:g}; the closest model reached is kept")
+    if noise is not None and noise > tolerance:
+        notes.append(f"the control row's noise (±{noise * 100:.0f}%) exceeds the ±{tolerance * 100:g}% tolerance: "
+                     "this machine was too busy for the measurements to confirm or refute the target; rerun where "
+                     "it is quiet")
+    rows = _group_rows(source, plan.widths, profile, deployment, shapes, groups_checked, say)
+    report = LatencyReport(target, tolerance, asdict(deployment), importance, profile.dense_ms, plan.predicted_ms,
+                           fraction, reached, noise, profile.cost_text(), profile.path, steps, rows, notes)
+    result.report.latency = report.to_dict()
+    result.report.notes.append(("" if reached else "latency target not reached: ") + report.format().splitlines()[0])
+    result.latency = report
+    return result
+
+
+def _group_rows(source, widths: Mapping[int, int], profile, deployment: Deployment, shapes, checked: int,
+                say) -> list[GroupLatencyRow]:
+    """Predicted saving of every narrowed group; for the `checked` ones predicted to save the most, the saving
+    measured with only that group narrowed (one interleaved run beside the dense model)."""
+    rows = [GroupLatencyRow(g, profile.groups[g].size, w, profile.groups[g].source, profile.groups[g].saved(w))
+            for g, w in widths.items()]
+    rows.sort(key=lambda r: -r.predicted_saved_ms)
+    timed = rows[:max(checked, 0)]
+    if timed:
+        say(f"timing the {len(timed)} groups that save the most, each narrowed alone")
+        models = [source]
+        for r in timed:
+            m = narrowed(source, {r.group: r.kept}, shapes)
+            m.graph.name = f"group{r.group}_w{r.kept}"
+            models.append(m)
+        report = bench(models, deployment.bench_config(shapes, rounds=4, runs=3))
+        speedups = [r.speedup for r in report.rows if r.status == "ok" and not r.control]
+        for r, speedup in zip(timed, speedups[1:]):
+            r.measured_saved_ms = profile.dense_ms * (1.0 - 1.0 / speedup)
+    return rows
