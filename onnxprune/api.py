@@ -51,6 +51,7 @@ class PruneResult:
     source: Optional[str] = None  # the path the model was read from (None for a ModelProto)
     shapes: dict = field(default_factory=dict)  # the input shapes given (pinned dims)
     calib_args: tuple = ()  # the prune options that name the calibration data: ("--calib", path), ... ; () in memory
+    finetune: Optional["FinetuneReport"] = None  # onnxprune.finetune.train.FinetuneReport
 
     def save(self, path, **kwargs):
         from .io import save_model
@@ -165,19 +166,20 @@ Progress = Optional[Callable[[str, int, int], None]]  # (stage, done, total)
 
 
 def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optional[int] = None,
-                        progress: Optional[Callable[[int, int], None]] = None) -> SampleSet:
+                        progress: Optional[Callable[[int, int], None]] = None, option: str = "--calib",
+                        minimum: int = MIN_CALIB_SAMPLES) -> SampleSet:
     """A SampleSet from an .npz path, an ImageFolder, a SampleSet, or any iterable of feed dicts; at most `limit`
-    samples (OptionError when fewer than MIN_CALIB_SAMPLES). `progress(done, total)`: images read (a folder), or
-    once when the samples are loaded."""
+    samples (OptionError when fewer than `minimum`). `progress(done, total)`: images read (a folder), or
+    once when the samples are loaded. `option` names an .npz path's option in messages."""
     if isinstance(calib, SampleSet):
         samples = calib
     elif isinstance(calib, ImageFolder):
         samples = load_images(calib.folder, model, calib.options, limit=limit, progress=progress)
     elif isinstance(calib, (str, os.PathLike)):
-        samples = load_npz(calib, model)
+        samples = load_npz(calib, model, option)
     else:
         samples = from_feeds(calib, model)
-    samples = samples.take(limit).require(MIN_CALIB_SAMPLES)
+    samples = samples.take(limit).require(minimum)
     if progress is not None and not isinstance(calib, ImageFolder):
         progress(samples.count, samples.count)
     return samples
@@ -201,6 +203,9 @@ def prune(
     calib_samples: Optional[int] = 512,
     recover: Optional[str] = None,
     progress: Progress = None,
+    finetune_epochs: int = 0,
+    finetune: Optional["FinetuneOptions"] = None,
+    finetune_progress=None,
 ) -> PruneResult:
     """Remove the lowest-scoring `ratio` of channels from every prunable group; returns the smaller model.
 
@@ -214,7 +219,18 @@ def prune(
     calibration data, none without). See recovery.py.
     `progress(stage, done, total)` follows the long stages: "calibration" (images read, or once when the samples
     are loaded), "scores" (samples run for a data-aware criterion), "recovery" (samples run, over all passes).
+    `finetune_epochs` > 0 (or `finetune`, a finetune.train.FinetuneOptions) then trains the pruned model by
+    distillation from the dense one on the same calibration samples (needs onnxprune[finetune]; see
+    onnxprune/finetune/train.py); `finetune_progress` is a finetune.train.Progress.
     """
+    if finetune_epochs and finetune is not None:
+        raise OptionError("give the epoch count in the fine-tuning options or as finetune_epochs, not both")
+    if finetune_epochs < 0:
+        raise OptionError(f"--finetune-epochs must not be negative, got {finetune_epochs}")
+    if finetune is None and finetune_epochs:
+        finetune = _finetune_options(finetune_epochs)
+    if finetune is not None and calib is None:
+        raise OptionError("fine-tuning needs training inputs: give --calib FILE.npz (or --calib-images DIR)")
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
                           ffn_ratio)
     options.validate()
@@ -241,7 +257,13 @@ def prune(
         warnings.warn(message, OnnxPruneWarning, stacklevel=2)
     settings = {**asdict(options), "exclude": list(options.exclude), "criterion": criterion, "recover": method,
                 "calib_samples": samples.count if samples is not None else 0}
-    return _carry_out(work, plan, settings, unmatched)
+    return _carry_out(work, plan, settings, unmatched, (finetune, finetune_progress))
+
+
+def _finetune_options(epochs: int):
+    from .finetune.train import FinetuneOptions
+
+    return FinetuneOptions(epochs=epochs)
 
 
 @dataclass
@@ -274,23 +296,31 @@ def _load_work(model: ModelSource, shapes, registry, calib, calib_limit, progres
                  calibration_args(calib))
 
 
-def _carry_out(work: _Work, plan: Plan, settings: dict, unmatched: Sequence[str] = ()) -> PruneResult:
-    """Rewrite the analyzed model as `plan` says, recover it when settings["recover"] asks, and report
-    (`unmatched`: the --exclude patterns that matched nothing, the report's warnings)."""
+def _carry_out(work: _Work, plan: Plan, settings: dict, unmatched: Sequence[str] = (),
+               finetune: tuple = (None, None)) -> PruneResult:
+    """Rewrite the analyzed model as `plan` says, recover it when settings["recover"] asks, fine-tune it when
+    `finetune` (options, progress) has options, and report (`unmatched`: the --exclude patterns that matched
+    nothing, the report's warnings)."""
+    tune_options, tune_progress = finetune
     analysis, method, samples = work.analysis, settings["recover"], work.samples
     keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
     reads = removed_reads(analysis, keep)
     dense = None
-    if method != "none" and plan.pruned:
+    if (method != "none" or tune_options is not None) and plan.pruned:
         dense = onnx.ModelProto()
         dense.CopyFrom(work.working)
     pruned = rewrite(analysis, keep)
     recovery = None
-    if dense is not None:
+    if dense is not None and method != "none":
         recovery = recover_model(dense, analysis, keep, reads, samples, method,
                                  progress=_stage(work.progress, "recovery"))
-        del dense
     drop_unused(pruned)
+    tuned = None
+    if dense is not None and tune_options is not None:
+        from .finetune.train import finetune as distill
+
+        pruned, tuned = distill(pruned, dense, samples, options=tune_options, progress=tune_progress)
+    del dense
     cost_before = work.cost_before
     cost_after = count_cost(pruned, cost_before.input_shapes)
     size_after = model_nbytes(pruned)
@@ -310,11 +340,14 @@ def _carry_out(work: _Work, plan: Plan, settings: dict, unmatched: Sequence[str]
         notes=notes,
     )
     report.recovery = recovery.to_dict() if recovery is not None else None
+    if tuned is not None:
+        notes.append(tuned.summary())
+        report.finetune = tuned.to_dict()
     report.warnings = list(unmatched)
     source = None if isinstance(work.source, onnx.ModelProto) else str(work.source)
     shapes = {k: list(v) for k, v in (work.shapes or {}).items()}
     return PruneResult(pruned, report, analysis, plan, reads, work.dense_io, recovery, source, shapes,
-                       work.calib_args)
+                       work.calib_args, tuned)
 
 
 def apply_plan(

@@ -106,6 +106,7 @@ class PruneReport:
     notes: list[str] = field(default_factory=list)
     recovery: Optional[dict] = None  # recovery.RecoveryReport.to_dict() when calibration data was given
     warnings: list[str] = field(default_factory=list)  # an option that had no effect (errors.OnnxPruneWarning)
+    finetune: Optional[dict] = None  # finetune.train.FinetuneReport.to_dict() after --finetune-epochs
 
     @property
     def pruned_groups(self) -> list[GroupReport]:
@@ -126,6 +127,7 @@ class PruneReport:
             "blocked_groups": len(self.blocked_groups),
             "options": self.options,
             "recovery": self.recovery,
+            "finetune": self.finetune,
             "input_shapes": self.input_shapes,
             "notes": self.notes,
             "warnings": self.warnings,
