@@ -123,9 +123,14 @@ def finetune_cmd(pruned, teacher, output, data, calib_images, size, mean, std, l
 
     student = load_model(pruned)
     source = _calibration(pruned, data, calib_images, size, mean, std, layout, samples or 1 << 62)
-    sample_set = api.calibration_samples(source, student, samples, option="--data", minimum=2)
+    sample_set = api.calibration_samples(source, student, None, option="--data", minimum=2)
     label_array = load_labels(labels) if labels is not None else None
-    from .finetune.train import finetune
+    from .finetune.train import check_labels, finetune
+
+    check_labels(label_array, sample_set)  # against every sample given, before --samples takes the first ones
+    sample_set = sample_set.take(samples)
+    if label_array is not None:
+        label_array = label_array[:sample_set.count]
 
     trained, report = finetune(student, teacher, sample_set, label_array, options, finetune_progress())
     with stage_model(trained, output, inputs=(pruned, teacher), force=force, keep_model=False) as staged:

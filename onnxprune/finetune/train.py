@@ -246,7 +246,7 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
     except ImportError:
         raise OptionError("fine-tuning needs PyTorch: pip install 'onnxprune[finetune]'") from None
 
-    from ..verify import open_session
+    from ..verify import open_session, run_session, source_label
     from .augment import augment, image_layout
     from .student import Student, StudentError, write_back
 
@@ -270,7 +270,8 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
     session = open_session(teacher)
     out_names = student.output_names
     teacher_in = sorted(i.name for i in session.get_inputs())
-    teacher_out = {o.name for o in session.get_outputs()}
+    teacher_names = [o.name for o in session.get_outputs()]
+    teacher_out = set(teacher_names)
     if teacher_in != sorted(data.names) or not set(out_names) <= teacher_out:
         raise OptionError(f"the teacher's inputs {teacher_in} and outputs {sorted(teacher_out)} are not the pruned "
                           f"model's ({sorted(data.names)}, {out_names}): give the dense model it was pruned from")
@@ -288,7 +289,9 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
                 layouts[name] = layout
 
     def teacher_outputs(feed: dict[str, np.ndarray]) -> list:
-        outs = session.run(out_names, {k: np.ascontiguousarray(v, dtype=data.dtypes[k]) for k, v in feed.items()})
+        feed = {k: np.ascontiguousarray(v, dtype=data.dtypes[k]) for k, v in feed.items()}
+        outs = run_session(session, feed, f"the teacher {source_label(teacher)}")
+        outs = [outs[teacher_names.index(n)] for n in out_names]
         return [torch.from_numpy(np.asarray(o, dtype=np.float32)).to(device) for o in outs]
 
     def student_outputs(feed: dict[str, np.ndarray]) -> list:
