@@ -74,13 +74,13 @@ def accuracy(model) -> float:
     return float((out.argmax(1) == TEST_Y).mean())
 
 
-def digits(cache: Path) -> list[dict]:
+def digits(cache: Path, models=MODELS, ratios=RATIOS) -> list[dict]:
     x_train, y_train = training_split(cache)
     rows = []
-    for name in MODELS:
+    for name in models:
         dense = ROOT / "models" / f"{name}.onnx"
         dense_acc = accuracy(str(dense))
-        for ratio in RATIOS:
+        for ratio in ratios:
             row = {"model": name, "ratio": ratio, "dense": dense_acc}
             l1 = onnxprune.prune(str(dense), ratio=ratio, round_to=1)
             row["l1"] = accuracy(l1.model)
@@ -174,13 +174,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench-out" / "finetune.json")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--ratios", default=",".join(map(str, RATIOS)))
     parser.add_argument("--epochs", type=int, default=175, help="real model: epochs of 8 steps")
     parser.add_argument("--max-minutes", type=float, default=30)
     args = parser.parse_args()
     cache = ROOT / "bench-out" / "cache"
     data = {}
     if not args.skip_digits:
-        data["digits"] = digits(cache)
+        data["digits"] = digits(cache, args.models.split(","), [float(r) for r in args.ratios.split(",")])
     if not args.skip_real:
         data["real"] = real_models(cache, args.epochs, args.max_minutes)
     args.json.parent.mkdir(parents=True, exist_ok=True)

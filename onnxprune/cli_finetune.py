@@ -86,7 +86,7 @@ def finetune_options_from(epochs, lr, batch_size, device, max_minutes, holdout, 
               help="Class ids (.npy, one per sample): adds a cross-entropy loss and reports held-out accuracy.")
 @click.option("--samples", type=int, default=None, help="Most samples used (default: all).")
 @click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training split.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per step.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the student trains (the teacher runs in onnxruntime on CPU).")

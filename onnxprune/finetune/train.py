@@ -30,7 +30,7 @@ DEFAULT_PATIENCE = 10
 @dataclass
 class FinetuneOptions:
     epochs: int = 10
-    lr: float = 1e-3
+    lr: float = 1e-4  # Adam at 1e-3 unsettled pretrained weights: held-out KL 0.15 -> 0.48 within 4 steps
     batch_size: int = 32
     device: str = "cpu"
     max_minutes: Optional[float] = None
