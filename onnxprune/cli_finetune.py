@@ -48,14 +48,17 @@ def finetune_progress(before=None):
             if self.bar is not None:
                 self.bar.__exit__(None, None, None)
                 self.bar = None
-            click.echo(f"{self.label}: {describe_epoch(record)}", err=True)
+            if record.epoch == 0 and before is not None:
+                before()
+            label = self.label if record.epoch else "before training"
+            click.echo(f"{label}: {describe_epoch(record)}", err=True)
 
     return EpochBar()
 
 
 def describe_epoch(record) -> str:
-    parts = [f"loss {record.train_loss:.4f}" if record.train_loss is not None else "before training",
-             f"held-out loss {record.heldout_loss:.4f}"]
+    parts = ([f"loss {record.train_loss:.4f}"] if record.train_loss is not None else []) + [
+        f"held-out loss {record.heldout_loss:.4f}"]
     if record.agreement is not None:
         parts.append(f"top-1 agreement {record.agreement:.4f}")
     if record.cosine is not None:

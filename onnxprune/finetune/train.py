@@ -350,6 +350,7 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
     deadline = t_start + options.max_minutes * 60 if options.max_minutes else None
     best = evaluate(0, None, 0.0)
     report.epochs.append(best)
+    progress.epoch_end(best)
     best_state = {k: v.detach().clone() for k, v in student.params.items()}
     steps_per_epoch = max(1, math.ceil(len(train) / options.batch_size))
     total_steps = steps_per_epoch * options.epochs
