@@ -95,6 +95,7 @@ def digits(cache: Path, models=MODELS, ratios=RATIOS) -> list[dict]:
                                          FinetuneOptions(epochs=epochs, batch_size=64, patience=None))
                 row[f"ft{int(share * 100)}"] = accuracy(tuned)
                 row[f"ft{int(share * 100)}_epoch_s"] = (time.perf_counter() - t) / epochs
+                row[f"ft{int(share * 100)}_kept_epoch"] = report.best_epoch
             calib = load_npz(CALIB, rec.model).take(256)
             t = time.perf_counter()
             tuned, report = finetune(rec.model, str(dense), calib, None,
