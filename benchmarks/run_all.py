@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--skip-cost", action="store_true", help="skip the prune time/memory benchmark")
     parser.add_argument("--skip-recovery", action="store_true", help="skip the accuracy/recovery benchmark")
     parser.add_argument("--skip-latency", action="store_true", help="skip the --latency-target benchmark")
+    parser.add_argument("--skip-finetune", action="store_true", help="skip the fine-tuning benchmark (~1 h on 2 cores)")
     args = parser.parse_args()
     cache = OUT / "models"
     cache.mkdir(parents=True, exist_ok=True)
@@ -109,6 +110,17 @@ def main() -> None:
 
         sections.append("## Accuracy after pruning: training-free recovery on trained digit classifiers\n\n"
                         + recovery_markdown(json.loads(recovery_json.read_text())))
+    if not args.skip_finetune:
+        finetune_json = OUT / "finetune.json"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune.py"), "--json", str(finetune_json)],
+                       check=True, stdout=subprocess.DEVNULL)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from finetune import markdown as finetune_markdown
+
+        sections.append("## Accuracy after pruning: fine-tuning by distillation
+
+"
+                        + finetune_markdown(json.loads(finetune_json.read_text())))
     write_doc(sections, cost_md)
     print(f"wrote {DOC.relative_to(ROOT)} and bench-out/*.json", file=sys.stderr)
 

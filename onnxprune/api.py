@@ -59,6 +59,7 @@ class PruneResult:
     calib_args: tuple = ()  # the prune options that name the calibration data: ("--calib", path), ... ; () in memory
     removed_blocks: list = field(default_factory=list)  # blocks.Block removed before the width stage (oracle.py)
     latency: Optional[object] = None  # latency_target.LatencyReport under a latency target
+    finetune: Optional["FinetuneReport"] = None  # onnxprune.finetune.train.FinetuneReport
 
     def save(self, path, **kwargs):
         from .io import save_model
@@ -193,19 +194,20 @@ Progress = Optional[Callable[[str, int, int], None]]  # (stage, done, total)
 
 
 def calibration_samples(calib: CalibSource, model: onnx.ModelProto, limit: Optional[int] = None,
-                        progress: Optional[Callable[[int, int], None]] = None) -> SampleSet:
+                        progress: Optional[Callable[[int, int], None]] = None, option: str = "--calib",
+                        minimum: int = MIN_CALIB_SAMPLES) -> SampleSet:
     """A SampleSet from an .npz path, an ImageFolder, a SampleSet, or any iterable of feed dicts; at most `limit`
-    samples (OptionError when fewer than MIN_CALIB_SAMPLES). `progress(done, total)`: images read (a folder), or
-    once when the samples are loaded."""
+    samples (OptionError when fewer than `minimum`). `progress(done, total)`: images read (a folder), or
+    once when the samples are loaded. `option` names an .npz path's option in messages."""
     if isinstance(calib, SampleSet):
         samples = calib
     elif isinstance(calib, ImageFolder):
         samples = load_images(calib.folder, model, calib.options, limit=limit, progress=progress)
     elif isinstance(calib, (str, os.PathLike)):
-        samples = load_npz(calib, model)
+        samples = load_npz(calib, model, option)
     else:
         samples = from_feeds(calib, model)
-    samples = samples.take(limit).require(MIN_CALIB_SAMPLES)
+    samples = samples.take(limit).require(minimum)
     if progress is not None and not isinstance(calib, ImageFolder):
         progress(samples.count, samples.count)
     return samples
@@ -233,6 +235,9 @@ def prune(
     progress: Progress = None,
     widths: Optional[Mapping[int, int]] = None,
     width_notes: Optional[Mapping[int, str]] = None,
+    finetune_epochs: int = 0,
+    finetune: Optional["FinetuneOptions"] = None,
+    finetune_progress=None,
 ) -> PruneResult:
     """Remove the lowest-scoring `ratio` of channels from every prunable group; returns the smaller model.
 
@@ -254,6 +259,9 @@ def prune(
     when a depth option is given. `exclude` keeps matching blocks too.
     `widths` (group id -> channels kept, from plan.aligned_widths; latency_target.py chooses them) replaces
     the ratio: the listed groups keep that many channels, the others all of theirs.
+    `finetune_epochs` > 0 (or `finetune`, a finetune.train.FinetuneOptions) then trains the pruned model by
+    distillation from the dense one on the same calibration samples (needs onnxprune[finetune]; see
+    onnxprune/finetune/train.py); `finetune_progress` is a finetune.train.Progress.
     """
     depth = depth_ratio is not None or remove_blocks is not None
     if depth:
@@ -261,6 +269,17 @@ def prune(
     if ratio is None:
         ratio = 0.0 if depth else 0.5
     width = not depth or ratio > 0 or bool(heads_ratio) or bool(ffn_ratio)
+    if finetune_epochs and finetune is not None:
+        raise OptionError("give the epoch count in the fine-tuning options or as finetune_epochs, not both")
+    if finetune_epochs < 0:
+        raise OptionError(f"finetune_epochs must not be negative, got {finetune_epochs}")
+    if finetune is None and finetune_epochs:
+        finetune = _finetune_options(finetune_epochs)
+    if finetune is not None and calib is None:
+        raise OptionError("fine-tuning needs training inputs: give --calib FILE.npz (or --calib-images DIR)")
+    if depth and finetune is not None:
+        raise OptionError("fine-tuning after depth pruning is not supported yet: the teacher would be the "
+                          "depth-pruned model, not the dense one")
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
                           ffn_ratio)
     options.validate()
@@ -293,7 +312,13 @@ def prune(
                 "calib_samples": samples.count if samples is not None else 0}
     if depth:
         settings.update(depth_ratio=depth_ratio, remove_blocks=remove_blocks)
-    return _carry_out(work, plan, settings, unmatched)
+    return _carry_out(work, plan, settings, unmatched, (finetune, finetune_progress))
+
+
+def _finetune_options(epochs: int):
+    from .finetune.train import FinetuneOptions
+
+    return FinetuneOptions(epochs=epochs)
 
 
 @dataclass
@@ -374,25 +399,31 @@ def _remove_blocks(working: onnx.ModelProto, shapes, sample, options: _BlockOpti
     return report, chosen, cost, [name for b in search.blocks for name in (*b.nodes, b.add)]
 
 
-def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Sequence[str] = ()) -> PruneResult:
+def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Sequence[str] = (),
+               finetune: tuple = (None, None)) -> PruneResult:
     """Rewrite the analyzed model as `plan` says (None: blocks only, already removed), recover it when
-    settings["recover"] asks, and report (`unmatched`: the --exclude patterns that matched nothing, the report's
-    warnings)."""
+    settings["recover"] asks, fine-tune it when `finetune` (options, progress) has options, and report
+    (`unmatched`: the --exclude patterns that matched nothing, the report's warnings)."""
+    tune_options, tune_progress = finetune
     analysis, method, samples = work.analysis, settings["recover"], work.samples
-    reads, recovery, pruned = {}, None, work.working
+    reads, recovery, pruned, dense = {}, None, work.working, None
     if plan is not None:
         keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
         reads = removed_reads(analysis, keep)
-        dense = None
-        if method != "none" and plan.pruned:
+        if (method != "none" or tune_options is not None) and plan.pruned:
             dense = onnx.ModelProto()
             dense.CopyFrom(work.working)
         pruned = rewrite(analysis, keep)
-        if dense is not None:
+        if dense is not None and method != "none":
             recovery = recover_model(dense, analysis, keep, reads, samples, method,
                                      progress=_stage(work.progress, "recovery"))
-            del dense
     drop_unused(pruned)
+    tuned = None
+    if dense is not None and tune_options is not None:
+        from .finetune.train import finetune as distill
+
+        pruned, tuned = distill(pruned, dense, samples, options=tune_options, progress=tune_progress)
+    del dense
     if work.depth is not None and work.depth.kernels_before:
         work.depth.kernels_after = block_kernels(pruned, [])[1] or None
     cost_before = work.cost_dense or work.cost_before
@@ -417,11 +448,14 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
         depth=work.depth,
     )
     report.recovery = recovery.to_dict() if recovery is not None else None
+    if tuned is not None:
+        notes.append(tuned.summary())
+        report.finetune = tuned.to_dict()
     report.warnings = list(unmatched)
     source = None if isinstance(work.source, onnx.ModelProto) else str(work.source)
     shapes = {k: list(v) for k, v in (work.shapes or {}).items()}
     return PruneResult(pruned, report, analysis, plan, reads, work.dense_io, recovery, source, shapes,
-                       work.calib_args, work.removed_blocks)
+                       work.calib_args, work.removed_blocks, finetune=tuned)
 
 
 def apply_plan(

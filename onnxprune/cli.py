@@ -15,6 +15,7 @@ import warnings
 import click
 
 from . import api
+from .cli_finetune import finetune_cmd, finetune_progress
 from .cli_measure import bench_cmd, verify_cmd
 from .cli_mlflow import mlflow_group
 from .cli_options import round_to_from as _round_to
@@ -74,6 +75,9 @@ def inspect_cmd(model, shapes, as_json, members):
 @shape_option()
 @calibration_options
 @recovery_options
+@click.option("--finetune-epochs", type=int, default=0, show_default=True,
+              help="Then fine-tune by distillation from MODEL on the calibration data for this many epochs "
+                   "(needs onnxprune[finetune]; `onnxprune finetune` has every training option).")
 @click.option("--unstructured", is_flag=True, help="Zero weights by magnitude instead (shapes unchanged).")
 @click.option("--sparsity", type=float, default=None, help="Unstructured: fraction of weights zeroed.")
 @click.option("--pattern", default=None, metavar="N:M", help="Unstructured: keep N of every M weights (e.g. 2:4).")
@@ -91,7 +95,7 @@ def inspect_cmd(model, shapes, as_json, members):
 @output_report_options
 def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn_ratio, criterion, scope, max_ratio,
               round_to, target, min_channels, exclude, shapes,
-              calib, calib_images, size, mean, std, layout, calib_samples, recover, unstructured, sparsity, pattern,
+              calib, calib_images, size, mean, std, layout, calib_samples, recover, finetune_epochs, unstructured, sparsity, pattern,
               latency_target, speedup, sensitivity_file, provider, batch, threads, latency_cache, latency_profile,
               latency_budget, force, no_check, as_json, plan_out, report_dir, report_bench):
     """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT.
@@ -115,8 +119,9 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
     if (depth_ratio is not None or remove_blocks is not None) and (latency_target is not None or speedup is not None):
         raise OptionError("--latency-target and --speedup choose widths only: not with --depth-ratio or "
                           "--remove-blocks yet")
-    if unstructured and (samples is not None or recover is not None):
-        raise OptionError("--calib, --calib-images and --recover are for structured pruning, not --unstructured")
+    if unstructured and (samples is not None or recover is not None or finetune_epochs):
+        raise OptionError("--calib, --calib-images, --recover and --finetune-epochs are for structured pruning, "
+                          "not --unstructured")
     if unstructured and (plan_out is not None or report_dir is not None):
         raise OptionError("--plan-out and --report are for structured pruning, not --unstructured")
     if (depth_ratio is not None or remove_blocks is not None) and (plan_out is not None or report_dir is not None):
@@ -145,6 +150,8 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
                 criterion=criterion, max_ratio=max_ratio, round_to=round_to, min_channels=min_channels,
                 exclude=exclude, heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned, calib=samples,
                 calib_samples=calib_samples, recover=recover, progress=stages.update,
+                finetune_epochs=finetune_epochs,
+                finetune_progress=finetune_progress(before=stages.close) if finetune_epochs else None,
             )
     else:
         with warnings.catch_warnings():
@@ -313,6 +320,7 @@ cli.add_command(bench_cmd)
 cli.add_command(apply_plan_cmd)
 cli.add_command(check_cmd)
 cli.add_command(sensitivity_cmd)
+cli.add_command(finetune_cmd)
 
 
 def main(argv=None) -> None:

@@ -181,6 +181,7 @@ class PruneReport:
     warnings: list[str] = field(default_factory=list)  # an option that had no effect (errors.OnnxPruneWarning)
     depth: Optional[DepthReport] = None  # with --depth-ratio / --remove-blocks
     latency: Optional[dict] = None  # latency_target.LatencyReport.to_dict() under a latency target
+    finetune: Optional[dict] = None  # finetune.train.FinetuneReport.to_dict() after --finetune-epochs
 
     @property
     def pruned_groups(self) -> list[GroupReport]:
@@ -203,6 +204,7 @@ class PruneReport:
             "recovery": self.recovery,
             "depth": self.depth.to_dict() if self.depth is not None else None,
             "latency": self.latency,
+            "finetune": self.finetune,
             "input_shapes": self.input_shapes,
             "notes": self.notes,
             "warnings": self.warnings,
