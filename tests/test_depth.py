@@ -19,7 +19,7 @@ from onnxprune.kernels import block_kernels
 from onnxprune.cost import dynamic_dims
 from graphs import Builder
 from oracle_check import assert_matches_oracle
-from test_cli import assert_error, run
+from cli_run import assert_error, run
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 # committed model -> (removable blocks, what they are)
@@ -275,11 +275,8 @@ def test_exclude_keeps_matching_blocks():
 
 
 def test_depth_options_refuse_a_latency_target(tmp_path):
-    from click.testing import CliRunner
-
-    from onnxprune.cli import cli
-
-    out = CliRunner().invoke(cli, ["prune", "models/demo_resnet18.onnx", "-o", str(tmp_path / "x.onnx"),
-                                   "--depth-ratio", "0.25", "--latency-target", "0.5"])
-    assert "--latency-target and --speedup choose widths only: not with --depth-ratio" in str(out.exception)
-    assert not (tmp_path / "x.onnx").exists()
+    out = tmp_path / "x.onnx"
+    assert_error(run("prune", "models/demo_resnet18.onnx", "-o", str(out), "--depth-ratio", "0.25",
+                     "--latency-target", "0.5"),
+                 1, "--latency-target and --speedup choose widths only: not with --depth-ratio")
+    assert not out.exists()

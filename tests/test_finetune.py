@@ -18,7 +18,7 @@ import onnxprune
 from onnxprune.calib import load_npz
 from onnxprune.errors import OptionError
 from onnxprune.finetune.train import FinetuneOptions, Progress, finetune
-from test_cli import assert_error, assert_ok, run
+from cli_run import assert_error, assert_ok, run
 
 ROOT = Path(__file__).resolve().parent.parent
 DENSE = ROOT / "models" / "digits_cnn.onnx"
@@ -190,3 +190,11 @@ main(["finetune", {str(digits / 'pruned.onnx')!r}, "--teacher", {str(DENSE)!r}, 
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "error: fine-tuning needs PyTorch: pip install 'onnxprune[finetune]'"
     assert (tmp_path / "p.onnx").exists() and not (tmp_path / "f.onnx").exists()
+
+
+def test_finetune_after_depth_pruning_is_refused_before_any_work():
+    import onnxprune
+    from onnxprune.errors import OptionError
+
+    with pytest.raises(OptionError, match="fine-tuning after depth pruning is not supported yet"):
+        onnxprune.prune("models/demo_resnet18.onnx", depth_ratio=0.25, calib="models/no_such.npz", finetune_epochs=1)
