@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from .cli_options import calib_option, recovery_options, shape_option, structured_prune_options
+from .cli_options import calib_option, executor_options, recovery_options, shape_option, structured_prune_options
 from .errors import OnnxPruneError, OptionError, VerificationError
 
 
@@ -43,9 +43,7 @@ def mlflow_group() -> None:
 @click.option("--alias", default=None, help="Set this alias on a pruned version whose gate passed (needs --policy).")
 @click.option("--experiment", default=None, help="MLflow experiment of the runs [default: MLflow's].")
 @click.option("--tracking-uri", default=None, help="MLflow tracking server [default: $MLFLOW_TRACKING_URI].")
-@click.option("--executor", type=click.Choice(["inprocess", "ray"]), default="inprocess", show_default=True,
-              help="Run the jobs one by one here, or as Ray tasks.")
-@click.option("--ray-address", default=None, help="--executor ray: the cluster to join [default: a local Ray].")
+@executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def prune_cmd(sources, filter_string, shapes, policy, register_as, alias, experiment, tracking_uri, executor,
               ray_address, as_json, **options):

@@ -18,6 +18,7 @@ import click
 from .bench import PROVIDERS
 from .calib import ImageOptions, parse_floats, parse_size
 from .errors import OptionError
+from .executors import EXECUTORS
 
 IMAGE_FOLDER_OPTIONS = "--calib-images, --data-images"
 
@@ -174,6 +175,13 @@ _DEPLOYMENT_OPTIONS = (
 
 # where the model will run and how its latency profile is found (prune --latency-target, sensitivity)
 deployment_options = _stack(*_DEPLOYMENT_OPTIONS)
+
+executor_options = _stack(
+    click.option("--executor", type=click.Choice(list(EXECUTORS)), default="inprocess", show_default=True,
+                 help="Where the tasks run: one by one in this process, or as Ray tasks (needs onnxprune[ray])."),
+    click.option("--ray-address", default=None, help="--executor ray: the cluster to join [default: a local Ray]."),
+)
+executor_options.__doc__ = "Decorator: --executor and --ray-address (executors.make_executor takes them)."
 
 
 def deployment_for(provider: str, batch: int, threads: int):

@@ -7,10 +7,10 @@ import json
 
 import click
 
-from .cli_options import deployment_for, deployment_options, round_to_from
+from .cli_options import deployment_for, deployment_options, executor_options, round_to_from
 from .cost import parse_shapes
 from .errors import OptionError
-from .executors import EXECUTORS, make_executor
+from .executors import make_executor
 from .plan import DEFAULT_ROUND_TO
 from .progress import Progress
 from .sweep import parse_ratios
@@ -34,9 +34,7 @@ from .verify import load_labels
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help="Pin an input's shape (repeatable).")
 @deployment_options
 @click.option("--no-latency", is_flag=True, help="Skip the latency profile (no milliseconds column).")
-@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="inprocess", show_default=True,
-              help="Where the tasks run: in this process, or as Ray tasks (needs onnxprune[ray]).")
-@click.option("--ray-address", default=None, help="A Ray cluster's address (default: start a local Ray).")
+@executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def sensitivity_cmd(model, calib, labels, out_dir, ratios, round_to, target, min_channels, calib_samples, shapes,
                     provider, batch, threads, latency_cache, latency_profile, latency_budget, no_latency, executor,

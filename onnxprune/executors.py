@@ -7,7 +7,10 @@ The interface is one method:
 `fn(context, job)` must be a module-level function (Ray pickles it by reference); `context` is what every task
 reads (a model's bytes, calibration arrays): the Ray executor puts it in the object store once instead of
 shipping it with every task. Results arrive as tasks finish, so a caller that records each one as it comes keeps
-the finished tasks when the run is interrupted. An exception in a task is raised by the iterator.
+the finished tasks when the run is interrupted. An exception in a task is raised by the iterator, unless the
+caller gives `on_failure(job, message)`: then a Ray task that could not run or whose worker died yields
+`(job, on_failure(job, message))` and the other tasks go on (one registry job per model version: a failed one
+must leave the others alone).
 
 The core package never imports ray: `RayExecutor` imports it when it is created.
 """
@@ -22,14 +25,15 @@ EXECUTORS = ("inprocess", "ray")  # the names `--executor` takes, as in `mlflow 
 
 
 class Executor(Protocol):
-    def map(self, fn: Callable[[Any, Any], Any], jobs: Iterable[Any], context: Any = None) -> Iterator[tuple[Any, Any]]:
+    def map(self, fn: Callable[[Any, Any], Any], jobs: Iterable[Any], context: Any = None,
+            on_failure: Optional[Callable[[Any, str], Any]] = None) -> Iterator[tuple[Any, Any]]:
         ...
 
 
 class InProcessExecutor:
     """Runs the tasks one after another in this process."""
 
-    def map(self, fn, jobs, context=None):
+    def map(self, fn, jobs, context=None, on_failure=None):
         for job in jobs:
             yield job, fn(context, job)
 
@@ -60,7 +64,7 @@ class RayExecutor:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise OptionError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {first}") from None
 
-    def map(self, fn, jobs, context=None):
+    def map(self, fn, jobs, context=None, on_failure=None):
         ray = self._ray
         remote = ray.remote(num_cpus=1, max_retries=0)(fn)
         shared = ray.put(context)
@@ -70,7 +74,14 @@ class RayExecutor:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     job = pending.pop(ref)
-                    yield job, ray.get(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the task could not run, or its worker died
+                        if on_failure is None:
+                            raise
+                        text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+                        result = on_failure(job, f"ray task failed: {text[:300]}")
+                    yield job, result
         finally:
             for ref in pending:  # interrupted or failed: stop what has not finished
                 ray.cancel(ref, force=True)

@@ -10,13 +10,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from ..errors import OnnxPruneError, OptionError
-from . import require
+from ..errors import OnnxPruneError
+from ..executors import make_executor
 from .mlflow_registry import JobResult, VersionRef, prune_version
 from .recipe import Recipe
-
-EXECUTORS = ("inprocess", "ray")
-
 
 @dataclass(frozen=True)
 class Job:
@@ -44,46 +41,22 @@ def run_job(job: Job, progress: Optional[Callable[[str], None]] = None) -> JobRe
 
 def run_jobs(jobs: Sequence[Job], executor: str = "inprocess", *, ray_address: Optional[str] = None,
              progress: Optional[Callable[[str], None]] = None) -> list[JobResult]:
-    """Run `jobs`, one at a time in this process or as Ray tasks; results in the order of `jobs`."""
-    if executor not in EXECUTORS:
-        raise OptionError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if executor == "inprocess":
-        if ray_address is not None:
-            raise OptionError("--ray-address is for --executor ray")
-        results = []
-        for job in jobs:
-            results.append(run_job(job, progress))
-            if progress is not None:
-                progress(results[-1].line())
-        return results
-    return _run_ray(list(jobs), ray_address, progress)
-
-
-def _run_ray(jobs: list[Job], address: Optional[str], progress) -> list[JobResult]:
-    ray = require("ray", "ray")
-    started = not ray.is_initialized()
-    if started:
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            where = f"--ray-address {address}: cannot connect" if address else "cannot start a local Ray"
-            raise OptionError(f"{where}: {' '.join(str(exc).split())[:200]}") from None
+    """Run `jobs`, one at a time in this process or as Ray tasks (executors.py); results in the order of `jobs`.
+    In this process `progress` also follows each job's steps; from Ray it gets each job's result line."""
+    runner = make_executor(executor, ray_address)
+    results: list[Optional[JobResult]] = [None] * len(jobs)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_job)
-        refs = {task.remote(job): i for i, job in enumerate(jobs)}
-        results: list[Optional[JobResult]] = [None] * len(jobs)
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            i = refs[done[0]]
-            try:
-                results[i] = ray.get(done[0])
-            except ray.exceptions.RayError as exc:  # the worker died, or the task could not be run
-                text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-                results[i] = JobResult(jobs[i].ref.uri, "failed", message=f"ray task failed: {text[:300]}")
+        for (i, _), result in runner.map(_run_indexed, list(enumerate(jobs)),
+                                         progress if executor == "inprocess" else None,
+                                         on_failure=lambda ij, message: JobResult(ij[1].ref.uri, "failed",
+                                                                                  message=message)):
+            results[i] = result
             if progress is not None:
-                progress(results[i].line())
-        return results
+                progress(result.line())
     finally:
-        if started:
-            ray.shutdown()
+        runner.close()
+    return results
+
+
+def _run_indexed(progress, indexed: tuple[int, Job]) -> JobResult:
+    return run_job(indexed[1], progress)
