@@ -156,7 +156,12 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
-            result = _prune_to_latency(model, fraction, locals())
+            result = _prune_to_latency(
+                model, fraction, deployment_for(provider, batch, threads), criterion=criterion, calib=samples,
+                calib_samples=calib_samples, recover=recover, sensitivity_file=sensitivity_file, round_to=round_to,
+                min_channels=min_channels, max_ratio=max_ratio, exclude=exclude, shapes=pinned,
+                cache_dir=latency_cache, profile_file=latency_profile,
+                budget_s=DEFAULT_BUDGET_S if latency_budget is None else latency_budget)
     report = result.report
     _warn(report.warnings)
     outputs.take(result)
@@ -195,7 +200,8 @@ def _latency_only(**given) -> None:
             raise OptionError(f"--{name.replace('_file', '').replace('_', '-')} is for --latency-target or --speedup")
 
 
-def _prune_to_latency(model, fraction, opts: dict):
+def _prune_to_latency(model, fraction, deployment, *, sensitivity_file, **options):
+    """prune --latency-target: latency_target.prune_to_latency with the command's options."""
     from .latency_target import prune_to_latency
     from .sensitivity import load_sensitivity
 
@@ -204,18 +210,13 @@ def _prune_to_latency(model, fraction, opts: dict):
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise OptionError(f"--{name.replace('_', '-')} and --latency-target both choose how much to prune: "
                               "give one")
+    if ctx.get_parameter_source("finetune_epochs") == click.core.ParameterSource.COMMANDLINE:
+        raise OptionError("--finetune-epochs is not applied under --latency-target yet: prune, then run "
+                          "onnxprune finetune on the result")
     return prune_to_latency(
-        model, fraction, deployment_for(opts["provider"], opts["batch"], opts["threads"]),
-        criterion=opts["criterion"], calib=opts["samples"], calib_samples=opts["calib_samples"],
-        recover=opts["recover"],
-        sensitivity=load_sensitivity(opts["sensitivity_file"]) if opts["sensitivity_file"] else None,
-        round_to=opts["round_to"], min_channels=opts["min_channels"], max_ratio=opts["max_ratio"],
-        exclude=opts["exclude"], shapes=opts["pinned"], cache_dir=opts["latency_cache"],
-        profile_file=opts["latency_profile"],
-        budget_s=DEFAULT_BUDGET_S if opts["latency_budget"] is None else opts["latency_budget"],
-        progress=Progress("latency").step,
-        warn=lambda m: click.echo(f"warning: {m}", err=True),
-    )
+        model, fraction, deployment,
+        sensitivity=load_sensitivity(sensitivity_file) if sensitivity_file else None,
+        progress=Progress("latency").step, warn=lambda m: click.echo(f"warning: {m}", err=True), **options)
 
 
 def _calibration(model, calib, calib_images, size, mean, std, layout, limit):

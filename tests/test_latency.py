@@ -229,3 +229,13 @@ def test_cli_latency_option_errors(tmp_path, capsys, args, message):
         main(["prune", str(TINY), "-o", str(tmp_path / "x.onnx")] + args)
     assert exit_info.value.code == 1
     assert message in capsys.readouterr().err
+
+
+def test_latency_target_refuses_finetune_epochs_instead_of_ignoring_them(tmp_path):
+    from cli_run import assert_error, run
+
+    out = tmp_path / "x.onnx"
+    assert_error(run("prune", "models/digits_cnn.onnx", "-o", str(out), "--latency-target", "0.5",
+                     "--calib", "models/digits_calib.npz", "--finetune-epochs", "1"),
+                 1, "--finetune-epochs is not applied under --latency-target yet")
+    assert not out.exists()
