@@ -56,6 +56,10 @@ def models(cache: Path) -> list[tuple[str, Path, dict, bool]]:
         out.append((name, path, shapes, False))
     for name in ("digits_resnet", "digits_cnn"):
         out.append((name, ROOT / "models" / f"{name}.onnx", {}, True))
+    from benchmarks.torchvision_exports import fetch  # exported by somebody else (the done-criterion)
+
+    for name, path in fetch(cache / "torchvision_exports").items():
+        out.append((name, path, {}, False))
     return out
 
 
@@ -118,7 +122,9 @@ def markdown(results: list[dict]) -> str:
         "bench run; the uniform model closest in measured latency is the match. Fidelity: relative error of the "
         "outputs (random inputs; the 1,000 held-out test images for the digit classifiers, with accuracy). "
         f"Measured = this run's bench, independent of the loop's own measurement; within = within ±{TOLERANCE * 100:g}% "
-        "of the target. Random-weight models: no calibration data, no recovery; the trained digit classifiers: both plans "
+        "of the target. tv_resnet18 and tv_mobilenet_v2 are torchvision's networks as somebody else exported them "
+        "(benchmarks/torchvision_exports.py: zigzag-dse's workload graphs, weights filled at random). "
+        "Random-weight models: no calibration data, no recovery; the trained digit classifiers: both plans "
         "L1-scored and recovered without training on models/digits_calib.npz (500 unlabelled images).",
         "",
         "| model | predicted | loop | measured | within | noise | uniform match (measured) | rel. error aware / "

@@ -117,9 +117,7 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from finetune import markdown as finetune_markdown
 
-        sections.append("## Accuracy after pruning: fine-tuning by distillation
-
-"
+        sections.append("## Accuracy after pruning: fine-tuning by distillation\n\n"
                         + finetune_markdown(json.loads(finetune_json.read_text())))
     write_doc(sections, cost_md)
     print(f"wrote {DOC.relative_to(ROOT)} and bench-out/*.json", file=sys.stderr)

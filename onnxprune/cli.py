@@ -178,10 +178,11 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
     for path in written:
         click.echo(f"wrote {path}", err=True)
     if result_latency is not None:
-        if not as_json:
-            click.echo(result_latency.format())
-        for note in result_latency.notes:  # what the profile and the loop say, also beside JSON output
-            click.echo(f"note: {note}", err=True)
+        if as_json:  # what the profile and the loop say, on stderr beside the JSON
+            for note in result_latency.notes:
+                click.echo(f"note: {note}", err=True)
+        else:  # the report's notes gave the verdict; the block ends with the loop's notes
+            click.echo(result_latency.format(headline=False))
         if not result_latency.reached:
             click.echo(f"warning: latency target not reached: measured {result_latency.measured_fraction:.3f} of "
                        f"dense for a target of {result_latency.target:g}; wrote the closest model", err=True)

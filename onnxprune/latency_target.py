@@ -83,7 +83,8 @@ class LatencyReport:
         data.update(predicted_fraction=self.predicted_fraction, measured_ms=self.measured_ms)
         return data
 
-    def format(self) -> str:
+    def format(self, headline: bool = True) -> str:
+        """The verdict line (`headline`: the prune report's notes already carry it), then the numbers."""
         verdict = "reached" if self.reached else "NOT reached"
         lines = [
             f"latency target {self.target:g} of dense (±{self.tolerance * 100:g}%) on {self.deployment['provider']}, "
@@ -103,7 +104,7 @@ class LatencyReport:
                              num(g.measured_saved_ms, ".3f")])
             lines += ["  " + line for line in plain(rows, (3,))]
         lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
+        return "\n".join(lines if headline else lines[1:])
 
 
 def target_fraction(latency_target: Optional[float], speedup: Optional[float]) -> Optional[float]:
@@ -263,7 +264,7 @@ def prune_to_latency(
     report = LatencyReport(target, tolerance, asdict(deployment), importance, profile.dense_ms, plan.predicted_ms,
                            fraction, reached, noise, profile.cost_text(), profile.path, steps, rows, notes)
     result.report.latency = report.to_dict()
-    result.report.notes.append(("" if reached else "latency target not reached: ") + report.format().splitlines()[0])
+    result.report.notes.append(report.format().splitlines()[0])  # the verdict line
     result.latency = report
     return result
 

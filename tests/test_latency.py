@@ -239,3 +239,14 @@ def test_latency_target_refuses_finetune_epochs_instead_of_ignoring_them(tmp_pat
                      "--calib", "models/digits_calib.npz", "--finetune-epochs", "1"),
                  1, "--finetune-epochs is not applied under --latency-target yet")
     assert not out.exists()
+
+
+def test_cli_prune_latency_target_says_each_thing_once(tmp_path, capsys):
+    out = tmp_path / "fast.onnx"
+    main(["prune", str(TINY), "-o", str(out), "--speedup", "1.5", "--round-to", "8", "--latency-cache",
+          str(tmp_path / "cache"), "--latency-budget", "0"])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert text.count("of dense (±5%) on cpu") == 1, text
+    notes = [line for line in text.splitlines() if line.startswith("note: ")]
+    assert notes and len(notes) == len(set(notes)), notes
