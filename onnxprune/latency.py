@@ -41,6 +41,7 @@ from .errors import OptionError
 LADDER = (0.25, 0.5, 0.75)  # fractions of a group kept at the measured rungs (rounded up to aligned widths)
 MIN_MAC_SHARE = 0.01
 DEFAULT_BUDGET_S = 900.0
+CACHE_NOISE = 0.10  # a profile whose ladder runs' median control noise is above this is not cached (a busy machine)
 PROFILE_VERSION = 1
 
 
@@ -102,6 +103,12 @@ class LatencyProfile:
     def predict(self, widths: Mapping[int, int]) -> float:
         """Predicted latency (ms) of the model with each listed group narrowed to its width."""
         return self.dense_ms - sum(self.groups[g].saved(w) for g, w in widths.items() if g in self.groups)
+
+    def noise(self) -> Optional[float]:
+        """The median control noise of the runs that measured the ladders (None: none measured); one run caught
+        by a burst of other work does not make the whole profile noisy."""
+        values = [g.noise for g in self.groups.values() if g.noise is not None]
+        return float(np.median(values)) if values else None
 
     def measured_groups(self) -> int:
         return sum(1 for g in self.groups.values() if g.source == "measured")
@@ -358,6 +365,12 @@ def get_profile(
             return profile
     profile = measure_profile(model, widths_of, group_macs, total_macs, deployment, key, shapes=shapes,
                               budget_s=budget_s, min_mac_share=min_mac_share, progress=progress)
+    noise = profile.noise()
+    if noise is not None and noise > CACHE_NOISE:
+        profile.notes.append(f"the machine was busy while the ladders were measured (control noise ±"
+                             f"{noise * 100:.0f}%, the median over their runs): this profile is used for this run "
+                             "only, not cached; measure where the machine is quiet")
+        return profile
     try:
         save_profile(profile, path)
     except OSError as exc:

@@ -129,6 +129,24 @@ def test_the_cache_is_reused_for_the_same_key_and_never_for_another(tmp_path, mo
         latency.get_profile(model, widths, {}, 1, Deployment("cpu", 1, 2), cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("noises, cached", [((0.03, 0.05, 0.6), True), ((0.2, 0.3, 0.02), False)])
+def test_a_profile_measured_on_a_busy_machine_is_not_cached(tmp_path, monkeypatch, noises, cached):
+    model = onnx.load(str(TINY))
+    deployment = Deployment("cpu", 1, 1)
+    key = latency.profile_key(model, deployment)
+
+    def measured(*args, **kwargs):
+        profile = _synthetic_profile(key)
+        for group, noise in zip(profile.groups.values(), noises):
+            group.noise = noise
+        return profile
+
+    monkeypatch.setattr(latency, "measure_profile", measured)
+    profile = latency.get_profile(model, {0: [1, 8]}, {}, 1, deployment, cache_dir=tmp_path)
+    assert latency.cache_path(tmp_path, key).exists() == cached
+    assert any("not cached" in note for note in profile.notes) != cached
+
+
 def test_a_profile_from_another_machine_is_used_with_a_warning(tmp_path):
     model = onnx.load(str(TINY))
     key = dict(latency.profile_key(model, Deployment()), device="Some Other CPU")
@@ -192,7 +210,9 @@ def test_prune_to_latency_on_a_tiny_model(tmp_path):
     result = prune_to_latency(str(TINY), 0.6, Deployment(), round_to=8, cache_dir=tmp_path, budget_s=60,
                               max_steps=2, check_rounds=2, groups_checked=2, progress=steps.append)
     report = result.latency
-    assert 1 <= len(report.steps) <= 2 and report.measured_fraction > 0 and report.profile_path
+    assert 1 <= len(report.steps) <= 2 and report.measured_fraction > 0
+    busy = any("not cached" in note for note in report.notes)  # a tiny model's runs on a busy machine
+    assert bool(report.profile_path) != busy and bool(list(tmp_path.glob("*.json"))) != busy
     assert report.reached == (abs(report.measured_fraction - 0.6) <= 0.05 * 0.6)
     narrowed = {g.id: g.kept for g in result.report.groups if g.kept < g.channels}
     assert narrowed and all(kept % 8 == 0 for kept in narrowed.values())
@@ -201,7 +221,6 @@ def test_prune_to_latency_on_a_tiny_model(tmp_path):
     data = result.report.to_dict()["latency"]
     assert data["target"] == 0.6 and data["groups"] and "predicted_fraction" in data
     assert "latency target 0.6" in report.format()
-    assert list(tmp_path.glob("*.json")), "the profile is cached"
     onnx.checker.check_model(result.model)
 
 
