@@ -47,6 +47,23 @@ def _quick(**kw) -> FinetuneOptions:
     return FinetuneOptions(**{"epochs": 2, "batch_size": 16, "lr": 1e-3, **kw})
 
 
+def test_held_out_loss_counts_augmented_views_of_the_held_out_images(digits, monkeypatch):
+    """Recovery fits the pruned model to the calibration samples, the held-out ones included: their loss alone
+    would pick epoch 0 every time. Fixed augmented views of them join the held-out loss (image inputs only)."""
+    from onnxprune.finetune import train
+
+    pruned = onnx.load(digits / "pruned.onnx")
+    samples = load_npz(digits / "x.npz", pruned)
+    losses = {}
+    for views in (0, train.HELD_OUT_VIEWS):
+        monkeypatch.setattr(train, "HELD_OUT_VIEWS", views)
+        for augment in (True, False):
+            _, report = finetune(pruned, str(DENSE), samples, options=_quick(epochs=1, augment=augment))
+            losses[views, augment] = report.before.heldout_loss
+    assert losses[0, True] == losses[0, False] == losses[train.HELD_OUT_VIEWS, False]
+    assert losses[train.HELD_OUT_VIEWS, True] != losses[0, True]  # the views are in it, and only with augment
+
+
 def test_distillation_brings_the_pruned_model_closer_to_the_teacher(digits):
     pruned = onnx.load(digits / "pruned.onnx")
     samples = load_npz(digits / "x.npz", pruned)

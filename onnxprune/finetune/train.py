@@ -25,6 +25,7 @@ from ..validate import InvalidOutputError
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_PATIENCE = 10
+HELD_OUT_VIEWS = 4  # augmented views of each held-out image in the held-out loss (image inputs)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class FinetuneOptions:
 class EpochRecord:
     epoch: int  # 0: before training
     train_loss: Optional[float]
-    heldout_loss: float
+    heldout_loss: float  # distillation loss on the held-out samples and, for images, augmented views of them
     agreement: Optional[float]  # top-1 agreement with the teacher on the held-out split (classifier outputs)
     cosine: Optional[float]  # mean cosine similarity with the teacher's outputs, held out
     accuracy: Optional[float]  # with labels: held-out accuracy
@@ -317,6 +318,20 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
                 yield data.feeds([u])[0], data.units[u]
 
     held_teacher = [teacher_outputs(feed) for feed, _ in held_batches()]
+    # Augmented views of the held-out images, fixed for the run: the held-out images alone cannot pick the epoch
+    # when recovery fitted the pruned model to these same samples (as prune --calib does), because every step
+    # then looks like a loss on them; the views, which nothing was fitted to, show whether the student learned
+    # to follow the teacher.
+    held_views = []
+    if layouts:
+        view_gen = torch.Generator().manual_seed(options.seed + 1)
+        for _ in range(HELD_OUT_VIEWS):
+            for feed, rows in held_batches():
+                feed = dict(feed)
+                for name, layout in layouts.items():
+                    feed[name] = augment(torch.from_numpy(feed[name].astype(np.float32)), layout, view_gen,
+                                         flips=labels is None)[0].numpy()
+                held_views.append((feed, len(rows), teacher_outputs(feed)))
 
     def evaluate(epoch: int, train_loss: Optional[float], seconds: float) -> EpochRecord:
         student.eval()
@@ -333,6 +348,9 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
                         agree.append((so.argmax(1) == to.argmax(1)).cpu().numpy())
                         if label_t is not None:
                             correct.append((so.argmax(1) == label_t[torch.from_numpy(rows).to(device)]).cpu().numpy())
+            for feed, n, t in held_views:
+                losses.append(float(loss_fn(student_outputs(feed), t)) * n)
+                count += n
         student.train()
         return EpochRecord(
             epoch, train_loss, sum(losses) / count,
