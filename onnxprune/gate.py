@@ -272,7 +272,7 @@ def fidelity_criteria(report: VerifyReport) -> list[Criterion]:
 def _observed(report: VerifyReport, gate: str) -> Optional[float]:
     if gate == "max_accuracy_drop":
         return None if report.accuracy is None else report.accuracy.drop
-    values = [o.tolerance.get(gate) for o in report.outputs]
+    values = [o.statistics.get(gate) for o in report.outputs]  # as observed, also where it can be fooled
     values = [v for v in values if v is not None]
     if not values:
         return None

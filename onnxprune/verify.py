@@ -297,11 +297,16 @@ class OutputStats:
         return self.cosine_floor is None or not self.cosine_floor >= COSINE_FLOOR_WARN
 
     @property
+    def statistics(self) -> dict:
+        """The statistic each gate judges, for this output (None where it does not apply), in GATE_OPTIONS order."""
+        return {"max_rel_error": self.rel_error, "min_top1": self.top1, "min_cosine": self.cosine,
+                "max_abs": self.max_abs}
+
+    @property
     def tolerance(self) -> dict:
         """The tightest gate values this output would have passed, the most telling first (GATE_OPTIONS order);
         cosine only where it says something about the output (see COSINE_FLOOR_WARN)."""
-        values = {"max_rel_error": self.rel_error, "min_top1": self.top1, "min_cosine": self.cosine,
-                  "max_abs": self.max_abs}
+        values = self.statistics
         if not self.cosine_informative:
             del values["min_cosine"]
         return {k: v for k, v in values.items() if v is not None}

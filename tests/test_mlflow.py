@@ -227,6 +227,8 @@ def test_prune_registers_a_version_with_lineage_card_plan_and_alias(server, clie
     assert run.data.params["ratio"] == "0.5" and run.data.params["source"] == "models:/digits/1"
     assert 0 < run.data.metrics["macs_ratio"] < 0.5 and run.data.metrics["speedup"] > 0
     assert run.data.metrics["fidelity_min_cosine"] > 0 and run.data.metrics["gate_passed"] == 1.0
+    # the policy has no data: the gate judged random inputs, and says so beside its verdict, in the run too
+    assert any("random inputs" in n for n in result["notes"]) and "random inputs" in run.data.tags["onnxprune.gate_notes"]
     folder = Path(mlflow.artifacts.download_artifacts(run_id=result["run_id"], artifact_path="onnxprune",
                                                        dst_path=str(tmp_path / "run"), tracking_uri=server))
     card = json.loads((folder / "card" / "report.json").read_text())

@@ -540,3 +540,26 @@ def test_github_actions_example_runs(tmp_path):
     assert check["passed"] and {c["name"] for c in check["criteria"]} >= {"max-accuracy-drop", "max-macs-ratio"}
     assert "onnxprune check: passed" in (tmp_path / "summary.md").read_text()
     assert_follows_schema(json.loads((tmp_path / "out" / "card" / "report.json").read_text()))
+
+
+def _sigmoid_model(path, seed):
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(seed).standard_normal((8, 16)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Sigmoid", ["h"], ["y"])], "heat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])], [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_check_reports_the_cosine_it_judged_and_says_it_can_be_fooled(tmp_path):
+    """An all-positive output (a sigmoid map): the gate's value is the cosine it judged, not left out, and the
+    warning that cosine says little there stands beside the verdict."""
+    _sigmoid_model(tmp_path / "dense.onnx", 0)
+    _sigmoid_model(tmp_path / "other.onnx", 1)  # another function with the same I/O
+    done = run("check", tmp_path / "dense.onnx", tmp_path / "other.onnx", "--min-cosine", "0.5", "--json")
+    data = json.loads(done.stdout)
+    (criterion,) = data["criteria"]
+    assert criterion["value"] == pytest.approx(data["fidelity"]["outputs"][0]["cosine"])
+    assert any("says little" in note for note in data["notes"])

@@ -31,6 +31,7 @@ TAG = "onnxprune."
 PARENT_NAME, PARENT_VERSION = TAG + "parent_name", TAG + "parent_version"
 RUN_ID, PLAN_SHA256, RECIPE_SHA256 = TAG + "run_id", TAG + "plan_sha256", TAG + "recipe_sha256"
 TOOL_VERSION, GATE = TAG + "version", TAG + "gate"  # gate: pass | fail | none (no policy)
+GATE_NOTES = TAG + "gate_notes"  # on the run: the gate's warnings (a statistic that can be fooled, random inputs)
 URI_PREFIX = "models:/"
 ARTIFACTS = "onnxprune"  # the run's folder for the card, the plan, the bench and gate JSON
 
@@ -62,6 +63,7 @@ class JobResult:
     alias: Optional[str] = None  # set on the pruned version by this job
     metrics: dict = field(default_factory=dict)
     message: str = ""  # why it failed, or which gate thresholds failed
+    notes: list = field(default_factory=list)  # what the gate warns of (a statistic that can be fooled, random inputs)
 
     @property
     def uri(self) -> Optional[str]:
@@ -76,7 +78,8 @@ class JobResult:
         what = "registered" if self.status == "registered" else "already pruned with this recipe:"
         alias = f", alias {self.alias!r}" if self.alias else ""
         why = f": {self.message}" if self.message else ""
-        return f"{self.source}: {what} {self.uri} (gate {self.gate}{alias}){why}"
+        notes = "".join(f"\n  {n if n.startswith('warning: ') else 'note: ' + n}" for n in self.notes)
+        return f"{self.source}: {what} {self.uri} (gate {self.gate}{alias}){why}{notes}"
 
 
 def parse_model_uri(text: str) -> tuple[str, Optional[str], Optional[str]]:
@@ -278,6 +281,7 @@ class _Evidence:
     gate_detail: str  # the thresholds that failed
     metrics: dict
     params_extra: dict
+    gate_notes: list  # the gate's warnings and notes
 
 
 def _prune_and_measure(ref: VersionRef, source: Path, out: Path, recipe: Recipe, command: str, say) -> _Evidence:
@@ -320,7 +324,8 @@ def _prune_and_measure(ref: VersionRef, source: Path, out: Path, recipe: Recipe,
     metrics = _metrics(data, gate_report, bench_report)
     detail = "" if gate_report is None else "; ".join(f"{c.name} {c.status}: {c.detail}" for c in gate_report.failed)
     return _Evidence(model_path, plan_path, out / "card", files, gate, detail, metrics,
-                     {"source": ref.uri, "source_sha256": data["source"]["sha256"]})
+                     {"source": ref.uri, "source_sha256": data["source"]["sha256"]},
+                     [] if gate_report is None else list(gate_report.notes))
 
 
 def _write_json(path: Path, data: dict) -> Path:
@@ -381,6 +386,8 @@ def _log_and_register(registry: Registry, ref: VersionRef, target: str, alias: O
     with mlflow.start_run(run_name=f"onnxprune {ref.name} v{ref.version}", nested=nested) as run:
         run_id = run.info.run_id
         mlflow.set_tags({**lineage, RUN_ID: run_id})
+        if ev.gate_notes:  # beside the verdict, where the run is read
+            mlflow.set_tag(GATE_NOTES, "\n".join(ev.gate_notes))
         mlflow.log_params(params)
         mlflow.log_metrics(ev.metrics)
         mlflow.log_artifacts(str(ev.card_dir), f"{ARTIFACTS}/card")
@@ -395,4 +402,4 @@ def _log_and_register(registry: Registry, ref: VersionRef, target: str, alias: O
         registry.call(f"alias {alias!r}", registry.client.set_registered_model_alias, target, alias, str(mv.version))
         set_alias = alias
     return JobResult(ref.uri, "registered", target, str(mv.version), run_id, ev.gate, set_alias, ev.metrics,
-                     ev.gate_detail)
+                     ev.gate_detail, ev.gate_notes)
