@@ -361,8 +361,9 @@ class VerifyReport:
         weak = [o.name for o in self.outputs if not o.cosine_informative]
         if self.gates.min_cosine is None or not weak:
             return []
-        return [f"--min-cosine says little for {', '.join(map(repr, weak))} (see the warning above): "
-                "gate with --max-rel-error"]
+        floors = ", ".join(f"{o.name!r} {o.cosine_floor:.4f}" for o in self.outputs if not o.cosine_informative)
+        return [f"--min-cosine says little for {', '.join(map(repr, weak))}: its values are mostly of one sign, so "
+                f"even a constant output scores a high cosine ({floors}): gate with --max-rel-error"]
 
     def to_dict(self) -> dict:
         return {
