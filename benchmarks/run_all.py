@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--skip-recovery", action="store_true", help="skip the accuracy/recovery benchmark")
     parser.add_argument("--skip-latency", action="store_true", help="skip the --latency-target benchmark")
     parser.add_argument("--skip-finetune", action="store_true", help="skip the fine-tuning benchmark (~1 h on 2 cores)")
+    parser.add_argument("--skip-depth", action="store_true", help="skip depth against width at equal MACs")
     args = parser.parse_args()
     cache = OUT / "models"
     cache.mkdir(parents=True, exist_ok=True)
@@ -96,6 +97,14 @@ def main() -> None:
     sections.append(crosscheck_section(cache))
     (OUT / "speed.json").write_text(json.dumps(speed, indent=2))
     sections.append(sweep_section(cache / "resnet18.onnx", quick=args.quick))
+    if not args.skip_depth:
+        depth_json = OUT / "depth_vs_width.json"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "depth_vs_width.py"), "--json", str(depth_json)]
+                       + (["--quick", "--skip-finetune"] if args.quick else []), check=True, stdout=subprocess.DEVNULL)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from depth_vs_width import markdown as depth_markdown
+
+        sections.append(depth_markdown(json.loads(depth_json.read_text())))
     cost_md = ""
     if not args.skip_cost:
         cost_json = OUT / "prune_cost.json"

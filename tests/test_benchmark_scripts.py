@@ -16,7 +16,8 @@ def test_benchmark_script_compiles(script):
     compile(script.read_text(), str(script), "exec")
 
 
-@pytest.mark.parametrize("name", ["run_all.py", "latency.py", "finetune.py", "recovery.py", "prune_cost.py"])
+@pytest.mark.parametrize("name", ["run_all.py", "latency.py", "finetune.py", "recovery.py", "prune_cost.py",
+                                  "depth_vs_width.py"])
 def test_benchmark_entry_points_answer_help(name):
     done = subprocess.run([sys.executable, str(BENCHMARKS / name), "--help"], capture_output=True, text=True,
                           timeout=120)
