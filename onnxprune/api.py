@@ -49,7 +49,7 @@ NO_RECOVERY_NOTE = (
 class PruneResult:
     model: onnx.ModelProto
     report: PruneReport
-    analysis: Optional[Analysis]  # of the width stage (None when only blocks were removed)
+    analysis: Optional[Analysis]  # of the width stage, on the dense model it left unchanged (None: blocks only)
     plan: Optional[Plan]
     masked_reads: dict  # (weight, axis) -> removed positions: the masking oracle's input (see oracle.py)
     dense_io: tuple  # the dense model's inputs and outputs (validate.io_signature), which must not change
@@ -78,15 +78,16 @@ def _working_copy(source: ModelSource) -> tuple[onnx.ModelProto, Optional[int]]:
 
 
 def _analysis(model: onnx.ModelProto, shapes, registry, sample=None) -> tuple[Graph, Analysis, CostReport]:
+    """`model` folded in place (see `_indexed`) and analyzed; the analysis holds `model` and never changes it."""
     graph, cost = _indexed(model, shapes, sample)
     return graph, _analyze(graph, registry or default_registry()), cost
 
 
 def _indexed(model: onnx.ModelProto, shapes, sample=None) -> tuple[Graph, CostReport]:
-    """The folded model's index and cost. The index works with every dim nobody pinned at a generic size (see
-    cost.generic_sizes), so that the analysis (its groups and plan, the blocks found) is that of a pinned model;
-    MACs are counted at cost.counting_shapes, which the report states (`sample`: one calibration feed's input
-    shapes)."""
+    """Folds constants into `model` in place (the caller's own copy), then returns its index and cost. The index
+    works with every dim nobody pinned at a generic size (see cost.generic_sizes), so that the analysis (its groups
+    and plan, the blocks found) is that of a pinned model; MACs are counted at cost.counting_shapes, which the
+    report states (`sample`: one calibration feed's input shapes)."""
     fold_constants(model)
     generic = generic_input_shapes(model, shapes)
     info, at_generic = infer_generic_shapes(model, generic, shapes)
@@ -352,7 +353,8 @@ class _Work:
 
 def _load_work(model: ModelSource, shapes, registry, calib, calib_limit, progress,
                blocks: Optional[_BlockOptions] = None, width: bool = True) -> _Work:
-    """The model loaded; with `blocks`, the depth stage done (in place); with `width`, the result analyzed."""
+    """The model loaded (prune's own copy); with `blocks`, the depth stage done on it in place; with `width`, the
+    result folded in place and analyzed."""
     working, disk_bytes = _working_copy(model)
     samples = (calibration_samples(calib, working, calib_limit, _stage(progress, "calibration"))
                if calib is not None else None)
@@ -403,27 +405,24 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
                finetune: tuple = (None, None)) -> PruneResult:
     """Rewrite the analyzed model as `plan` says (None: blocks only, already removed), recover it when
     settings["recover"] asks, fine-tune it when `finetune` (options, progress) has options, and report
-    (`unmatched`: the --exclude patterns that matched nothing, the report's warnings)."""
+    (`unmatched`: the --exclude patterns that matched nothing, the report's warnings). The analyzed model stays
+    dense (the rewrite is a new model, which recovery then changes in place): the result's analysis describes it,
+    and recovery and fine-tuning read it as the reference."""
     tune_options, tune_progress = finetune
     analysis, method, samples = work.analysis, settings["recover"], work.samples
-    reads, recovery, pruned, dense = {}, None, work.working, None
+    reads, recovery, pruned, tuned = {}, None, work.working, None
     if plan is not None:
         keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
         reads = removed_reads(analysis, keep)
-        if (method != "none" or tune_options is not None) and plan.pruned:
-            dense = onnx.ModelProto()
-            dense.CopyFrom(work.working)
         pruned = rewrite(analysis, keep)
-        if dense is not None and method != "none":
-            recovery = recover_model(dense, analysis, keep, reads, samples, method,
+        if method != "none" and plan.pruned:
+            recovery = recover_model(pruned, analysis, keep, reads, samples, method,
                                      progress=_stage(work.progress, "recovery"))
     drop_unused(pruned)
-    tuned = None
-    if dense is not None and tune_options is not None:
+    if plan is not None and plan.pruned and tune_options is not None:
         from .finetune.train import finetune as distill
 
-        pruned, tuned = distill(pruned, dense, samples, options=tune_options, progress=tune_progress)
-    del dense
+        pruned, tuned = distill(pruned, analysis.graph.model, samples, options=tune_options, progress=tune_progress)
     if work.depth is not None and work.depth.kernels_before:
         work.depth.kernels_after = block_kernels(pruned, [])[1] or None
     cost_before = work.cost_dense or work.cost_before
