@@ -12,15 +12,16 @@ import onnx
 
 from .block_scores import WEIGHT_PROXY_NOTE, blocks_to_remove, data_scores, weight_scores
 from .blocks import Block, find_blocks, removable
-from .cost import CostReport, count_cost, counting_shapes, generic_input_shapes
+from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
+from .cost import CostReport, count_cost
 from .deps.context import Analysis, analyze as _analyze, declined_layers, no_group_reason, subgraph_reason
 from .deps.ops import default_registry
 from .deps.rules import Registry
 from .errors import NothingToPruneError, OnnxPruneWarning, OptionError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
-from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
 from .importance import DATA_CRITERIA, activation_inputs, channel_scores
+from .inputs import counting_shapes, generic_input_shapes
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
 from .plan import (DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, plan_widths,
@@ -85,8 +86,8 @@ def _analysis(model: onnx.ModelProto, shapes, registry, sample=None) -> tuple[Gr
 
 def _indexed(model: onnx.ModelProto, shapes, sample=None) -> tuple[Graph, CostReport]:
     """Folds constants into `model` in place (the caller's own copy), then returns its index and cost. The index
-    works with every dim nobody pinned at a generic size (see cost.generic_sizes), so that the analysis (its groups
-    and plan, the blocks found) is that of a pinned model; MACs are counted at cost.counting_shapes, which the
+    works with every dim nobody pinned at a generic size (see inputs.generic_sizes), so that the analysis (its groups
+    and plan, the blocks found) is that of a pinned model; MACs are counted at inputs.counting_shapes, which the
     report states (`sample`: one calibration feed's input shapes)."""
     fold_constants(model)
     generic = generic_input_shapes(model, shapes)

@@ -40,11 +40,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import onnx
 
-from .cost import count_cost, default_input_shapes, model_inputs
+from .cost import count_cost
 from .errors import OnnxPruneError, OptionError
-from .io import load_model
+from .inputs import default_input_shapes, make_inputs, model_inputs
+from .io import ModelSource, load_model
+from .session import open_session, run_failure
 from .tables import markdown, num, plain
-from .verify import ModelSource, make_inputs, open_session, run_failure
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",

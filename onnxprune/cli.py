@@ -24,8 +24,9 @@ from .cli_options import (calibration_options, deployment_for, deployment_option
                           structured_prune_options)
 from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
 from .cli_sensitivity import sensitivity_cmd
-from .cost import parse_shapes, unpinned_dims_notes
 from .errors import InternalError, NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
+from .inputs import parse_shapes, unpinned_dims_notes
+from .inputs import make_inputs
 from .io import check_output_path, load_model, stage_model
 from .latency import DEFAULT_BUDGET_S
 from .latency_target import target_fraction
@@ -33,7 +34,6 @@ from .plan import DEFAULT_ROUND_TO
 from .progress import Progress, Stages
 from .target import CHOICES as TARGET_CHOICES
 from .validate import check_io, check_runnable
-from .verify import make_inputs
 
 INTERNAL_ERROR_EXIT = InternalError.exit_code
 PRUNE_STAGES = {  # api.prune's progress stages: (label, unit)

@@ -62,7 +62,7 @@ SHAPE_HELP = "Pin an input's dynamic dims, NAME=1x3x224x224 (repeatable): shape 
 
 
 def shape_option(help: str = SHAPE_HELP):
-    """--shape NAME=AxBxC, repeatable, into the `shapes` parameter (parse it with cost.parse_shapes)."""
+    """--shape NAME=AxBxC, repeatable, into the `shapes` parameter (parse it with inputs.parse_shapes)."""
     return click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=help)
 
 

@@ -8,9 +8,9 @@ import json
 import click
 
 from .cli_options import deployment_for, deployment_options, executor_options, round_to_from
-from .cost import parse_shapes
 from .errors import OptionError
 from .executors import make_executor
+from .inputs import parse_shapes
 from .plan import DEFAULT_ROUND_TO
 from .progress import Progress
 from .sweep import parse_ratios

@@ -94,7 +94,7 @@ def _task(context: Mapping, job: tuple[int, int]) -> dict:
     from .latency import device_name
     from .plan import plan_widths
     from .rewrite import rewrite
-    from .verify import open_session
+    from .session import open_session
 
     group, kept = job
     model = onnx.load_from_string(context["model"])
@@ -183,7 +183,7 @@ def sensitivity(
     from .io import load_model
     from .latency import DEFAULT_BUDGET_S, device_name, get_profile, model_hash
     from .plan import aligned_widths
-    from .verify import open_session
+    from .session import open_session
 
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise OptionError(f"ratios must be in (0, 1), got {list(ratios)}")

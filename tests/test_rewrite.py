@@ -10,9 +10,9 @@ import onnxprune
 from graphs import Builder, shared_reshape_target
 from oracle_check import run
 from onnxprune.api import _analysis
+from onnxprune.inputs import make_inputs
 from onnxprune.oracle import masked, removed_reads
 from onnxprune.rewrite import rewrite
-from onnxprune.verify import make_inputs
 
 SHAPES = {"x": [8, 3, 4, 4], "z": [8, 2]}
 

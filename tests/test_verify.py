@@ -12,7 +12,8 @@ from onnx import numpy_helper as nh
 from graphs import Builder
 from cli_run import run
 from onnxprune.errors import OnnxPruneError, OptionError, VerificationError
-from onnxprune.verify import Gates, compare, format_table, load_inputs_npz, make_inputs
+from onnxprune.inputs import load_inputs_npz, make_inputs
+from onnxprune.verify import Gates, compare, format_table
 
 
 def classifier(scale: float = 1.0, noise: float = 0.0, out_name: str = "logits") -> onnx.ModelProto:
@@ -195,7 +196,7 @@ def test_models_taking_other_inputs_are_refused_naming_the_input():
 def test_a_failed_run_is_one_line_with_all_of_onnxruntime_message():
     import onnxruntime as ort
 
-    from onnxprune.verify import run_failure
+    from onnxprune.session import run_failure
 
     session = ort.InferenceSession(classifier().SerializeToString())
     feeds = {"x": np.ones((2, 8), np.float32)}

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 
 from ..calib import SampleSet
-from ..cost import model_inputs
 from ..errors import OptionError
+from ..inputs import model_inputs
 from ..validate import InvalidOutputError
 
 DEVICES = ("cpu", "cuda")
@@ -246,7 +246,7 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
     except ImportError:
         raise OptionError("fine-tuning needs PyTorch: pip install 'onnxprune[finetune]'") from None
 
-    from ..verify import open_session, run_session, source_label
+    from ..session import open_session, run_session, source_label
     from .augment import augment, image_layout
     from .student import Student, StudentError, write_back
 
@@ -427,7 +427,7 @@ def _check_written(model: onnx.ModelProto, student, feed, student_outputs) -> fl
     """Largest difference between the written model (onnxruntime) and the torch module on held-out inputs."""
     import torch
 
-    from ..verify import open_session
+    from ..session import open_session
 
     session = open_session(model)
     worst = 0.0

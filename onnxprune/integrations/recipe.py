@@ -62,7 +62,7 @@ class Recipe:
             if name is None:
                 raise OptionError(f"{label}: unknown setting {key!r}; known: {', '.join(sorted(by_option))}")
             if name == "shapes":
-                from ..cost import parse_shapes
+                from ..inputs import parse_shapes
 
                 texts = [value] if isinstance(value, str) else value
                 if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
