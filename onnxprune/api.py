@@ -12,7 +12,7 @@ import onnx
 
 from .block_scores import WEIGHT_PROXY_NOTE, blocks_to_remove, data_scores, weight_scores
 from .blocks import Block, find_blocks, removable
-from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
+from .calib import CALIB_SAMPLES, MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
 from .cost import CostReport, count_cost
 from .deps.context import Analysis, analyze as _analyze, declined_layers, no_group_reason, subgraph_reason
 from .deps.ops import default_registry
@@ -20,12 +20,12 @@ from .deps.rules import Registry
 from .errors import NothingToPruneError, OnnxPruneWarning, OptionError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
-from .importance import DATA_CRITERIA, activation_inputs, channel_scores
+from .importance import DATA_CRITERIA, DEFAULT_CRITERION, activation_inputs, channel_scores
 from .inputs import counting_shapes, generic_input_shapes
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
-from .plan import (DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, plan_widths,
-                   unit_of, unmatched_excludes)
+from .plan import (Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, plan_widths, unit_of,
+                   unmatched_excludes)
 from .planfile import PlanFile, plan_file
 from .depth import remove_blocks as drop_blocks
 from .kernels import block_kernels
@@ -219,11 +219,11 @@ def prune(
     model: ModelSource,
     *,
     ratio: Optional[float] = None,
-    scope: str = "uniform",
-    criterion: str = "l1",
-    max_ratio: float = 0.9,
-    round_to: int = DEFAULT_ROUND_TO,
-    min_channels: int = 1,
+    scope: str = PlanOptions.scope,
+    criterion: str = DEFAULT_CRITERION,
+    max_ratio: float = PlanOptions.max_ratio,
+    round_to: int = PlanOptions.round_to,
+    min_channels: int = PlanOptions.min_channels,
     exclude: Optional[Sequence[str]] = (),
     heads_ratio: Optional[float] = None,
     ffn_ratio: Optional[float] = None,
@@ -232,7 +232,7 @@ def prune(
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
     registry: Optional[Registry] = None,
     calib: Optional[CalibSource] = None,
-    calib_samples: Optional[int] = 512,
+    calib_samples: Optional[int] = CALIB_SAMPLES,
     recover: Optional[str] = None,
     progress: Progress = None,
     widths: Optional[Mapping[int, int]] = None,
@@ -257,8 +257,8 @@ def prune(
 
     Depth pruning: `depth_ratio` (a fraction of the removable residual blocks, rounded up) or `remove_blocks` (a
     count) removes whole blocks y = x + f(x) first (blocks.py; scored by ||f(x)|| / ||x|| on `calib`, else by a
-    weight proxy), then the width stage prunes the smaller graph. `ratio` defaults to 0.5, or to 0 (blocks only)
-    when a depth option is given. `exclude` keeps matching blocks too.
+    weight proxy), then the width stage prunes the smaller graph. `ratio` defaults to PlanOptions.ratio, or to 0
+    (blocks only) when a depth option is given. `exclude` keeps matching blocks too.
     `widths` (group id -> channels kept, from plan.aligned_widths; latency_target.py chooses them) replaces
     the ratio: the listed groups keep that many channels, the others all of theirs.
     `finetune_epochs` > 0 (or `finetune`, a finetune.train.FinetuneOptions) then trains the pruned model by
@@ -269,12 +269,12 @@ def prune(
     if depth:
         blocks_to_remove(1, depth_ratio, remove_blocks)  # the options' checks, before any work
     if ratio is None:
-        ratio = 0.0 if depth else 0.5
+        ratio = 0.0 if depth else PlanOptions.ratio
     width = not depth or ratio > 0 or bool(heads_ratio) or bool(ffn_ratio)
     if finetune_epochs and finetune is not None:
         raise OptionError("give the epoch count in the fine-tuning options or as finetune_epochs, not both")
     if finetune_epochs < 0:
-        raise OptionError(f"finetune_epochs must not be negative, got {finetune_epochs}")
+        raise OptionError(f"finetune_epochs must not be negative, got {finetune_epochs}", params=("finetune_epochs",))
     if finetune is None and finetune_epochs:
         finetune = _finetune_options(finetune_epochs)
     if finetune is not None and calib is None:

@@ -23,6 +23,7 @@ from .errors import OptionError
 from .inputs import Feed, input_dtype, model_inputs
 
 MIN_CALIB_SAMPLES = 8
+CALIB_SAMPLES = 512  # the most calibration samples a stage uses unless told otherwise (prune, sensitivity, recipes)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 

@@ -301,7 +301,7 @@ def make_inputs(
     Bools: fair coin. Dynamic dims are 1 unless `shapes` pins them (see default_input_shapes).
     """
     if samples < 1:
-        raise OptionError(f"--samples must be at least 1, got {samples}")
+        raise OptionError(f"samples must be at least 1, got {samples}", params=("samples",))
     proto = _as_proto(model)
     concrete = default_input_shapes(proto, shapes)
     specs = model_inputs(proto)

@@ -25,7 +25,9 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 import onnx
 
+from .calib import CALIB_SAMPLES
 from .errors import OptionError
+from .plan import PlanOptions
 from .tables import markdown, num
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
@@ -163,9 +165,9 @@ def sensitivity(
     *,
     labels: Optional[np.ndarray] = None,
     ratios: Sequence[float] = DEFAULT_RATIOS,
-    round_to: int = 16,
-    min_channels: int = 1,
-    calib_samples: Optional[int] = 512,
+    round_to: int = PlanOptions.round_to,
+    min_channels: int = PlanOptions.min_channels,
+    calib_samples: Optional[int] = CALIB_SAMPLES,
     shapes: Optional[Mapping] = None,
     deployment=None,
     executor=None,

@@ -53,15 +53,16 @@ class Gates:
 
     def validate(self) -> None:
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
-            raise OptionError(f"--min-cosine must lie in [-1, 1], got {self.min_cosine}")
+            raise OptionError(f"min_cosine must lie in [-1, 1], got {self.min_cosine}", params=("min_cosine",))
         if self.min_top1 is not None and not 0.0 <= self.min_top1 <= 1.0:
-            raise OptionError(f"--min-top1 must lie in [0, 1], got {self.min_top1}")
+            raise OptionError(f"min_top1 must lie in [0, 1], got {self.min_top1}", params=("min_top1",))
         if self.max_abs is not None and not self.max_abs >= 0.0:
-            raise OptionError(f"--max-abs must be >= 0, got {self.max_abs}")
+            raise OptionError(f"max_abs must be >= 0, got {self.max_abs}", params=("max_abs",))
         if self.max_rel_error is not None and not self.max_rel_error >= 0.0:
-            raise OptionError(f"--max-rel-error must be >= 0 (0.05 = 5%), got {self.max_rel_error}")
+            raise OptionError(f"max_rel_error must be >= 0 (0.05 = 5%), got {self.max_rel_error}", params=("max_rel_error",))
         if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop <= 1.0:
-            raise OptionError(f"--max-accuracy-drop is a fraction in [0, 1] (0.01 = 1 point), got {self.max_accuracy_drop}")
+            raise OptionError(f"max_accuracy_drop is a fraction in [0, 1] (0.01 = 1 point), got {self.max_accuracy_drop}",
+                              params=("max_accuracy_drop",))
 
     @property
     def any(self) -> bool:
@@ -430,7 +431,8 @@ def compare(
     if gates.min_top1 is not None and all(
         o.top1 is None for o in report.outputs if not o.note.startswith("shape differs")
     ):
-        raise OptionError("--min-top1 was given but no output looks like class scores" + _why_no_classes(report))
+        raise OptionError("min_top1 was given but no output looks like class scores" + _why_no_classes(report),
+                          params=("min_top1",))
     if labels is not None:
         report.accuracy = _accuracy(report, dense_outs, pruned_outs, labels)
         drop = report.accuracy.drop
@@ -441,7 +443,7 @@ def compare(
                 f"> --max-accuracy-drop {gates.max_accuracy_drop:g}",
             ))
     elif gates.max_accuracy_drop is not None:
-        raise OptionError("--max-accuracy-drop needs --labels")
+        raise OptionError("max_accuracy_drop needs labels", params=("max_accuracy_drop", "labels"))
     return report
 
 
@@ -467,11 +469,13 @@ def load_labels(path: Union[str, os.PathLike]) -> np.ndarray:
 def _accuracy(report: VerifyReport, dense_outs, pruned_outs, labels: np.ndarray) -> Accuracy:
     stats = next((o for o in report.outputs if o.top1 is not None), None)
     if stats is None:
-        raise OptionError("--labels was given but no output looks like class scores" + _why_no_classes(report))
+        raise OptionError("labels was given but no output looks like class scores" + _why_no_classes(report),
+                          params=("labels",))
     dense = np.concatenate([np.argmax(d, axis=1) for d in dense_outs[stats.name]])
     pruned = np.concatenate([np.argmax(p, axis=1) for p in pruned_outs[stats.name]])
     if dense.size != labels.size:
-        raise OptionError(f"--labels holds {labels.size} labels for {dense.size} samples of output {stats.name!r}")
+        raise OptionError(f"labels holds {labels.size} labels for {dense.size} samples of output {stats.name!r}",
+                          params=("labels",))
     return Accuracy(stats.name, int(labels.size), float(np.mean(dense == labels)), float(np.mean(pruned == labels)))
 
 
