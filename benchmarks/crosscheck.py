@@ -65,7 +65,7 @@ def main() -> None:
     import numpy as np
 
     from onnxprune.bench import BenchConfig, bench, speedup_interval
-    from onnxprune.cost import parse_shapes
+    from onnxprune.inputs import parse_shapes
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("dense")

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import onnxprune  # noqa: E402
 from onnxprune.calib import check_arrays, load_npz  # noqa: E402
 from onnxprune.finetune.train import FinetuneOptions, finetune  # noqa: E402
-from onnxprune.verify import open_session  # noqa: E402
+from onnxprune.session import open_session  # noqa: E402
 
 MODELS = ("digits_cnn", "digits_resnet")
 RATIOS = (0.3, 0.5, 0.7)

@@ -40,8 +40,8 @@ from onnxprune.bench import (  # noqa: E402
 from onnxprune.diagnosis import PROBE_FACTOR, Evidence, diagnose  # noqa: E402
 from onnxprune.errors import OnnxPruneError  # noqa: E402
 from onnxprune.fp16 import check_float16, to_float16  # noqa: E402
+from onnxprune.inputs import make_inputs  # noqa: E402
 from onnxprune.io import save_model  # noqa: E402
-from onnxprune.verify import make_inputs  # noqa: E402
 from onnxprune.unstructured import prune_unstructured  # noqa: E402
 
 HAS_DEPTH = "depth_ratio" in inspect.signature(api.prune).parameters

@@ -25,11 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
 from onnxprune.bench import BenchConfig, bench  # noqa: E402
+from onnxprune.inputs import load_inputs_npz, make_inputs  # noqa: E402
 from onnxprune.io import save_model  # noqa: E402
 from onnxprune.latency import Deployment  # noqa: E402
 from onnxprune.latency_target import prune_to_latency  # noqa: E402
 from onnxprune.target import round_to_for  # noqa: E402
-from onnxprune.verify import compare, load_inputs_npz, make_inputs  # noqa: E402
+from onnxprune.verify import compare  # noqa: E402
 
 OUT = ROOT / "bench-out"
 TARGET = 0.5

@@ -134,7 +134,8 @@ def main() -> None:
 
 def fidelity_table(paths: list[Path], shapes: dict) -> str:
     """Cosine similarity of each variant's hidden states to the dense model's, on 4 random inputs."""
-    from onnxprune.verify import compare, make_inputs
+    from onnxprune.inputs import make_inputs
+    from onnxprune.verify import compare
 
     feeds = make_inputs(str(paths[0]), shapes=shapes, samples=4, seed=0)
     lines = ["Fidelity (same random token ids, 4 samples): cosine of the pruned model's outputs to the dense "

@@ -16,9 +16,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .calib import Feed, SampleSet, feed_rows
+from .calib import SampleSet, feed_rows
 from .errors import OnnxPruneError
 from .graph import subgraph_outer_names
+from .inputs import Feed
 
 Progress = Optional[Callable[[int], None]]  # called with the number of samples just processed
 ACTIVATION_BUDGET = 256 << 20  # bytes of tapped tensors per batch, which sets the batch size

@@ -12,19 +12,20 @@ import onnx
 
 from .block_scores import WEIGHT_PROXY_NOTE, blocks_to_remove, data_scores, weight_scores
 from .blocks import Block, find_blocks, removable
-from .cost import CostReport, count_cost, counting_shapes, generic_input_shapes
+from .calib import CALIB_SAMPLES, MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
+from .cost import CostReport, count_cost
 from .deps.context import Analysis, analyze as _analyze, declined_layers, no_group_reason, subgraph_reason
 from .deps.ops import default_registry
 from .deps.rules import Registry
 from .errors import NothingToPruneError, OnnxPruneWarning, OptionError
 from .fold import fold_constants
 from .graph import Graph, drop_unused
-from .calib import MIN_CALIB_SAMPLES, ImageFolder, SampleSet, from_feeds, load_images, load_npz
-from .importance import DATA_CRITERIA, activation_inputs, channel_scores
+from .importance import DATA_CRITERIA, DEFAULT_CRITERION, activation_inputs, channel_scores
+from .inputs import counting_shapes, generic_input_shapes
 from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
-from .plan import (DEFAULT_ROUND_TO, Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, plan_widths,
-                   unit_of, unmatched_excludes)
+from .plan import (Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, plan_widths, unit_of,
+                   unmatched_excludes)
 from .planfile import PlanFile, plan_file
 from .depth import remove_blocks as drop_blocks
 from .kernels import block_kernels
@@ -49,7 +50,7 @@ NO_RECOVERY_NOTE = (
 class PruneResult:
     model: onnx.ModelProto
     report: PruneReport
-    analysis: Optional[Analysis]  # of the width stage (None when only blocks were removed)
+    analysis: Optional[Analysis]  # of the width stage, on the dense model it left unchanged (None: blocks only)
     plan: Optional[Plan]
     masked_reads: dict  # (weight, axis) -> removed positions: the masking oracle's input (see oracle.py)
     dense_io: tuple  # the dense model's inputs and outputs (validate.io_signature), which must not change
@@ -78,15 +79,16 @@ def _working_copy(source: ModelSource) -> tuple[onnx.ModelProto, Optional[int]]:
 
 
 def _analysis(model: onnx.ModelProto, shapes, registry, sample=None) -> tuple[Graph, Analysis, CostReport]:
+    """`model` folded in place (see `_indexed`) and analyzed; the analysis holds `model` and never changes it."""
     graph, cost = _indexed(model, shapes, sample)
     return graph, _analyze(graph, registry or default_registry()), cost
 
 
 def _indexed(model: onnx.ModelProto, shapes, sample=None) -> tuple[Graph, CostReport]:
-    """The folded model's index and cost. The index works with every dim nobody pinned at a generic size (see
-    cost.generic_sizes), so that the analysis (its groups and plan, the blocks found) is that of a pinned model;
-    MACs are counted at cost.counting_shapes, which the report states (`sample`: one calibration feed's input
-    shapes)."""
+    """Folds constants into `model` in place (the caller's own copy), then returns its index and cost. The index
+    works with every dim nobody pinned at a generic size (see inputs.generic_sizes), so that the analysis (its groups
+    and plan, the blocks found) is that of a pinned model; MACs are counted at inputs.counting_shapes, which the
+    report states (`sample`: one calibration feed's input shapes)."""
     fold_constants(model)
     generic = generic_input_shapes(model, shapes)
     info, at_generic = infer_generic_shapes(model, generic, shapes)
@@ -217,11 +219,11 @@ def prune(
     model: ModelSource,
     *,
     ratio: Optional[float] = None,
-    scope: str = "uniform",
-    criterion: str = "l1",
-    max_ratio: float = 0.9,
-    round_to: int = DEFAULT_ROUND_TO,
-    min_channels: int = 1,
+    scope: str = PlanOptions.scope,
+    criterion: str = DEFAULT_CRITERION,
+    max_ratio: float = PlanOptions.max_ratio,
+    round_to: int = PlanOptions.round_to,
+    min_channels: int = PlanOptions.min_channels,
     exclude: Optional[Sequence[str]] = (),
     heads_ratio: Optional[float] = None,
     ffn_ratio: Optional[float] = None,
@@ -230,7 +232,7 @@ def prune(
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
     registry: Optional[Registry] = None,
     calib: Optional[CalibSource] = None,
-    calib_samples: Optional[int] = 512,
+    calib_samples: Optional[int] = CALIB_SAMPLES,
     recover: Optional[str] = None,
     progress: Progress = None,
     widths: Optional[Mapping[int, int]] = None,
@@ -255,8 +257,8 @@ def prune(
 
     Depth pruning: `depth_ratio` (a fraction of the removable residual blocks, rounded up) or `remove_blocks` (a
     count) removes whole blocks y = x + f(x) first (blocks.py; scored by ||f(x)|| / ||x|| on `calib`, else by a
-    weight proxy), then the width stage prunes the smaller graph. `ratio` defaults to 0.5, or to 0 (blocks only)
-    when a depth option is given. `exclude` keeps matching blocks too.
+    weight proxy), then the width stage prunes the smaller graph. `ratio` defaults to PlanOptions.ratio, or to 0
+    (blocks only) when a depth option is given. `exclude` keeps matching blocks too.
     `widths` (group id -> channels kept, from plan.aligned_widths; latency_target.py chooses them) replaces
     the ratio: the listed groups keep that many channels, the others all of theirs.
     `finetune_epochs` > 0 (or `finetune`, a finetune.train.FinetuneOptions) then trains the pruned model by
@@ -267,12 +269,12 @@ def prune(
     if depth:
         blocks_to_remove(1, depth_ratio, remove_blocks)  # the options' checks, before any work
     if ratio is None:
-        ratio = 0.0 if depth else 0.5
+        ratio = 0.0 if depth else PlanOptions.ratio
     width = not depth or ratio > 0 or bool(heads_ratio) or bool(ffn_ratio)
     if finetune_epochs and finetune is not None:
         raise OptionError("give the epoch count in the fine-tuning options or as finetune_epochs, not both")
     if finetune_epochs < 0:
-        raise OptionError(f"finetune_epochs must not be negative, got {finetune_epochs}")
+        raise OptionError(f"finetune_epochs must not be negative, got {finetune_epochs}", params=("finetune_epochs",))
     if finetune is None and finetune_epochs:
         finetune = _finetune_options(finetune_epochs)
     if finetune is not None and calib is None:
@@ -352,7 +354,8 @@ class _Work:
 
 def _load_work(model: ModelSource, shapes, registry, calib, calib_limit, progress,
                blocks: Optional[_BlockOptions] = None, width: bool = True) -> _Work:
-    """The model loaded; with `blocks`, the depth stage done (in place); with `width`, the result analyzed."""
+    """The model loaded (prune's own copy); with `blocks`, the depth stage done on it in place; with `width`, the
+    result folded in place and analyzed."""
     working, disk_bytes = _working_copy(model)
     samples = (calibration_samples(calib, working, calib_limit, _stage(progress, "calibration"))
                if calib is not None else None)
@@ -403,27 +406,24 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
                finetune: tuple = (None, None)) -> PruneResult:
     """Rewrite the analyzed model as `plan` says (None: blocks only, already removed), recover it when
     settings["recover"] asks, fine-tune it when `finetune` (options, progress) has options, and report
-    (`unmatched`: the --exclude patterns that matched nothing, the report's warnings)."""
+    (`unmatched`: the --exclude patterns that matched nothing, the report's warnings). The analyzed model stays
+    dense (the rewrite is a new model, which recovery then changes in place): the result's analysis describes it,
+    and recovery and fine-tuning read it as the reference."""
     tune_options, tune_progress = finetune
     analysis, method, samples = work.analysis, settings["recover"], work.samples
-    reads, recovery, pruned, dense = {}, None, work.working, None
+    reads, recovery, pruned, tuned = {}, None, work.working, None
     if plan is not None:
         keep = {g.space: plan.decisions[g.id].kept for g in analysis.groups if g.id in plan.decisions}
         reads = removed_reads(analysis, keep)
-        if (method != "none" or tune_options is not None) and plan.pruned:
-            dense = onnx.ModelProto()
-            dense.CopyFrom(work.working)
         pruned = rewrite(analysis, keep)
-        if dense is not None and method != "none":
-            recovery = recover_model(dense, analysis, keep, reads, samples, method,
+        if method != "none" and plan.pruned:
+            recovery = recover_model(pruned, analysis, keep, reads, samples, method,
                                      progress=_stage(work.progress, "recovery"))
     drop_unused(pruned)
-    tuned = None
-    if dense is not None and tune_options is not None:
+    if plan is not None and plan.pruned and tune_options is not None:
         from .finetune.train import finetune as distill
 
-        pruned, tuned = distill(pruned, dense, samples, options=tune_options, progress=tune_progress)
-    del dense
+        pruned, tuned = distill(pruned, analysis.graph.model, samples, options=tune_options, progress=tune_progress)
     if work.depth is not None and work.depth.kernels_before:
         work.depth.kernels_after = block_kernels(pruned, [])[1] or None
     cost_before = work.cost_dense or work.cost_before

@@ -40,11 +40,12 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import onnx
 
-from .cost import count_cost, default_input_shapes, model_inputs
+from .cost import count_cost
 from .errors import OnnxPruneError, OptionError
-from .io import load_model
+from .inputs import default_input_shapes, make_inputs, model_inputs
+from .io import ModelSource, load_model
+from .session import open_session, run_failure
 from .tables import markdown, num, plain
-from .verify import ModelSource, make_inputs, open_session, run_failure
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -83,18 +84,21 @@ class BenchConfig:
                 raise OptionError(f"unknown provider {p!r}: choose from {', '.join(PROVIDERS)}")
         if not self.providers:
             raise OptionError("no provider given")
-        for name, values in (("--batch", self.batches or ()), ("--threads", self.threads)):
+        for name, values in (("batch", self.batches or ()), ("threads", self.threads)):
             for v in values:
                 if int(v) < 1:
-                    raise OptionError(f"{name} must be at least 1, got {v}")
+                    raise OptionError(f"{name} must be at least 1, got {v}", params=(name,))
         if not self.threads:
-            raise OptionError("--threads needs at least one value")
+            raise OptionError("threads needs at least one value", params=("threads",))
         if self.runs < 1 or self.rounds < 1:
-            raise OptionError(f"--runs and --rounds must be at least 1, got {self.runs} and {self.rounds}")
+            raise OptionError(f"runs and rounds must be at least 1, got {self.runs} and {self.rounds}",
+                              params=("runs", "rounds"))
         if self.warmup < 0 or self.untimed_per_visit < 0 or self.pause_s < 0 or self.visit_ms < 0:
-            raise OptionError("--warmup, --visit-ms, untimed runs per visit and the pause must not be negative")
+            raise OptionError("warmup, visit_ms, untimed runs per visit and the pause must not be negative",
+                              params=("warmup", "visit_ms"))
         if self.cuda_graph and list(self.providers) != ["cuda"]:
-            raise OptionError("--cuda-graph needs --provider cuda alone (CUDA graphs are a CUDA provider feature)")
+            raise OptionError("cuda_graph needs provider cuda alone (CUDA graphs are a CUDA provider feature)",
+                              params=("cuda_graph", "provider"))
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -30,13 +30,14 @@ SCALE_OPS = ("BatchNormalization", "Mul")
 def blocks_to_remove(found: int, depth_ratio: Optional[float], remove_blocks: Optional[int]) -> int:
     """How many of the `found` blocks go: `depth_ratio` of them rounded up, or `remove_blocks` (at most all)."""
     if depth_ratio is not None and remove_blocks is not None:
-        raise OptionError("--depth-ratio and --remove-blocks both set how many blocks go: give one")
+        raise OptionError("depth_ratio and remove_blocks both set how many blocks go: give one",
+                          params=("depth_ratio", "remove_blocks"))
     if depth_ratio is not None:
         if not 0.0 < depth_ratio <= 1.0:
-            raise OptionError(f"--depth-ratio must be in (0, 1], got {depth_ratio}")
+            raise OptionError(f"depth_ratio must be in (0, 1], got {depth_ratio}", params=("depth_ratio",))
         return min(found, math.ceil(depth_ratio * found - 1e-9))
     if remove_blocks is None or remove_blocks < 1:
-        raise OptionError(f"--remove-blocks must be at least 1, got {remove_blocks}")
+        raise OptionError(f"remove_blocks must be at least 1, got {remove_blocks}", params=("remove_blocks",))
     return min(found, remove_blocks)
 
 

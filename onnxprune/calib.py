@@ -19,11 +19,11 @@ from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Un
 import numpy as np
 import onnx
 
-from .cost import InputSpec, model_inputs
 from .errors import OptionError
+from .inputs import Feed, input_dtype, model_inputs
 
-Feed = dict[str, np.ndarray]
 MIN_CALIB_SAMPLES = 8
+CALIB_SAMPLES = 512  # the most calibration samples a stage uses unless told otherwise (prune, sensitivity, recipes)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -84,13 +84,6 @@ def feed_rows(feed: Feed) -> int:
     return 1 if first is None or np.ndim(first) == 0 else int(np.shape(first)[0])
 
 
-def _np_dtype(spec: InputSpec) -> Optional[np.dtype]:
-    try:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(spec.elem_type))
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def _names(items) -> str:
     return ", ".join(map(repr, items)) or "nothing"
 
@@ -108,7 +101,7 @@ def check_arrays(arrays: Mapping[str, np.ndarray], model: onnx.ModelProto, label
     forms, counts, fixed = set(), set(), None
     for spec in specs:
         arr = arrays[spec.name]
-        dtype = _np_dtype(spec)
+        dtype = input_dtype(spec)
         if dtype is not None and arr.dtype != dtype:
             raise OptionError(f"{label}: input {spec.name!r} needs dtype {dtype}, the array is {arr.dtype}")
         if arr.ndim < 1:
@@ -175,7 +168,7 @@ def from_feeds(feeds: Iterable[Mapping[str, np.ndarray]], model: onnx.ModelProto
             raise OptionError(f"calibration feed {i} names {_names(sorted(feed))}; the model needs {_names(sorted(specs))}")
         arrays = {k: np.asarray(v) for k, v in feed.items()}
         for name, arr in arrays.items():
-            dtype = _np_dtype(specs[name])
+            dtype = input_dtype(specs[name])
             if dtype is not None and arr.dtype != dtype:
                 raise OptionError(f"calibration feed {i}: input {name!r} needs dtype {dtype}, got {arr.dtype}")
         given.append(arrays)
@@ -262,7 +255,7 @@ def load_images(folder: Union[str, os.PathLike], model: onnx.ModelProto, options
     mean, std = _per_channel(options.mean, channels, "mean"), _per_channel(options.std, channels, "std")
     if np.any(std == 0):
         raise OptionError("std values must not be 0")
-    dtype = _np_dtype(spec) or np.dtype(np.float32)
+    dtype = input_dtype(spec) or np.dtype(np.float32)
     batch = []
     files = files[:limit]
     for f in files:

@@ -236,7 +236,8 @@ def model_card(result, output: Union[str, os.PathLike], *, plan: Optional[Union[
     """
     from .bench import format_markdown
     from .provenance import file_sha256, versions
-    from .verify import compare, format_table, make_inputs
+    from .inputs import make_inputs
+    from .verify import compare, format_table
 
     result = result if isinstance(result, PruneFacts) else PruneFacts.of(result)
     if result.source is None:

@@ -24,16 +24,16 @@ from .cli_options import (calibration_options, deployment_for, deployment_option
                           structured_prune_options)
 from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
 from .cli_sensitivity import sensitivity_cmd
-from .cost import parse_shapes, unpinned_dims_notes
 from .errors import InternalError, NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
+from .inputs import parse_shapes, unpinned_dims_notes
+from .inputs import make_inputs
 from .io import check_output_path, load_model, stage_model
 from .latency import DEFAULT_BUDGET_S
 from .latency_target import target_fraction
-from .plan import DEFAULT_ROUND_TO
+from .plan import PlanOptions
 from .progress import Progress, Stages
 from .target import CHOICES as TARGET_CHOICES
 from .validate import check_io, check_runnable
-from .verify import make_inputs
 
 INTERNAL_ERROR_EXIT = InternalError.exit_code
 PRUNE_STAGES = {  # api.prune's progress stages: (label, unit)
@@ -283,7 +283,7 @@ def _prune_unstructured(model, sparsity, scope, pattern, exclude):
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--ratios", default="0.1,0.3,0.5,0.7,0.9", show_default=True, help="Comma-separated pruning ratios.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for models, JSON, table, plot.")
-@click.option("--round-to", type=int, default=None, help=f"Structured: kept-count multiple [default: {DEFAULT_ROUND_TO}].")
+@click.option("--round-to", type=int, default=None, help=f"Structured: kept-count multiple [default: {PlanOptions.round_to}].")
 @click.option("--target", type=click.Choice(list(TARGET_CHOICES)), default=None, help="Sets --round-to, as for prune.")
 @shape_option()
 @click.option("--threads", type=int, default=1, show_default=True, help="intra_op_num_threads of the benchmark.")
@@ -345,7 +345,7 @@ def main(argv=None) -> None:
     except OnnxPruneError as exc:
         if debug:  # the traceback as well, with the same exit code
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {exc.on_command_line() if isinstance(exc, OptionError) else exc}", err=True)
         sys.exit(exc.exit_code)
     except InternalError as exc:  # a bug onnxprune's own checks caught: its message, and how to report it
         if debug:  # the traceback as well, with the same exit code

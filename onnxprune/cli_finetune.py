@@ -13,6 +13,7 @@ import click
 
 from .cli_options import image_options
 from .errors import OnnxPruneError, OptionError
+from .finetune.train import DEVICES, FinetuneOptions
 
 
 class Interrupted(OnnxPruneError):
@@ -69,8 +70,6 @@ def describe_epoch(record) -> str:
 
 
 def finetune_options_from(epochs, lr, batch_size, device, max_minutes, holdout, patience, augment, seed):
-    from .finetune.train import FinetuneOptions
-
     options = FinetuneOptions(epochs, lr, batch_size, device, max_minutes, holdout, patience or None, augment, seed)
     options.validate()
     return options
@@ -88,19 +87,22 @@ def finetune_options_from(epochs, lr, batch_size, device, max_minutes, holdout, 
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="Class ids (.npy, one per sample): adds a cross-entropy loss and reports held-out accuracy.")
 @click.option("--samples", type=int, default=None, help="Most samples used (default: all).")
-@click.option("--epochs", type=int, default=10, show_default=True, help="Passes over the training split.")
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="Peak learning rate (AdamW, cosine decay).")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Samples per step.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--epochs", type=int, default=FinetuneOptions.epochs, show_default=True,
+              help="Passes over the training split.")
+@click.option("--lr", type=float, default=FinetuneOptions.lr, show_default=True,
+              help="Peak learning rate (AdamW, cosine decay).")
+@click.option("--batch-size", type=int, default=FinetuneOptions.batch_size, show_default=True, help="Samples per step.")
+@click.option("--device", type=click.Choice(list(DEVICES)), default=FinetuneOptions.device, show_default=True,
               help="Where the student trains (the teacher runs in onnxruntime on CPU).")
 @click.option("--max-minutes", type=float, default=None, help="Stop training after this long; the best model is kept.")
-@click.option("--holdout", type=float, default=0.1, show_default=True,
+@click.option("--holdout", type=float, default=FinetuneOptions.holdout, show_default=True,
               help="Fraction of the samples held out to pick the best epoch.")
-@click.option("--patience", type=int, default=10, show_default=True,
+@click.option("--patience", type=int, default=FinetuneOptions.patience, show_default=True,
               help="Stop after this many epochs without a better held-out score (0: never).")
-@click.option("--augment/--no-augment", default=True, show_default=True,
+@click.option("--augment/--no-augment", default=FinetuneOptions.augment, show_default=True,
               help="Image inputs: zoom, shift, flip, contrast and mixup; the teacher labels what comes out.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the order and the augmentation.")
+@click.option("--seed", type=int, default=FinetuneOptions.seed, show_default=True,
+              help="Seed of the split, the order and the augmentation.")
 @click.option("--force", is_flag=True, help="Allow writing over the input model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def finetune_cmd(pruned, teacher, output, data, calib_images, size, mean, std, layout, labels, samples, epochs, lr,

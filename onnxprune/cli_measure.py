@@ -16,13 +16,13 @@ import click
 from .bench import PROVIDERS, BenchConfig, bench, format_markdown
 from .bench import format_table as format_bench_table
 from .cli_options import fidelity_options, image_options, image_options_for, shape_option
-from .cost import parse_shapes, unpinned_dims_notes
-from .errors import OptionError, VerificationError
-from .io import load_model
 from .diagnosis import gather
+from .errors import OptionError, VerificationError
+from .inputs import load_inputs_images, load_inputs_npz, make_inputs, parse_shapes, unpinned_dims_notes
+from .io import load_model
 from .layers import bench_layers, format_groups
 from .progress import Progress
-from .verify import Gates, compare, format_table, load_inputs_images, load_inputs_npz, load_labels, make_inputs
+from .verify import Gates, compare, format_table, load_labels
 
 
 @click.command("verify")

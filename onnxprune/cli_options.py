@@ -16,7 +16,7 @@ from typing import Optional
 import click
 
 from .bench import PROVIDERS
-from .calib import ImageOptions, parse_floats, parse_size
+from .calib import CALIB_SAMPLES, ImageOptions, parse_floats, parse_size
 from .errors import OptionError
 from .executors import EXECUTORS
 
@@ -62,7 +62,7 @@ SHAPE_HELP = "Pin an input's dynamic dims, NAME=1x3x224x224 (repeatable): shape 
 
 
 def shape_option(help: str = SHAPE_HELP):
-    """--shape NAME=AxBxC, repeatable, into the `shapes` parameter (parse it with cost.parse_shapes)."""
+    """--shape NAME=AxBxC, repeatable, into the `shapes` parameter (parse it with inputs.parse_shapes)."""
     return click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help=help)
 
 
@@ -110,31 +110,32 @@ def image_options_for(folder, folder_option: str, size: Optional[str], mean: str
 
 
 def _structured_prune_options():
-    from .importance import CRITERIA
-    from .plan import DEFAULT_ROUND_TO, SCOPES
+    from .importance import CRITERIA, DEFAULT_CRITERION
+    from .plan import SCOPES, PlanOptions
     from .target import CHOICES as TARGET_CHOICES
 
     return _stack(
-        click.option("--ratio", type=float, default=0.5, show_default=True,
+        click.option("--ratio", type=float, default=PlanOptions.ratio, show_default=True,
                      help="Fraction of channels to remove per group."),
         click.option("--heads-ratio", type=float, default=None,
                      help="Fraction of attention heads to remove (default: --ratio)."),
         click.option("--ffn-ratio", type=float, default=None,
                      help="Fraction of MatMul/Gemm output neurons (FFN intermediates) to remove (default: --ratio)."),
-        click.option("--criterion", type=click.Choice(list(CRITERIA)), default="l1", show_default=True,
+        click.option("--criterion", type=click.Choice(list(CRITERIA)), default=DEFAULT_CRITERION, show_default=True,
                      help="Channel score: l1/l2 norm of the weights that produce and read the channel; activation "
                           "(mean |x| where it is read) and wanda (|w| x ||x||) need --calib."),
-        click.option("--scope", type=click.Choice(list(SCOPES)), default="uniform", show_default=True,
+        click.option("--scope", type=click.Choice(list(SCOPES)), default=PlanOptions.scope, show_default=True,
                      help="uniform: every group loses --ratio; global: rank normalized scores across groups."),
-        click.option("--max-ratio", type=float, default=0.9, show_default=True,
+        click.option("--max-ratio", type=float, default=PlanOptions.max_ratio, show_default=True,
                      help="Global scope: most any group loses."),
         click.option("--round-to", type=int, default=None,
-                     help=f"Kept channel counts are multiples of this (1: no rounding) [default: {DEFAULT_ROUND_TO}, "
+                     help=f"Kept channel counts are multiples of this (1: no rounding) [default: {PlanOptions.round_to}, "
                           "or --target's]."),
         click.option("--target", type=click.Choice(list(TARGET_CHOICES)), default=None,
                      help="Hardware the model will run on: sets --round-to to its channel block (cpu-avx2 8, "
                           "cpu-avx512 16, gpu 8; auto: this machine's CPU)."),
-        click.option("--min-channels", type=int, default=1, show_default=True, help="Fewest channels a group keeps."),
+        click.option("--min-channels", type=int, default=PlanOptions.min_channels, show_default=True,
+                     help="Fewest channels a group keeps."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Leave groups with a member node matching GLOB."),
     )
 
@@ -143,7 +144,7 @@ def _recovery_options():
     from .recovery import METHODS
 
     return _stack(
-        click.option("--calib-samples", type=int, default=512, show_default=True,
+        click.option("--calib-samples", type=int, default=CALIB_SAMPLES, show_default=True,
                      help="Most calibration samples used."),
         click.option("--recover", type=click.Choice(list(METHODS)), default=None,
                      help="Training-free recovery: none, bias, lsq, stats or all [default: all with calibration data, "
@@ -195,9 +196,9 @@ def deployment_for(provider: str, batch: int, threads: int):
 
 def round_to_from(round_to: Optional[int], target: Optional[str]) -> int:
     """The kept-count multiple from --round-to or --target (at most one of them)."""
-    from .plan import DEFAULT_ROUND_TO
+    from .plan import PlanOptions
     from .target import round_to_for
 
     if round_to is not None and target is not None:
         raise OptionError("--round-to and --target both set the channel multiple: give one")
-    return round_to_for(target) if target is not None else DEFAULT_ROUND_TO if round_to is None else round_to
+    return round_to_for(target) if target is not None else PlanOptions.round_to if round_to is None else round_to

@@ -16,8 +16,8 @@ import click
 
 from .bench import PROVIDERS
 from .cli_options import calibration_options, fidelity_options, output_report_options, shape_option
-from .cost import parse_shapes
 from .errors import OptionError, VerificationError
+from .inputs import parse_shapes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def apply_plan_cmd(model, plan, output, shapes, calib, calib_images, size, mean,
     from .planfile import PlanFile
     from .provenance import model_sha256
     from .validate import check_io
-    from .verify import make_inputs
+    from .inputs import make_inputs
 
     from .io import check_output_path
 

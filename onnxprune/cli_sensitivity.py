@@ -7,11 +7,12 @@ import json
 
 import click
 
+from .calib import CALIB_SAMPLES
 from .cli_options import deployment_for, deployment_options, executor_options, round_to_from
-from .cost import parse_shapes
 from .errors import OptionError
 from .executors import make_executor
-from .plan import DEFAULT_ROUND_TO
+from .inputs import parse_shapes
+from .plan import PlanOptions
 from .progress import Progress
 from .sweep import parse_ratios
 from .target import CHOICES as TARGET_CHOICES
@@ -27,10 +28,11 @@ from .verify import load_labels
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for sensitivity.json, .md and .png (a rerun there resumes an interrupted run).")
 @click.option("--ratios", default="0.25,0.5,0.75", show_default=True, help="Comma-separated ratios per group.")
-@click.option("--round-to", type=int, default=None, help=f"Kept-count multiple [default: {DEFAULT_ROUND_TO}].")
+@click.option("--round-to", type=int, default=None, help=f"Kept-count multiple [default: {PlanOptions.round_to}].")
 @click.option("--target", type=click.Choice(list(TARGET_CHOICES)), default=None, help="Sets --round-to, as for prune.")
-@click.option("--min-channels", type=int, default=1, show_default=True, help="Fewest channels a group keeps.")
-@click.option("--calib-samples", type=int, default=512, show_default=True, help="Most calibration samples used.")
+@click.option("--min-channels", type=int, default=PlanOptions.min_channels, show_default=True,
+              help="Fewest channels a group keeps.")
+@click.option("--calib-samples", type=int, default=CALIB_SAMPLES, show_default=True, help="Most calibration samples used.")
 @click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help="Pin an input's shape (repeatable).")
 @deployment_options
 @click.option("--no-latency", is_flag=True, help="Skip the latency profile (no milliseconds column).")

@@ -6,19 +6,19 @@ Elementwise ops, normalizations, pooling and softmax count 0 MACs: they are chea
 which is one reason a measured speedup can fall short of the MAC reduction (see docs/measuring.md).
 
 Dynamic dims that the caller does not pin are taken as 1; `CostReport.unknown_dims` and `notes` say so. `prune` and
-`inspect` pin every dim instead (counting_shapes): batch 1, the rest at calibration or generic sizes.
+`inspect` pin every dim instead (inputs.counting_shapes): batch 1, the rest at calibration or generic sizes.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import onnx
 
-from .errors import OptionError
 from .graph import attr, node_names
-from .shapes import Dim, ShapeInfo, infer_shapes, merge_shapes, symbolic_shapes
+from .inputs import default_input_shapes, dynamic_dims, model_inputs
+from .shapes import ShapeInfo, infer_shapes, merge_shapes, symbolic_shapes
 
 # element types of weights: floats, and the 8- and 4-bit integers of quantized weights (int64/int32 constants are
 # shapes, axes and indices, not parameters)
@@ -70,244 +70,6 @@ class CostReport:
             "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
             "per_node": {name: cost.to_dict() for name, cost in self.per_node.items()},
         }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Input shapes
-
-
-def parse_shape(text: str) -> tuple[str, list[int]]:
-    """Parse ``NAME=1x3x224x224`` into ``("NAME", [1, 3, 224, 224])``; raise OptionError on bad syntax."""
-    if not isinstance(text, str) or "=" not in text:
-        raise OptionError(f"bad shape {text!r}: expected NAME=DIMS, e.g. input=1x3x224x224")
-    name, _, dims_text = text.rpartition("=")
-    name, dims_text = name.strip(), dims_text.strip()
-    if not name:
-        raise OptionError(f"bad shape {text!r}: the input name before '=' is empty")
-    if not dims_text:
-        raise OptionError(f"bad shape {text!r}: no dims after '=' (expected e.g. {name}=1x3x224x224)")
-    dims: list[int] = []
-    for part in dims_text.replace(",", "x").split("x"):
-        part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise OptionError(
-                f"bad shape {text!r}: dim {part!r} is not a positive integer (expected e.g. {name}=1x3x224x224)"
-            )
-        dims.append(int(part))
-    return name, dims
-
-
-def parse_shapes(texts: Sequence[str]) -> dict[str, list[int]]:
-    """Parse several ``NAME=DIMS`` options into a dict; the same name twice is an OptionError."""
-    shapes: dict[str, list[int]] = {}
-    for text in texts:
-        name, dims = parse_shape(text)
-        if name in shapes:
-            raise OptionError(f"--shape given twice for input {name!r}")
-        shapes[name] = dims
-    return shapes
-
-
-@dataclass
-class InputSpec:
-    name: str
-    elem_type: int
-    dims: Optional[tuple[Dim, ...]]  # None when the model does not state the rank
-
-
-def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The model's real inputs (initializers listed as inputs by old exporters excluded), in order."""
-    init_names = {t.name for t in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in init_names:
-            continue
-        elem_type, dims = 0, None
-        if vi.type.HasField("tensor_type"):
-            tt = vi.type.tensor_type
-            elem_type = tt.elem_type
-            if tt.HasField("shape"):
-                dims = tuple(
-                    int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
-                )
-        specs.append(InputSpec(vi.name, elem_type, dims))
-    return specs
-
-
-def _dim_text(dims: Sequence[Dim]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
-
-
-def default_input_shapes(
-    model: onnx.ModelProto, overrides: Optional[Mapping[str, Sequence[int]]] = None,
-    open_size: Optional[Callable[[InputSpec, int], Optional[int]]] = None,
-) -> dict[str, list[int]]:
-    """Concrete shapes for the model's inputs: `overrides` where given, else the model's dims with dynamic ones
-    = 1, or `open_size(input, axis)` (see generic_sizes).
-
-    Raises OptionError for an override naming no input, with the wrong rank, or contradicting a fixed dim.
-    Inputs whose rank the model does not state and that have no override are left out.
-    """
-    overrides = dict(overrides or {})
-    specs = {spec.name: spec for spec in model_inputs(model)}
-    unknown = [name for name in overrides if name not in specs]
-    if unknown:
-        names = ", ".join(repr(n) for n in specs) or "(none)"
-        raise OptionError(f"a shape names no input of the model: {', '.join(map(repr, unknown))}; inputs are {names}")
-    shapes: dict[str, list[int]] = {}
-    for name, spec in specs.items():
-        if name in overrides:
-            dims = [int(d) for d in overrides[name]]
-            if any(d < 1 for d in dims):
-                raise OptionError(f"the shape of {name!r}: every dim must be a positive integer, got {dims}")
-            if spec.dims is not None:
-                if len(dims) != len(spec.dims):
-                    raise OptionError(
-                        f"--shape {name}: rank {len(dims)} {dims} does not match the model's input rank "
-                        f"{len(spec.dims)} {_dim_text(spec.dims)}"
-                    )
-                for axis, (given, fixed) in enumerate(zip(dims, spec.dims)):
-                    if isinstance(fixed, int) and fixed > 0 and given != fixed:
-                        raise OptionError(
-                            f"--shape {name}: dim {axis} is fixed to {fixed} in the model "
-                            f"{_dim_text(spec.dims)}, got {given}"
-                        )
-            shapes[name] = dims
-    # a symbolic dim pinned in one input ("batch" = 4) takes the same value wherever else that name appears
-    symbols: dict[str, int] = {}
-    for name, dims in shapes.items():
-        for given, declared in zip(dims, specs[name].dims or ()):
-            if isinstance(declared, str):
-                symbols.setdefault(declared, given)
-    open_size = open_size or (lambda spec, axis: 1)
-    for name, spec in specs.items():
-        if name not in shapes and spec.dims is not None:
-            shapes[name] = [
-                d if isinstance(d, int) and d > 0 else symbols[d] if d in symbols else open_size(spec, axis)
-                for axis, d in enumerate(spec.dims)
-            ]
-    return shapes
-
-
-# Sizes for the dynamic dims nobody pinned. A size of 1 hides an axis (broadcasting lets a [B, 1, S, S] mask
-# meet [B, H, S, S] scores at B = S = 1 without showing which axis is which), and two dims of one size look like
-# one dim, so each dim name gets its own size, never 1: a prime from 11 on, small because models bound some
-# dims (a position table of 32 rows bounds the sequence); on the image axes of float inputs of rank 4 or more,
-# 32 times a prime from 7 on (224, 352, ...), since strided networks that concatenate skip connections need
-# sizes divisible by their total stride.
-ANONYMOUS_DIMS = ("", "?")  # names exporters write for "unknown": each such dim is a dim of its own
-IMAGE_MULTIPLE = 32
-FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
-
-
-def _primes(start: int):
-    n = start
-    while True:
-        if all(n % k for k in range(2, int(n**0.5) + 1)):
-            yield n
-        n += 1
-
-
-def generic_sizes() -> Callable[[InputSpec, int], int]:
-    """An `open_size` for default_input_shapes: the generic size of each dynamic dim (above), the same for
-    every input that names the dim."""
-    named: dict[str, int] = {}
-    small, image = _primes(11), _primes(7)
-
-    def size(spec: InputSpec, axis: int) -> int:
-        declared = spec.dims[axis]
-        name = declared if isinstance(declared, str) and declared not in ANONYMOUS_DIMS else None
-        if name not in named:
-            image_axis = spec.elem_type in FLOAT_TYPES and len(spec.dims) >= 4 and axis >= 1
-            value = IMAGE_MULTIPLE * next(image) if image_axis else next(small)
-            if name is None:
-                return value
-            named[name] = value
-        return named[name]
-
-    return size
-
-
-def generic_input_shapes(
-    model: onnx.ModelProto, overrides: Optional[Mapping[str, Sequence[int]]] = None
-) -> dict[str, list[int]]:
-    """The shapes the analysis works at: `overrides` where given, every other dynamic dim at its generic size.
-    The plan does not depend on these sizes (no rule fixes a dynamic size into the model); they only let shape
-    inference resolve what exporters compute from the input's shape, as a pinned shape does."""
-    return default_input_shapes(model, overrides, generic_sizes())
-
-
-def dynamic_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
-    """For each input, the axes whose size the model leaves open (symbolic or unknown)."""
-    return {
-        spec.name: [axis for axis, d in enumerate(spec.dims) if not (isinstance(d, int) and d > 0)]
-        for spec in model_inputs(model)
-        if spec.dims is not None
-    }
-
-
-def unpinned_dims_notes(model: onnx.ModelProto, pinned: Mapping[str, Sequence[int]], what: str) -> list[str]:
-    """Notes on inputs whose dims past the batch axis are dynamic and not pinned by `pinned`: they are set to 1,
-    which says little about real inputs (a sequence of one token, a 1x1 image). A named dim is mentioned once:
-    pinning it in one input pins it everywhere (see default_input_shapes)."""
-    specs = [spec for spec in model_inputs(model) if spec.dims is not None]
-    settled = {d for spec in specs if spec.name in pinned for d in spec.dims if isinstance(d, str)}
-    notes = []
-    for spec in specs:
-        if spec.name in pinned:
-            continue
-        open_dims = {a: d for a, d in enumerate(spec.dims) if not (isinstance(d, int) and d > 0)}
-        axes = [a for a, d in open_dims.items() if a > 0 and not (isinstance(d, str) and d in settled)]
-        if not axes:
-            continue
-        settled.update(d for d in open_dims.values() if isinstance(d, str))
-        notes.append(f"input {spec.name!r}: dynamic dims {axes} set to 1, so {what} at that size; "
-                     f"pin real sizes with --shape {spec.name}={_pin_example(spec)}")
-    return notes
-
-
-def _pin_example(spec: InputSpec) -> str:
-    """`--shape` text for `spec` with its dynamic dims as placeholders (the batch axis as 1): 1x3x<H>x<W>."""
-    def dim(axis: int, d) -> str:
-        if isinstance(d, int) and d > 0:
-            return str(d)
-        if axis == 0:
-            return "1"
-        return f"<{d}>" if isinstance(d, str) and d not in ANONYMOUS_DIMS else f"<dim{axis}>"
-
-    return "x".join(dim(a, d) for a, d in enumerate(spec.dims))
-
-
-def counting_shapes(
-    model: onnx.ModelProto, pinned: Optional[Mapping[str, Sequence[int]]] = None,
-    sample: Optional[Mapping[str, Sequence[int]]] = None,
-) -> tuple[dict[str, list[int]], list[str]]:
-    """The input shapes `prune` and `inspect` count MACs at, and notes on the dims nobody pinned: a dynamic batch
-    axis (0) counts at 1 (MACs per sample); every other open dim at the calibration data's size where given
-    (`sample`: the input shapes of one feed), else at its generic size (generic_sizes; never 1, which drops whole
-    terms such as attention's S x S). A named dim is noted once."""
-    generic = generic_input_shapes(model, pinned)
-    marked = default_input_shapes(model, pinned, lambda spec, axis: 0)  # 0: a dim nobody pinned
-    specs = {spec.name: spec for spec in model_inputs(model)}
-    shapes: dict[str, list[int]] = {}
-    notes, noted = [], set()
-    for name, dims in generic.items():
-        given = (sample or {}).get(name)
-        given = list(given) if given is not None and len(given) == len(dims) else None
-        open_axes = [a for a, d in enumerate(marked[name]) if d == 0]
-        for axis in open_axes:
-            dims[axis] = 1 if axis == 0 else given[axis] if given is not None else dims[axis]
-        shapes[name] = dims
-        declared = specs[name].dims or ()
-        shown = [a for a in open_axes if a > 0 and declared[a] not in noted]
-        if not shown:
-            continue
-        noted.update(declared[a] for a in shown if isinstance(declared[a], str) and declared[a] not in ANONYMOUS_DIMS)
-        sizes = "x".join(str(dims[a]) for a in shown)
-        where = (f"the calibration data's sizes {sizes}" if given is not None else
-                 f"generic sizes {sizes}; pin real sizes with --shape {name}={_pin_example(specs[name])}")
-        notes.append(f"input {name!r}: dynamic dims {shown} not pinned: MACs counted at {where}")
-    return shapes, notes
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from .graph import DEFAULT_DOMAINS, drop_unused, subgraph_outer_names
 
 
 def remove_blocks(model: onnx.ModelProto, blocks: Iterable[Block]) -> onnx.ModelProto:
+    """Remove `blocks` from `model` in place (see the module's docstring); returns `model`."""
     graph = model.graph
     blocks = list(blocks)
     gone = {name for b in blocks for name in b.nodes} | {b.add for b in blocks}

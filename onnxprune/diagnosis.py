@@ -161,7 +161,7 @@ def count_kernels(dense, provider: str, threads: int, batch: int, cfg) -> Option
     from .bench import provider_list, shapes_for_batch
     from .io import load_model
     from .layers import profile
-    from .verify import make_inputs
+    from .inputs import make_inputs
 
     proto = load_model(dense)
     feed = make_inputs(proto, shapes_for_batch(proto, dict(cfg.shapes), batch), samples=1, seed=cfg.seed)[0]

@@ -4,6 +4,9 @@ The CLI prints either's message on one line and exits with its `exit_code`; a ca
 catches OnnxPruneError and never swallows an InternalError by accident.
 """
 
+import re
+from typing import Sequence
+
 
 class OnnxPruneError(Exception):
     """Base class of every error caused by the user's input rather than by a bug."""
@@ -20,7 +23,22 @@ class UnsafePathError(OnnxPruneError):
 
 
 class OptionError(OnnxPruneError):
-    """An option value is out of range or inconsistent with the model."""
+    """An option value is out of range or inconsistent with the model.
+
+    `params`: the parameters the message names, in the API's words ("ratio must be in [0, 1), got 2"); the
+    command line names each by its option instead (`on_command_line`: "--ratio must be in [0, 1), got 2")."""
+
+    def __init__(self, message: str = "", params: Sequence[str] = ()):
+        super().__init__(message)
+        self.params = tuple(params)
+
+    def on_command_line(self) -> str:
+        """The message with the first mention of each of `params` said as its option: max_ratio -> --max-ratio."""
+        text = str(self)
+        for param in self.params:
+            option = "--" + param.replace("_", "-")
+            text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", lambda _m: option, text, count=1)
+        return text
 
 
 class NothingToPruneError(OnnxPruneError):

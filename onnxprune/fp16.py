@@ -107,7 +107,8 @@ def check_float16(fp32, fp16, feeds: list, min_cosine: float = 0.99,
     """The lowest cosine between the outputs of `fp32` and `fp16` (ModelProtos or paths) on `feeds`, run by
     onnxruntime on `providers`; OptionError below `min_cosine`: a conversion that changed what the model computes
     must not be timed."""
-    from .verify import compare, source_label
+    from .session import source_label
+    from .verify import compare
 
     report = compare(fp32, fp16, feeds, providers=providers)
     worst = min((o.cosine for o in report.outputs if o.cosine is not None), default=float("nan"))

@@ -73,7 +73,7 @@ class CheckPolicy:
             if name in GATE_FIELDS:
                 gates[name] = _number(value, key, label)
             elif name == "shape":
-                from .cost import parse_shapes
+                from .inputs import parse_shapes
 
                 if isinstance(value, str):
                     value = [value]
@@ -202,10 +202,11 @@ class CheckReport:
 def check(dense: Union[str, os.PathLike], pruned: Union[str, os.PathLike], policy: CheckPolicy, *,
           progress=None) -> CheckReport:
     """Measure `pruned` against `dense` and judge every threshold of `policy` (both are model files)."""
-    from .cost import count_cost, unpinned_dims_notes
+    from .cost import count_cost
+    from .inputs import load_inputs_npz, make_inputs, unpinned_dims_notes
     from .io import load_model
     from .provenance import model_disk_bytes
-    from .verify import compare, load_inputs_npz, load_labels, make_inputs
+    from .verify import compare, load_labels
 
     policy.validate()
     if not policy.thresholds:

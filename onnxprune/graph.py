@@ -229,7 +229,7 @@ def subgraph_outer_names(node: onnx.NodeProto) -> set[str]:
 
 
 def drop_unused(model: onnx.ModelProto) -> None:
-    """Remove initializers and Constant nodes that nothing reads any more."""
+    """Remove initializers and Constant nodes that nothing reads any more, from `model` in place."""
     graph = model.graph
     used = {n for node in graph.node for n in node.input} | {vi.name for vi in graph.output}
     used |= {vi.name for vi in graph.input}  # an initializer listed as an input (IR < 4 habit) stays declared

@@ -28,6 +28,7 @@ from .errors import OptionError
 from .graph import attr
 
 CRITERIA = ("l1", "l2", "activation", "wanda")
+DEFAULT_CRITERION = "l1"  # the channel score unless told otherwise (api.prune, the command line, recipes)
 DATA_CRITERIA = ("activation", "wanda")
 
 

@@ -55,9 +55,11 @@ class Deployment:
 
     def validate(self) -> None:
         if self.provider not in PROVIDERS:
-            raise OptionError(f"--provider must be one of {', '.join(PROVIDERS)}, got {self.provider!r}")
+            raise OptionError(f"provider must be one of {', '.join(PROVIDERS)}, got {self.provider!r}",
+                              params=("provider",))
         if self.batch < 1 or self.threads < 1:
-            raise OptionError(f"--batch and --threads must be at least 1, got {self.batch} and {self.threads}")
+            raise OptionError(f"batch and threads must be at least 1, got {self.batch} and {self.threads}",
+                              params=("batch", "threads"))
 
     def bench_config(self, shapes: Optional[Mapping] = None, rounds: int = 4, runs: int = 3) -> BenchConfig:
         return BenchConfig(providers=(self.provider,), batches=(self.batch,), threads=(self.threads,), warmup=2,

@@ -22,10 +22,12 @@ import onnx
 from . import api
 from .allocate import Candidate, allocate, importance_lost
 from .bench import bench
+from .calib import CALIB_SAMPLES
 from .errors import OptionError
+from .importance import DEFAULT_CRITERION
 from .io import load_model
 from .latency import DEFAULT_BUDGET_S, MIN_MAC_SHARE, Deployment, get_profile, narrowed
-from .plan import DEFAULT_ROUND_TO, aligned_widths, excluded
+from .plan import PlanOptions, aligned_widths, excluded
 from .tables import num, plain
 
 DEFAULT_TOLERANCE = 0.05
@@ -110,13 +112,14 @@ class LatencyReport:
 def target_fraction(latency_target: Optional[float], speedup: Optional[float]) -> Optional[float]:
     """The target as a fraction of the dense latency, from --latency-target F or --speedup S (one of them)."""
     if latency_target is not None and speedup is not None:
-        raise OptionError("--latency-target and --speedup say the same thing: give one")
+        raise OptionError("latency_target and speedup say the same thing: give one", params=("latency_target", "speedup"))
     if speedup is not None:
         if not speedup > 1.0:
-            raise OptionError(f"--speedup must be more than 1, got {speedup}")
+            raise OptionError(f"speedup must be more than 1, got {speedup}", params=("speedup",))
         return 1.0 / speedup
     if latency_target is not None and not 0.0 < latency_target < 1.0:
-        raise OptionError(f"--latency-target must be in (0, 1), a fraction of the dense latency, got {latency_target}")
+        raise OptionError(f"latency_target must be in (0, 1), a fraction of the dense latency, got {latency_target}",
+                          params=("latency_target",))
     return latency_target
 
 
@@ -152,14 +155,14 @@ def prune_to_latency(
     target: float,
     deployment: Deployment = Deployment(),
     *,
-    criterion: str = "l1",
+    criterion: str = DEFAULT_CRITERION,
     calib=None,
-    calib_samples: Optional[int] = 512,
+    calib_samples: Optional[int] = CALIB_SAMPLES,
     recover: Optional[str] = None,
     sensitivity: Optional[Mapping] = None,
-    round_to: int = DEFAULT_ROUND_TO,
-    min_channels: int = 1,
-    max_ratio: float = 0.9,
+    round_to: int = PlanOptions.round_to,
+    min_channels: int = PlanOptions.min_channels,
+    max_ratio: float = PlanOptions.max_ratio,
     exclude: Sequence[str] = (),
     shapes: Optional[Mapping] = None,
     cache_dir=None,

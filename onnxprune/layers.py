@@ -37,12 +37,13 @@ import numpy as np
 import onnx
 
 from .bench import BenchReport, session_options, shapes_for_batch
-from .cost import count_cost, default_input_shapes
+from .cost import count_cost
 from .errors import OnnxPruneError, OptionError
 from .graph import node_names
-from .io import load_model
+from .inputs import Feed, default_input_shapes, make_inputs
+from .io import ModelSource, load_model
+from .session import open_session, run_session, source_label
 from .tables import markdown, num, plain, shorten
-from .verify import Feed, ModelSource, make_inputs, open_session, run_session, source_label
 
 INSERTED = "(onnxruntime-inserted)"
 KERNEL_SUFFIX = "_kernel_time"

@@ -82,8 +82,7 @@ def _dim(values: tuple[int, ...], symbols: dict[int, str]) -> Dim:
 
 def _input_assignments(model: onnx.ModelProto, pinned: dict) -> tuple[list[dict], dict[int, str]]:
     """Feeds for the runs (one when no input dim is open, else two) and which prime stands for which dim name."""
-    from .cost import model_inputs
-    from .verify import make_inputs
+    from .inputs import make_inputs, model_inputs
 
     specs = model_inputs(model)
     settled = {d: int(v) for spec in specs if spec.name in pinned  # a name pinned in one input holds in all
@@ -111,7 +110,7 @@ def _input_assignments(model: onnx.ModelProto, pinned: dict) -> tuple[list[dict]
 
 
 def _concrete(model: onnx.ModelProto, pinned: dict, named: dict, unnamed=iter(())) -> dict[str, list[int]]:
-    from .cost import model_inputs
+    from .inputs import model_inputs
 
     shapes = {}
     for spec in model_inputs(model):

@@ -25,15 +25,17 @@ from .deps.context import Group
 from .errors import OptionError
 
 SCOPES = ("uniform", "global")
-DEFAULT_ROUND_TO = 16
 
 
 @dataclass
 class PlanOptions:
+    """How a plan chooses channels. These defaults are the prune options' defaults everywhere: api.prune, the
+    command line, recipes, the latency target and sensitivity refer to them (PlanOptions.ratio ...)."""
+
     ratio: float = 0.5
     scope: str = "uniform"
     max_ratio: float = 0.9
-    round_to: int = DEFAULT_ROUND_TO
+    round_to: int = 16
     min_channels: int = 1
     exclude: tuple[str, ...] = ()
     heads_ratio: Optional[float] = None
@@ -42,15 +44,15 @@ class PlanOptions:
     def validate(self) -> None:
         for option, value in (("ratio", self.ratio), ("heads_ratio", self.heads_ratio), ("ffn_ratio", self.ffn_ratio)):
             if value is not None and not 0.0 <= value < 1.0:
-                raise OptionError(f"{option} must be in [0, 1), got {value}")
+                raise OptionError(f"{option} must be in [0, 1), got {value}", params=(option,))
         if not 0.0 < self.max_ratio < 1.0:
-            raise OptionError(f"max_ratio must be in (0, 1), got {self.max_ratio}")
+            raise OptionError(f"max_ratio must be in (0, 1), got {self.max_ratio}", params=("max_ratio",))
         if self.scope not in SCOPES:
-            raise OptionError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+            raise OptionError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}", params=("scope",))
         if self.round_to < 1:
-            raise OptionError(f"round_to must be at least 1, got {self.round_to}")
+            raise OptionError(f"round_to must be at least 1, got {self.round_to}", params=("round_to",))
         if self.min_channels < 1:
-            raise OptionError(f"min_channels must be at least 1, got {self.min_channels}")
+            raise OptionError(f"min_channels must be at least 1, got {self.min_channels}", params=("min_channels",))
 
 
 @dataclass

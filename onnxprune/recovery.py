@@ -345,10 +345,12 @@ def _in_axis(node: onnx.NodeProto) -> int:
     return 1 if node.op_type == "Conv" else 0
 
 
-def plan_layers(analysis: Analysis, keep, removed: dict, steps: set[str], report: RecoveryReport):
-    """Levels of recovery targets in the pruned model: each level is a list of Layers and BatchNormalization nodes
-    whose inputs depend only on earlier levels. Also returns the layers that read removed channels."""
-    graph = Graph(analysis.graph.model)
+def plan_layers(pruned: onnx.ModelProto, analysis: Analysis, keep, removed: dict, steps: set[str],
+                report: RecoveryReport):
+    """Levels of recovery targets in `pruned`: each level is a list of Layers and BatchNormalization nodes whose
+    inputs depend only on earlier levels. Also returns the layers that read removed channels, and `pruned`'s
+    Graph."""
+    graph = Graph(pruned)
     uses = _weight_uses(graph)
     kept_out = _kept_outputs(analysis, keep)
     readers = {place.node for place in analysis.places if place.role == "in" and (place.root, place.axis) in removed}
@@ -494,7 +496,7 @@ def _relative(err: np.ndarray, yy: np.ndarray) -> float:
 
 
 def recover(
-    dense: onnx.ModelProto,
+    pruned: onnx.ModelProto,
     analysis: Analysis,
     keep,
     removed: dict,
@@ -506,14 +508,16 @@ def recover(
     seed: int = 0,
     progress: Progress = None,
 ) -> RecoveryReport:
-    """Recover the pruned model (analysis.graph.model, changed in place) towards `dense` on `samples`."""
+    """Recover `pruned` in place towards the dense model on `samples`: `pruned` is the rewrite of `analysis` (whose
+    model, the dense one, is read and not changed) with `keep`; `removed` is oracle.removed_reads of the same."""
     check_method(method)
     report = RecoveryReport(method, samples.count)
     if method == "none":
         return report
     started = time.perf_counter()
     steps = {"all": {"lsq", "stats"}}.get(method, {method})
-    levels, seeds, graph = plan_layers(analysis, keep, removed, steps, report)
+    levels, seeds, graph = plan_layers(pruned, analysis, keep, removed, steps, report)
+    dense = analysis.graph.model
     passes = (1 if "bias" in steps and seeds else 0) + len(levels)
     done = [0]
 

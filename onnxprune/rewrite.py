@@ -1,7 +1,9 @@
 """Applies a plan to the analyzed model: slices every constant place, then runs the rules' fixes
 (group attributes, split sizes, slice bounds, reshape targets, resize sizes).
 
-The model is changed in place; callers that must keep the dense model pass a copy to the analysis.
+Works on a copy: `rewrite` returns a new pruned model and leaves the analyzed (dense) model as it was, so one
+analysis can be rewritten with several plans. The rules' fixes name the analyzed graph's nodes; the Rewriter's
+methods apply what they ask to the same-named node of the copy (Graph names every node uniquely).
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from onnx import helper, numpy_helper
 
 from .deps.context import Analysis
 from .deps.layout import Layout, Space
-from .graph import set_attr
+from .graph import Graph, set_attr, subgraph_outer_names
 
 
 class Rewriter:
     def __init__(self, analysis: Analysis, keep: dict[Space, np.ndarray]):
         self.analysis = analysis
-        self.graph = analysis.graph
         self.keep = keep
+        model = onnx.ModelProto()
+        model.CopyFrom(analysis.graph.model)
+        self.graph = Graph(model)  # the copy being rewritten
+        self._nodes = {n.name: n for n in model.graph.node}
         self._fresh = 0
         self._sliced: set[str] = set()
 
@@ -30,17 +35,23 @@ class Rewriter:
     def positions(self, layout: Layout) -> np.ndarray:
         return self.analysis.spaces.positions(layout, self.keep)
 
+    def node(self, node: onnx.NodeProto) -> onnx.NodeProto:
+        """The copy's node of the name of `node` (a node of the analyzed graph, or one of the copy)."""
+        return self._nodes[node.name]
+
     def set_attr(self, node: onnx.NodeProto, name: str, value) -> None:
-        set_attr(node, name, value)
+        set_attr(self.node(node), name, value)
 
     def remove_attr(self, node: onnx.NodeProto, name: str) -> None:
-        for i, a in enumerate(node.attribute):
+        attributes = self.node(node).attribute
+        for i, a in enumerate(attributes):
             if a.name == name:
-                del node.attribute[i]
+                del attributes[i]
                 return
 
     def set_ints(self, node: onnx.NodeProto, index: int, values) -> None:
         """Give input `index` of `node` a new constant of its own (the old one may be shared)."""
+        node = self.node(node)
         old = node.input[index] if index < len(node.input) else ""
         dtype = np.int64
         old_value = self.graph.value(old) if old else None
@@ -50,18 +61,38 @@ class Rewriter:
         self.graph.set_constant_input(node, index, np.asarray(values, dtype=dtype), f"{node.name}__pruned_{index}_{self._fresh}")
 
     def set_int_entry(self, node: onnx.NodeProto, index: int, position: int, value: int) -> None:
-        current = self.graph.value(node.input[index])
+        current = self.graph.value(self.node(node).input[index])
         values = np.asarray(current).reshape(-1).tolist()
         if values[position] != value:
             values[position] = value
             self.set_ints(node, index, np.asarray(values).reshape(np.shape(current)))
 
+    def own_producer(self, reader: onnx.NodeProto, slot: int, producer: onnx.NodeProto) -> onnx.NodeProto:
+        """`producer`, which computes input `slot` of `reader`, where nothing else reads its output; else a copy of
+        it that only `reader` reads (inserted before `reader`), so that editing it leaves the other readers as
+        they were. Returns the copy's node to edit."""
+        graph, reader, producer = self.graph.graph, self.node(reader), self.node(producer)
+        name = producer.output[0]
+        shared = name in {vi.name for vi in graph.output} or any(
+            n.name != reader.name and (name in n.input or name in subgraph_outer_names(n)) for n in graph.node
+        )
+        if not shared:
+            return producer
+        copy = onnx.NodeProto()
+        copy.CopyFrom(producer)
+        copy.name = f"{producer.name}__for_{reader.name}"
+        copy.output[0] = f"{name}__for_{reader.name}"
+        at = next(i for i, n in enumerate(graph.node) if n.name == reader.name)
+        graph.node.insert(at, copy)
+        reader.input[slot] = copy.output[0]
+        self._nodes[copy.name] = graph.node[at]
+        return graph.node[at]
+
     # ---- the whole rewrite ----------------------------------------------------------------------------
     def run(self) -> onnx.ModelProto:
         self._slice_constants()
-        nodes = {n.name: n for n in self.graph.graph.node}
         for node_name, fix in self.analysis.fixes:
-            if node_name in nodes:
+            if node_name in self._nodes:
                 fix(self)
         self._drop_stale_value_info()
         return self.graph.model
@@ -106,4 +137,6 @@ class Rewriter:
 
 
 def rewrite(analysis: Analysis, keep: dict[Space, np.ndarray]) -> onnx.ModelProto:
+    """A new model: the analyzed one with the channels `keep` does not list removed (space -> kept positions; a
+    space not listed keeps all). `analysis` and its model are not changed."""
     return Rewriter(analysis, keep).run()

@@ -25,7 +25,9 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 import onnx
 
+from .calib import CALIB_SAMPLES
 from .errors import OptionError
+from .plan import PlanOptions
 from .tables import markdown, num
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
@@ -94,7 +96,7 @@ def _task(context: Mapping, job: tuple[int, int]) -> dict:
     from .latency import device_name
     from .plan import plan_widths
     from .rewrite import rewrite
-    from .verify import open_session
+    from .session import open_session
 
     group, kept = job
     model = onnx.load_from_string(context["model"])
@@ -163,9 +165,9 @@ def sensitivity(
     *,
     labels: Optional[np.ndarray] = None,
     ratios: Sequence[float] = DEFAULT_RATIOS,
-    round_to: int = 16,
-    min_channels: int = 1,
-    calib_samples: Optional[int] = 512,
+    round_to: int = PlanOptions.round_to,
+    min_channels: int = PlanOptions.min_channels,
+    calib_samples: Optional[int] = CALIB_SAMPLES,
     shapes: Optional[Mapping] = None,
     deployment=None,
     executor=None,
@@ -183,7 +185,7 @@ def sensitivity(
     from .io import load_model
     from .latency import DEFAULT_BUDGET_S, device_name, get_profile, model_hash
     from .plan import aligned_widths
-    from .verify import open_session
+    from .session import open_session
 
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise OptionError(f"ratios must be in (0, 1), got {list(ratios)}")

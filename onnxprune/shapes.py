@@ -219,7 +219,7 @@ def infer_generic_shapes(
     model: onnx.ModelProto, generic: Mapping[str, Sequence[int]], pinned: Optional[Mapping[str, Sequence[int]]] = None
 ) -> tuple[ShapeInfo, bool]:
     """Shapes with every input at `generic` (concrete sizes for the dims `pinned` leaves open, see
-    cost.generic_input_shapes), and True; or, where inference resolves fewer ranks at those sizes than with the
+    inputs.generic_input_shapes), and True; or, where inference resolves fewer ranks at those sizes than with the
     open dims left symbolic (a model that accepts only some sizes: a text recognizer whose height must pool to 1),
     the symbolic shapes and False."""
     info = infer_shapes(model, generic)

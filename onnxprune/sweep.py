@@ -17,10 +17,11 @@ from . import api
 from .bench import BenchConfig, bench, speed_verdict
 from .cost import count_cost
 from .errors import NothingToPruneError, OptionError
+from .inputs import make_inputs
 from .io import load_model, save_model
 from .tables import markdown, num
 from .unstructured import prune_unstructured
-from .verify import compare, make_inputs
+from .verify import compare
 
 METHODS = ("structured", "unstructured")
 

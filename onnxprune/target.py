@@ -51,5 +51,5 @@ def round_to_for(target: str) -> int:
     if target == "auto":
         target = cpu_target()
     if target not in TARGETS:
-        raise OptionError(f"--target must be one of {', '.join(CHOICES)}, got {target!r}")
+        raise OptionError(f"target must be one of {', '.join(CHOICES)}, got {target!r}", params=("target",))
     return TARGETS[target]

@@ -44,7 +44,7 @@ def check_runnable(dense_path, pruned_path, shapes=None, label=None, feeds=None,
     output declared without a shape, ...) is accepted: the pruned model must then fail the checker the same way
     and no other, and pass the rest; a warning says so.
     """
-    from .verify import make_inputs
+    from .inputs import make_inputs
 
     label = str(label or pruned_path)
     warnings: list[str] = []
@@ -98,8 +98,7 @@ RETRY_SIZES = (64, 256)
 
 def _feeds_with_dynamic_dims(path, shapes, size: int):
     """Random feeds where every dynamic dim but the first is `size` (dims pinned with --shape are kept)."""
-    from .cost import model_inputs
-    from .verify import make_inputs
+    from .inputs import make_inputs, model_inputs
 
     model = onnx.load(str(path), load_external_data=False)
     pinned = dict(shapes or {})
@@ -165,7 +164,7 @@ def _with_io_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _load_failure(path) -> Optional[str]:
     """Why onnxruntime cannot load the model at `path`, or None when it loads."""
-    from .verify import open_session
+    from .session import open_session
 
     try:
         open_session(str(path))
@@ -181,7 +180,7 @@ def _unplaced(message: str, path) -> str:
 
 def _run_failure(path, feeds) -> Optional[str]:
     """Why onnxruntime cannot run the model at `path` on `feeds`, or None when it runs."""
-    from .verify import open_session, run_session
+    from .session import open_session, run_session
 
     try:
         run_session(open_session(str(path)), feeds, str(path))

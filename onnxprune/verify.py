@@ -19,181 +19,16 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import onnx
 
-from .cost import default_input_shapes, model_inputs
-from .errors import ModelLoadError, OnnxPruneError, OptionError
-from .io import load_model
+from .errors import OnnxPruneError, OptionError
+from .inputs import Feed
+from .io import ModelSource
+from .session import first_line, open_session, run_session, source_label
 from .tables import plain
-
-ModelSource = Union[str, os.PathLike, onnx.ModelProto]
-Feed = dict[str, np.ndarray]
-
-INT_HIGH = 2  # random integer inputs lie in [0, INT_HIGH): safe for masks, token ids and indices of any size
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Inputs
-
-
-def _np_dtype(elem_type: int, name: str) -> np.dtype:
-    if elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16) or elem_type == 0:
-        what = "no tensor type" if elem_type == 0 else onnx.TensorProto.DataType.Name(elem_type)
-        raise OptionError(f"input {name!r}: cannot make random data for {what}; pass the inputs with --data")
-    try:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
-    except (KeyError, TypeError, ValueError):
-        raise OptionError(
-            f"input {name!r}: cannot make random data for type {elem_type}; pass the inputs with --data"
-        ) from None
-
-
-def _as_proto(model: ModelSource) -> onnx.ModelProto:
-    return model if isinstance(model, onnx.ModelProto) else load_model(model)
-
-
-def make_inputs(
-    model: ModelSource,
-    shapes: Optional[Mapping[str, Sequence[int]]] = None,
-    samples: int = 1,
-    seed: int = 0,
-) -> list[Feed]:
-    """`samples` feed dicts of random inputs with the model's shapes and dtypes, reproducible from `seed`.
-
-    Floats: standard normal. Integers: uniform in [0, 2) (valid as masks and as token ids of any vocabulary).
-    Bools: fair coin. Dynamic dims are 1 unless `shapes` pins them (see cost.default_input_shapes).
-    """
-    if samples < 1:
-        raise OptionError(f"--samples must be at least 1, got {samples}")
-    proto = _as_proto(model)
-    concrete = default_input_shapes(proto, shapes)
-    specs = model_inputs(proto)
-    for spec in specs:
-        if spec.name not in concrete:
-            raise OptionError(f"input {spec.name!r}: the model does not state its shape; pass --shape {spec.name}=...")
-    rng = np.random.default_rng(seed)
-    feeds: list[Feed] = []
-    for _ in range(samples):
-        feed: Feed = {}
-        for spec in specs:
-            dtype = _np_dtype(spec.elem_type, spec.name)
-            shape = tuple(concrete[spec.name])
-            if dtype.kind == "f":
-                arr = rng.standard_normal(shape).astype(dtype)
-            elif dtype.kind in "iu":
-                arr = rng.integers(0, INT_HIGH, size=shape).astype(dtype)
-            elif dtype.kind == "b":
-                arr = rng.integers(0, 2, size=shape).astype(bool)
-            else:
-                raise OptionError(f"input {spec.name!r}: cannot make random data of dtype {dtype}; use --data")
-            feed[spec.name] = arr
-        feeds.append(feed)
-    return feeds
-
-
-def load_inputs_npz(path: Union[str, os.PathLike], model: ModelSource, batch: int = 64) -> list[Feed]:
-    """Feed dicts from an .npz holding one array per model input, samples on axis 0 (see calib.py for the two
-    forms: along the batch axis, fed `batch` rows at a time, or stacked on a new axis 0, one feed each).
-
-    Raises OptionError for a missing/unreadable file, a missing or unknown input, a wrong dtype or rank,
-    a shape that contradicts a fixed dim, or inputs with different sample counts.
-    """
-    from .calib import load_npz
-
-    return list(load_npz(path, _as_proto(model), option="--data").feeds(batch))
-
-
-def load_inputs_images(folder: Union[str, os.PathLike], model: ModelSource, options, batch: int = 64) -> list[Feed]:
-    """Feed dicts from a folder of images (calib.load_images with calib.ImageOptions `options`), `batch` images
-    at a time (or the input's fixed batch); sorted by file name, so that labels can follow the same order."""
-    from .calib import load_images
-
-    return list(load_images(folder, _as_proto(model), options, option="--data-images").feeds(batch))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sessions
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def source_label(source: ModelSource, default: str = "model") -> str:
-    if isinstance(source, onnx.ModelProto):
-        return source.graph.name or default
-    return str(source)
-
-
-def open_session(source: ModelSource, options=None, providers: Sequence = ("CPUExecutionProvider",)):
-    """An onnxruntime.InferenceSession from a path or a ModelProto; load failures raise ModelLoadError."""
-    import onnxruntime as ort
-
-    if options is None:
-        options = ort.SessionOptions()
-        options.log_severity_level = 4
-    label = source_label(source)
-    if isinstance(source, onnx.ModelProto):
-        try:
-            payload = source.SerializeToString()
-        except ValueError as exc:  # protobuf's 2 GiB limit
-            raise ModelLoadError(f"{label}: too large to pass in memory, save it to a file first ({_first_line(exc)})")
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ModelLoadError(f"{path}: no such file")
-        payload = str(path)
-    try:
-        return ort.InferenceSession(payload, sess_options=options, providers=list(providers))
-    except Exception as exc:  # onnxruntime raises its own pybind exception classes
-        raise ModelLoadError(f"{label}: onnxruntime cannot load it: {_first_line(exc)}") from None
-
-
-def run_session(session, feeds: Feed, label: str) -> list[np.ndarray]:
-    try:
-        return session.run(None, feeds)
-    except Exception as exc:
-        raise run_failure(session, feeds, label, exc) from None
-
-
-def _dims_text(dims) -> str:
-    return "x".join(str(d) if isinstance(d, int) else (d or "?") for d in dims) or "a scalar"
-
-
-def feed_mismatch(session, feeds: Feed) -> Optional[str]:
-    """Why `feeds` does not fit `session`'s inputs (names, element types, fixed dims), or None when it fits."""
-    wanted = session.get_inputs()
-    names = [i.name for i in wanted]
-    missing = [n for n in names if n not in feeds]
-    if missing:
-        return f"it takes inputs {names}, but is given {sorted(feeds)}"
-    for info in wanted:
-        value = np.asarray(feeds[info.name])
-        given = f"{_dims_text(value.shape)} {value.dtype}"
-        onnx_type = info.type[len("tensor("):-1] if info.type.startswith("tensor(") else info.type
-        type_name = {"float": "float32", "double": "float64"}.get(onnx_type, onnx_type)
-        expected = f"{_dims_text(info.shape or ())} {type_name}"
-        wrong_type = onnx_type != "string" and type_name != str(value.dtype)
-        shape = info.shape  # None where the model does not state the rank
-        wrong_shape = shape is not None and (
-            len(shape) != value.ndim or any(isinstance(d, int) and d != v for d, v in zip(shape, value.shape)))
-        if wrong_type or wrong_shape:
-            return f"input {info.name!r} is {expected}, but is given {given}"
-    return None
-
-
-def run_failure(session, feeds: Feed, label: str, exc: BaseException, hint: str = "") -> OnnxPruneError:
-    """One readable line for a failed run: the input that does not fit when that is the cause (plus `hint`),
-    else all of onnxruntime's message on one line (its first line alone often names no index or shape)."""
-    mismatch = feed_mismatch(session, feeds)
-    if mismatch is not None:
-        return OnnxPruneError(f"{label}: {mismatch}" + (f" ({hint})" if hint else ""))
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return OnnxPruneError(f"{label}: onnxruntime failed to run: {text}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -218,15 +53,16 @@ class Gates:
 
     def validate(self) -> None:
         if self.min_cosine is not None and not -1.0 <= self.min_cosine <= 1.0:
-            raise OptionError(f"--min-cosine must lie in [-1, 1], got {self.min_cosine}")
+            raise OptionError(f"min_cosine must lie in [-1, 1], got {self.min_cosine}", params=("min_cosine",))
         if self.min_top1 is not None and not 0.0 <= self.min_top1 <= 1.0:
-            raise OptionError(f"--min-top1 must lie in [0, 1], got {self.min_top1}")
+            raise OptionError(f"min_top1 must lie in [0, 1], got {self.min_top1}", params=("min_top1",))
         if self.max_abs is not None and not self.max_abs >= 0.0:
-            raise OptionError(f"--max-abs must be >= 0, got {self.max_abs}")
+            raise OptionError(f"max_abs must be >= 0, got {self.max_abs}", params=("max_abs",))
         if self.max_rel_error is not None and not self.max_rel_error >= 0.0:
-            raise OptionError(f"--max-rel-error must be >= 0 (0.05 = 5%), got {self.max_rel_error}")
+            raise OptionError(f"max_rel_error must be >= 0 (0.05 = 5%), got {self.max_rel_error}", params=("max_rel_error",))
         if self.max_accuracy_drop is not None and not 0.0 <= self.max_accuracy_drop <= 1.0:
-            raise OptionError(f"--max-accuracy-drop is a fraction in [0, 1] (0.01 = 1 point), got {self.max_accuracy_drop}")
+            raise OptionError(f"max_accuracy_drop is a fraction in [0, 1] (0.01 = 1 point), got {self.max_accuracy_drop}",
+                              params=("max_accuracy_drop",))
 
     @property
     def any(self) -> bool:
@@ -601,7 +437,8 @@ def compare(
     if gates.min_top1 is not None and all(
         o.top1 is None for o in report.outputs if not o.note.startswith("shape differs")
     ):
-        raise OptionError("--min-top1 was given but no output looks like class scores" + _why_no_classes(report))
+        raise OptionError("min_top1 was given but no output looks like class scores" + _why_no_classes(report),
+                          params=("min_top1",))
     if labels is not None:
         report.accuracy = _accuracy(report, dense_outs, pruned_outs, labels)
         drop = report.accuracy.drop
@@ -612,7 +449,7 @@ def compare(
                 f"> --max-accuracy-drop {gates.max_accuracy_drop:g}",
             ))
     elif gates.max_accuracy_drop is not None:
-        raise OptionError("--max-accuracy-drop needs --labels")
+        raise OptionError("max_accuracy_drop needs labels", params=("max_accuracy_drop", "labels"))
     return report
 
 
@@ -628,7 +465,7 @@ def load_labels(path: Union[str, os.PathLike]) -> np.ndarray:
     try:
         labels = np.load(p, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise OptionError(f"--labels {p}: not a readable .npy file: {_first_line(exc)}") from None
+        raise OptionError(f"--labels {p}: not a readable .npy file: {first_line(exc)}") from None
     if not hasattr(labels, "ndim") or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise OptionError(f"--labels {p}: needs a 1-D array of integer class ids, got "
                           f"{getattr(labels, 'dtype', type(labels).__name__)} {list(getattr(labels, 'shape', []))}")
@@ -638,11 +475,13 @@ def load_labels(path: Union[str, os.PathLike]) -> np.ndarray:
 def _accuracy(report: VerifyReport, dense_outs, pruned_outs, labels: np.ndarray) -> Accuracy:
     stats = next((o for o in report.outputs if o.top1 is not None), None)
     if stats is None:
-        raise OptionError("--labels was given but no output looks like class scores" + _why_no_classes(report))
+        raise OptionError("labels was given but no output looks like class scores" + _why_no_classes(report),
+                          params=("labels",))
     dense = np.concatenate([np.argmax(d, axis=1) for d in dense_outs[stats.name]])
     pruned = np.concatenate([np.argmax(p, axis=1) for p in pruned_outs[stats.name]])
     if dense.size != labels.size:
-        raise OptionError(f"--labels holds {labels.size} labels for {dense.size} samples of output {stats.name!r}")
+        raise OptionError(f"labels holds {labels.size} labels for {dense.size} samples of output {stats.name!r}",
+                          params=("labels",))
     return Accuracy(stats.name, int(labels.size), float(np.mean(dense == labels)), float(np.mean(pruned == labels)))
 
 

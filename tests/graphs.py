@@ -228,6 +228,23 @@ def image_model(batch="N", channels=3) -> onnx.ModelProto:
     return b.build()
 
 
+def shared_reshape_target(b: Builder) -> tuple[str, str]:
+    r"""Inputs x[N, 3, 4, 4] and z[N, 2] and two Reshapes that read one computed target (outputs yA, yB):
+
+    x -> ConvA(8) -> Relu -> Reshape(t) -> Conv1d(4) -> yA
+    x -> ConvB(8) -> Relu -> Reshape(t) -> Conv1d(4) -> yB      t = Concat(Shape(z)[0:1], [8], [16])
+
+    Returns (x, z)."""
+    x = b.input("x", ["N", 3, 4, 4])
+    z = b.input("z", ["N", 2])
+    n = b.op("Slice", [b.op("Shape", [z]), b.ints([0]), b.ints([1])])
+    t = b.op("Concat", [n, b.ints([8]), b.ints([16])], axis=0, name="target")
+    ra = b.op("Reshape", [b.op("Relu", [b.conv(x, 3, 8, name="convA")]), t], name="reshapeA")
+    rb = b.op("Reshape", [b.op("Relu", [b.conv(x, 3, 8, k=1, name="convB")]), t], name="reshapeB")
+    b.output(b.conv(ra, 8, 4, dims=1, name="headA"), b.conv(rb, 8, 4, dims=1, name="headB"))
+    return x, z
+
+
 def image_folder(folder, count: int, size=(12, 10)):
     """`count` random RGB PNG files in `folder` (created), named 0.png, 1.png, ..."""
     pil = pytest.importorskip("PIL.Image")

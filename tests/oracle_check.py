@@ -7,8 +7,8 @@ import onnx
 import onnxruntime as ort
 
 import onnxprune
+from onnxprune.inputs import make_inputs
 from onnxprune.oracle import masked, zeroed_branches
-from onnxprune.verify import make_inputs
 
 
 def session(model: onnx.ModelProto) -> ort.InferenceSession:

@@ -465,13 +465,13 @@ def test_fully_quantized_model_says_why(work):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--ratio", "-0.1"], "ratio must be in [0, 1), got -0.1"),
-    (["--ratio", "1.0"], "ratio must be in [0, 1), got 1.0"),
-    (["--ratio", "1.5"], "ratio must be in [0, 1), got 1.5"),
-    (["--ratio", "nan"], "ratio must be in [0, 1), got nan"),
-    (["--round-to", "0"], "round_to must be at least 1, got 0"),
-    (["--min-channels", "0"], "min_channels must be at least 1, got 0"),
-    (["--scope", "global", "--max-ratio", "1.0"], "max_ratio must be in (0, 1), got 1.0"),
+    (["--ratio", "-0.1"], "error: --ratio must be in [0, 1), got -0.1"),
+    (["--ratio", "1.0"], "error: --ratio must be in [0, 1), got 1.0"),
+    (["--ratio", "1.5"], "error: --ratio must be in [0, 1), got 1.5"),
+    (["--ratio", "nan"], "error: --ratio must be in [0, 1), got nan"),
+    (["--round-to", "0"], "error: --round-to must be at least 1, got 0"),
+    (["--min-channels", "0"], "error: --min-channels must be at least 1, got 0"),
+    (["--scope", "global", "--max-ratio", "1.0"], "error: --max-ratio must be in (0, 1), got 1.0"),
     (["--shape", "input"], "bad shape 'input'"),
     (["--shape", "input=1xax32x32"], "bad shape"),
     (["--shape", "=1x3x32x32"], "bad shape"),

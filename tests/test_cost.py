@@ -9,8 +9,9 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from onnxprune.cost import count_cost, default_input_shapes, parse_shape, parse_shapes
+from onnxprune.cost import count_cost
 from onnxprune.errors import OptionError
+from onnxprune.inputs import default_input_shapes, parse_shape, parse_shapes
 
 
 def _model(nodes, inputs, outputs, inits=(), opset=17):
@@ -268,7 +269,7 @@ def test_fused_contrib_attention_counts_the_same_macs_as_the_unfused_graph():
 
 
 def test_unpinned_dims_notes_name_each_open_dim_once_and_skip_the_batch():
-    from onnxprune.cost import unpinned_dims_notes
+    from onnxprune.inputs import unpinned_dims_notes
 
     graph = h.make_graph(
         [h.make_node("Add", ["ids", "mask"], ["s"]), h.make_node("Add", ["img", "img"], ["t"])], "g",
@@ -399,7 +400,7 @@ def test_quantized_weights_count_as_parameters_and_shape_constants_do_not():
 
 
 def test_generic_sizes_are_distinct_per_dim_name_and_never_1():
-    from onnxprune.cost import generic_input_shapes
+    from onnxprune.inputs import generic_input_shapes
 
     m = _model([h.make_node("Add", ["ids", "mask"], ["s"]), h.make_node("Relu", ["img"], ["t"])],
                [_vi("ids", ["batch", "seq"], T.INT64), _vi("mask", ["batch", "seq"], T.INT64),
@@ -419,7 +420,7 @@ def test_generic_sizes_are_distinct_per_dim_name_and_never_1():
 
 
 def test_counting_shapes_batch_1_then_calibration_sizes_or_generic_ones_and_say_so():
-    from onnxprune.cost import counting_shapes, generic_input_shapes
+    from onnxprune.inputs import counting_shapes, generic_input_shapes
 
     m = _model([h.make_node("Add", ["ids", "mask"], ["s"])],
                [_vi("ids", ["batch", "seq"], T.INT64), _vi("mask", ["batch", "seq"], T.INT64)],

@@ -15,8 +15,8 @@ from onnxprune.blocks import find_blocks
 from onnxprune.errors import NothingToPruneError, OnnxPruneWarning, OptionError
 from onnxprune.fold import fold_constants
 from onnxprune.graph import Graph
+from onnxprune.inputs import dynamic_dims
 from onnxprune.kernels import block_kernels
-from onnxprune.cost import dynamic_dims
 from graphs import Builder
 from oracle_check import assert_matches_oracle
 from cli_run import assert_error, run

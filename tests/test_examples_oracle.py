@@ -8,9 +8,8 @@ import onnx
 import pytest
 
 from models import transformers, zoo
-from onnxprune.cost import model_inputs
+from onnxprune.inputs import make_inputs, model_inputs
 from onnxprune.oracle import masked
-from onnxprune.verify import make_inputs
 from oracle_check import assert_matches_oracle, removed_macs, run
 
 COMMITTED = sorted(Path(__file__).resolve().parent.parent.joinpath("models").glob("*.onnx"))

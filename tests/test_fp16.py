@@ -12,7 +12,7 @@ from models import transformers, zoo
 from onnxprune.bench import BenchConfig, bench
 from onnxprune.errors import OptionError
 from onnxprune.fp16 import FP16_MAX, check_float16, to_float16
-from onnxprune.verify import make_inputs
+from onnxprune.inputs import make_inputs
 
 
 def _io(model):

@@ -28,7 +28,7 @@ from onnxprune.layers import (
     INSERTED, KernelTime, compare_layers, format_report, format_report_markdown, layer_report, model_layers,
     named_for_profiling, profile, read_profile,
 )
-from onnxprune.verify import make_inputs
+from onnxprune.inputs import make_inputs
 from cli_run import assert_error, assert_ok, run
 
 SHAPES = {"x": [1, 3, 8, 8]}

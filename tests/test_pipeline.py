@@ -25,9 +25,9 @@ import pytest
 import onnxprune
 from onnxprune.bench import BenchConfig, BenchReport, BenchRow
 from onnxprune.gate import CheckPolicy, load_policy, speed_criterion
+from onnxprune.inputs import make_inputs
 from onnxprune.oracle import masked
 from onnxprune.planfile import PlanFile
-from onnxprune.verify import make_inputs
 from oracle_check import run as ort_run
 from cli_run import assert_error, assert_ok, run, snapshot
 

@@ -16,7 +16,7 @@ from onnxprune.executors import InProcessExecutor, make_executor
 from onnxprune.latency import Deployment
 from onnxprune.latency_target import prune_to_latency
 from onnxprune.sensitivity import load_sensitivity, loss_table, sensitivity
-from onnxprune.verify import open_session
+from onnxprune.session import open_session
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 DIGITS = MODELS / "digits_cnn.onnx"

@@ -241,7 +241,8 @@ class Context:
     def on_rewrite(self, node: onnx.NodeProto, fn: RewriteFn) -> None:
         """Have `fn(rewriter)` run when the model is rewritten, after the weights are sliced: for what slicing
         weights does not cover (a Reshape target's channel entry, a Split's sizes, a head count attribute). It
-        must read the kept channels from the rewriter, never assume how many are kept."""
+        must read the kept channels from the rewriter, never assume how many are kept, and change the model only
+        through the rewriter's methods: they take the analyzed graph's nodes and edit the rewritten copy's."""
         self.fixes.append((node.name, fn))
 
 
@@ -372,6 +373,8 @@ def unsupported_reason(node: onnx.NodeProto) -> str:
 
 
 def analyze(graph: Graph, registry: Registry) -> Analysis:
+    """The channel groups of `graph`'s model, found by running `registry`'s rules over its nodes in order. Reads
+    the model and changes nothing in it; the Analysis holds `graph` (and so that model) for the rewriter."""
     ctx = Context(graph)
     for node in graph.nodes():
         if graph.is_alias(node) or node.output[0] in graph.constant_nodes:

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 
 from ..calib import SampleSet
-from ..cost import model_inputs
 from ..errors import OptionError
+from ..inputs import model_inputs
 from ..validate import InvalidOutputError
 
 DEVICES = ("cpu", "cuda")
@@ -42,19 +42,19 @@ class FinetuneOptions:
 
     def validate(self) -> None:
         if self.epochs < 1:
-            raise OptionError(f"--epochs must be at least 1, got {self.epochs}")
+            raise OptionError(f"epochs must be at least 1, got {self.epochs}", params=("epochs",))
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise OptionError(f"--lr must be a positive number, got {self.lr}")
+            raise OptionError(f"lr must be a positive number, got {self.lr}", params=("lr",))
         if self.batch_size < 1:
-            raise OptionError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise OptionError(f"batch_size must be at least 1, got {self.batch_size}", params=("batch_size",))
         if self.device not in DEVICES:
-            raise OptionError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}", params=("device",))
         if self.max_minutes is not None and not self.max_minutes > 0:
-            raise OptionError(f"--max-minutes must be positive, got {self.max_minutes}")
+            raise OptionError(f"max_minutes must be positive, got {self.max_minutes}", params=("max_minutes",))
         if not 0 < self.holdout < 1:
-            raise OptionError(f"--holdout must be between 0 and 1, got {self.holdout}")
+            raise OptionError(f"holdout must be between 0 and 1, got {self.holdout}", params=("holdout",))
         if self.patience is not None and self.patience < 1:
-            raise OptionError(f"--patience must be at least 1, got {self.patience}")
+            raise OptionError(f"patience must be at least 1, got {self.patience}", params=("patience",))
 
 
 @dataclass
@@ -247,7 +247,7 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
     except ImportError:
         raise OptionError("fine-tuning needs PyTorch: pip install 'onnxprune[finetune]'") from None
 
-    from ..verify import open_session, run_session, source_label
+    from ..session import open_session, run_session, source_label
     from .augment import augment, image_layout
     from .student import Student, StudentError, write_back
 
@@ -256,7 +256,7 @@ def finetune(pruned: onnx.ModelProto, teacher, samples: SampleSet, labels: Optio
     progress = progress or Progress()
     check_labels(labels, samples)
     if options.device == "cuda" and not torch.cuda.is_available():
-        raise OptionError("--device cuda: this torch build or machine has no CUDA device")
+        raise OptionError("device cuda: this torch build or machine has no CUDA device", params=("device",))
     data = _data(samples, pruned)
     if len(data.units) < 2:
         raise OptionError(f"{samples.source}: fine-tuning needs at least 2 samples (one to train, one held out)")
@@ -445,7 +445,7 @@ def _check_written(model: onnx.ModelProto, student, feed, student_outputs) -> fl
     """Largest difference between the written model (onnxruntime) and the torch module on held-out inputs."""
     import torch
 
-    from ..verify import open_session
+    from ..session import open_session
 
     session = open_session(model)
     worst = 0.0

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
 
+from ..calib import CALIB_SAMPLES
 from ..errors import OptionError
-from ..plan import DEFAULT_ROUND_TO
+from ..importance import DEFAULT_CRITERION
+from ..plan import PlanOptions
 
 # recipe field -> the option that sets it (the same names as `onnxprune prune`)
 OPTIONS = {
@@ -31,19 +33,19 @@ PATHS = ("calib", "policy")
 
 @dataclass(frozen=True)
 class Recipe:
-    ratio: float = 0.5
+    ratio: float = PlanOptions.ratio
     heads_ratio: Optional[float] = None
     ffn_ratio: Optional[float] = None
-    criterion: str = "l1"
-    scope: str = "uniform"
-    max_ratio: float = 0.9
-    round_to: Optional[int] = None  # None: --target's block, else DEFAULT_ROUND_TO
+    criterion: str = DEFAULT_CRITERION
+    scope: str = PlanOptions.scope
+    max_ratio: float = PlanOptions.max_ratio
+    round_to: Optional[int] = None  # None: --target's block, else PlanOptions.round_to
     target: Optional[str] = None
-    min_channels: int = 1
+    min_channels: int = PlanOptions.min_channels
     exclude: tuple = ()
     shapes: dict = field(default_factory=dict)  # pinned input dims, {name: [dims]}
     calib: Optional[str] = None  # calibration inputs (.npz)
-    calib_samples: int = 512
+    calib_samples: int = CALIB_SAMPLES
     recover: Optional[str] = None
     policy: Optional[str] = None  # a gate policy (TOML, see gate.py)
 
@@ -62,7 +64,7 @@ class Recipe:
             if name is None:
                 raise OptionError(f"{label}: unknown setting {key!r}; known: {', '.join(sorted(by_option))}")
             if name == "shapes":
-                from ..cost import parse_shapes
+                from ..inputs import parse_shapes
 
                 texts = [value] if isinstance(value, str) else value
                 if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
@@ -81,7 +83,7 @@ class Recipe:
 
     def validate(self, label: str = "recipe") -> None:
         from ..importance import CRITERIA
-        from ..plan import SCOPES, PlanOptions
+        from ..plan import SCOPES
         from ..recovery import METHODS
         from ..target import CHOICES
 
@@ -118,7 +120,7 @@ class Recipe:
             from ..target import round_to_for
 
             return round_to_for(self.target)
-        return DEFAULT_ROUND_TO if self.round_to is None else self.round_to
+        return PlanOptions.round_to if self.round_to is None else self.round_to
 
     def prune_kwargs(self) -> dict:
         """api.prune's keyword arguments (the model aside)."""

@@ -13,9 +13,7 @@ reader its own copy of a Concat that other nodes read too.
 
 from __future__ import annotations
 
-import onnx
-
-from ...graph import attr, subgraph_outer_names
+from ...graph import attr
 from .elementwise import fill_value
 
 INT64_MAX = 2**63 - 1
@@ -64,29 +62,11 @@ def rewrite_entry(rw, reader, slot: int, source, old: int, new: int) -> None:
         return
     holder, index, position = source
     if holder is not reader:
-        holder = _own_copy(rw, reader, slot, holder)
+        holder = rw.own_producer(reader, slot, holder)
     if position is None:
         rw.set_ints(holder, index, [new])
     else:
         rw.set_int_entry(holder, index, position, new)
-
-
-def _own_copy(rw, reader, slot: int, holder):
-    graph = rw.graph.graph
-    name = holder.output[0]
-    shared = name in {vi.name for vi in graph.output} or any(
-        n.name != reader.name and (name in n.input or name in subgraph_outer_names(n)) for n in graph.node
-    )
-    if not shared:
-        return holder
-    copy = onnx.NodeProto()
-    copy.CopyFrom(holder)
-    copy.name = f"{holder.name}__for_{reader.name}"
-    copy.output[0] = f"{name}__for_{reader.name}"
-    at = next(i for i, n in enumerate(graph.node) if n.name == reader.name)
-    graph.node.insert(at, copy)
-    reader.input[slot] = copy.output[0]
-    return graph.node[at]
 
 
 def vector_entries(ctx, holder, slot: int):
