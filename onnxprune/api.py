@@ -279,9 +279,6 @@ def prune(
         finetune = _finetune_options(finetune_epochs)
     if finetune is not None and calib is None:
         raise OptionError("fine-tuning needs training inputs: give --calib FILE.npz (or --calib-images DIR)")
-    if depth and finetune is not None:
-        raise OptionError("fine-tuning after depth pruning is not supported yet: the teacher would be the "
-                          "depth-pruned model, not the dense one")
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
                           ffn_ratio)
     options.validate()
@@ -294,7 +291,8 @@ def prune(
         what = f"--recover {method}" if method != "none" else f"--criterion {criterion}"
         raise OptionError(f"{what} is for channel pruning: give --ratio (blocks alone are scored on --calib)")
     blocks = _BlockOptions(depth_ratio, remove_blocks, options.exclude) if depth else None
-    work = _load_work(model, shapes, registry, calib, calib_samples, progress, blocks, width)
+    work = _load_work(model, shapes, registry, calib, calib_samples, progress, blocks, width,
+                      keep_dense=finetune is not None)
     analysis, samples = work.analysis, work.samples
     plan, names = None, list(work.block_names)
     if width:
@@ -350,20 +348,24 @@ class _Work:
     removed_blocks: list = field(default_factory=list)
     cost_dense: Optional[CostReport] = None  # the cost before the depth stage
     block_names: list = field(default_factory=list)  # every block's nodes (for --exclude's check)
+    before_depth: Optional[onnx.ModelProto] = None  # a copy of the model before the depth stage (fine-tuning's teacher)
 
 
 def _load_work(model: ModelSource, shapes, registry, calib, calib_limit, progress,
-               blocks: Optional[_BlockOptions] = None, width: bool = True) -> _Work:
-    """The model loaded (prune's own copy); with `blocks`, the depth stage done on it in place; with `width`, the
-    result folded in place and analyzed."""
+               blocks: Optional[_BlockOptions] = None, width: bool = True, keep_dense: bool = False) -> _Work:
+    """The model loaded (prune's own copy); with `blocks`, the depth stage done on it in place (with `keep_dense`,
+    on a copy kept as the dense reference); with `width`, the result folded in place and analyzed."""
     working, disk_bytes = _working_copy(model)
     samples = (calibration_samples(calib, working, calib_limit, _stage(progress, "calibration"))
                if calib is not None else None)
     size_before = disk_bytes if disk_bytes is not None else model_nbytes(working)
     dense_io = io_signature(working)
     sample = None if samples is None else {k: list(np.shape(v)) for k, v in next(samples.feeds(1)).items()}
-    depth, removed, cost_dense, names = None, [], None, []
+    depth, removed, cost_dense, names, before_depth = None, [], None, [], None
     if blocks is not None:
+        if keep_dense:
+            before_depth = onnx.ModelProto()
+            before_depth.CopyFrom(working)
         depth, removed, cost_dense, names = _remove_blocks(working, shapes, sample, blocks, samples, progress)
     analysis, cost_before = None, cost_dense
     if width:
@@ -371,7 +373,7 @@ def _load_work(model: ModelSource, shapes, registry, calib, calib_limit, progres
         if not any(g.prunable for g in analysis.groups):
             raise NothingToPruneError(_nothing_to_prune(analysis, cost_before))
     return _Work(model, working, size_before, dense_io, analysis, cost_before, shapes, samples, progress,
-                 calibration_args(calib), depth, removed, cost_dense, names)
+                 calibration_args(calib), depth, removed, cost_dense, names, before_depth)
 
 
 def _remove_blocks(working: onnx.ModelProto, shapes, sample, options: _BlockOptions, samples, progress):
@@ -408,7 +410,7 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
     settings["recover"] asks, fine-tune it when `finetune` (options, progress) has options, and report
     (`unmatched`: the --exclude patterns that matched nothing, the report's warnings). The analyzed model stays
     dense (the rewrite is a new model, which recovery then changes in place): the result's analysis describes it,
-    and recovery and fine-tuning read it as the reference."""
+    and recovery reads it as the reference; fine-tuning learns from the model before the depth stage, if any."""
     tune_options, tune_progress = finetune
     analysis, method, samples = work.analysis, settings["recover"], work.samples
     reads, recovery, pruned, tuned = {}, None, work.working, None
@@ -420,10 +422,11 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
             recovery = recover_model(pruned, analysis, keep, reads, samples, method,
                                      progress=_stage(work.progress, "recovery"))
     drop_unused(pruned)
-    if plan is not None and plan.pruned and tune_options is not None:
+    if tune_options is not None and ((plan is not None and plan.pruned) or work.removed_blocks):
         from .finetune.train import finetune as distill
 
-        pruned, tuned = distill(pruned, analysis.graph.model, samples, options=tune_options, progress=tune_progress)
+        teacher = work.before_depth if work.before_depth is not None else analysis.graph.model
+        pruned, tuned = distill(pruned, teacher, samples, options=tune_options, progress=tune_progress)
     if work.depth is not None and work.depth.kernels_before:
         work.depth.kernels_after = block_kernels(pruned, [])[1] or None
     cost_before = work.cost_dense or work.cost_before

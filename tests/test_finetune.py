@@ -209,9 +209,14 @@ main(["finetune", {str(digits / 'pruned.onnx')!r}, "--teacher", {str(DENSE)!r}, 
     assert (tmp_path / "p.onnx").exists() and not (tmp_path / "f.onnx").exists()
 
 
-def test_finetune_after_depth_pruning_is_refused_before_any_work():
-    import onnxprune
-    from onnxprune.errors import OptionError
-
-    with pytest.raises(OptionError, match="fine-tuning after depth pruning is not supported yet"):
-        onnxprune.prune("models/demo_resnet18.onnx", depth_ratio=0.25, calib="models/no_such.npz", finetune_epochs=1)
+def test_finetune_after_depth_pruning_learns_from_the_model_before_the_depth_stage():
+    result = onnxprune.prune(ROOT / "models" / "digits_resnet.onnx", remove_blocks=1,
+                             calib=ROOT / "models" / "digits_calib.npz", calib_samples=64,
+                             finetune=_quick(epochs=1, augment=False))
+    assert result.removed_blocks and result.finetune is not None and result.analysis is None
+    x = np.load(ROOT / "models" / "digits_test.npz")["input"][:64]
+    dense = _outputs(ROOT / "models" / "digits_resnet.onnx", x)
+    tuned = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # the student was trained against the dense model: its held-out loss at epoch 0 is the depth-pruned model's
+    assert result.finetune.before.heldout_loss > 0
+    assert tuned.run(None, {"input": x})[0].shape == dense.shape
