@@ -36,6 +36,9 @@ NUDGES = 8  # times a correction that leaves the plan unchanged is repeated
 GROUPS_CHECKED = 8  # groups timed alone in the report (the ones predicted to save the most)
 
 
+MODEL_MISS = 0.15  # predicted against measured fraction of dense: past this, the report says the model was off
+
+
 @dataclass
 class LatencyStep:
     step: int
@@ -256,6 +259,12 @@ def prune_to_latency(
         goal = next_goal(tried, target, profile.dense_ms, floor)
     _, result, plan, fraction, noise = best
     reached = abs(fraction - target) <= tolerance * target
+    off = max(steps, key=lambda s: abs(s.predicted_ms / profile.dense_ms - s.measured_fraction))
+    if abs(off.predicted_ms / profile.dense_ms - off.measured_fraction) > MODEL_MISS:
+        notes.append(f"the latency model was far off here: it predicted {off.predicted_ms / profile.dense_ms:.2f} "
+                     f"of dense for step {off.step}'s plan, measured {off.measured_fraction:.3f}; it adds up savings "
+                     "measured one group at a time, which overlap when several groups narrow at once, so its goals "
+                     "(below zero, even) are only steering values: the measurements decide")
     if not reached and not any("cannot be reached" in n for n in notes):
         notes.append(f"measured {fraction:.3f} of dense after {len(steps)} step(s): outside ±{tolerance * 100:g}% "
                      f"of {target:g}; the closest model reached is kept")

@@ -269,3 +269,13 @@ def test_cli_prune_latency_target_says_each_thing_once(tmp_path, capsys):
     assert text.count("of dense (±5%) on cpu") == 1, text
     notes = [line for line in text.splitlines() if line.startswith("note: ")]
     assert notes and len(notes) == len(set(notes)), notes
+
+
+def test_the_report_says_when_the_latency_model_was_far_off(tmp_path, monkeypatch):
+    from onnxprune import latency_target
+
+    monkeypatch.setattr(latency_target, "measure_fraction", lambda *args, **kwargs: (0.95, 0.01))
+    result = prune_to_latency(str(TINY), 0.5, Deployment(), round_to=8, cache_dir=tmp_path, budget_s=0,
+                              max_steps=2, check_rounds=2, groups_checked=0)
+    assert any("latency model was far off" in note for note in result.latency.notes)
+    assert not result.latency.reached
