@@ -26,7 +26,7 @@ from .io import ModelSource, load_model_sized, model_nbytes
 from .oracle import removed_reads
 from .plan import (Plan, PlanOptions, exclude_patterns, excluded, kind_of, make_plan, plan_widths, unit_of,
                    unmatched_excludes)
-from .planfile import PlanFile, plan_file
+from .planfile import PlanFile, match_blocks, plan_file, planned_block
 from .depth import remove_blocks as drop_blocks
 from .kernels import block_kernels
 from .report import AnalysisReport, BlockReport, DepthReport, GroupReport, PruneReport, Totals
@@ -310,8 +310,7 @@ def prune(
         warnings.warn(message, OnnxPruneWarning, stacklevel=2)
     settings = {**asdict(options), "exclude": list(options.exclude), "criterion": criterion, "recover": method,
                 "calib_samples": samples.count if samples is not None else 0}
-    if depth:
-        settings.update(depth_ratio=depth_ratio, remove_blocks=remove_blocks)
+    settings.update(depth_ratio=depth_ratio, remove_blocks=remove_blocks)
     return _carry_out(work, plan, settings, unmatched, (finetune, finetune_progress))
 
 
@@ -328,6 +327,7 @@ class _BlockOptions:
     depth_ratio: Optional[float]
     count: Optional[int]
     exclude: tuple[str, ...]
+    planned: Optional[list] = None  # a plan's removed blocks (planfile.planned_block): these, not the lowest scored
 
 
 @dataclass
@@ -388,18 +388,23 @@ def _remove_blocks(working: onnx.ModelProto, shapes, sample, options: _BlockOpti
     if not eligible:
         raise NothingToPruneError(f"nothing to prune: every removable block ({len(search.blocks)}) has a node "
                                   f"matching --exclude {' '.join(options.exclude)}")
-    count = blocks_to_remove(len(eligible), options.depth_ratio, options.count)
-    if samples is not None:
-        scores = data_scores(working, search.blocks, samples, _stage(progress, "blocks", samples))
+    if options.planned is not None:
+        scores = weight_scores(graph, search.blocks)  # for the report only: the plan chose
+        chosen = match_blocks(options.planned, search.blocks)
     else:
-        scores = weight_scores(graph, search.blocks)
-    ranked = sorted(range(len(scores)), key=lambda i: scores[i])
-    chosen = removable([search.blocks[i] for i in ranked if not kept_by[search.blocks[i].add]], count)
+        count = blocks_to_remove(len(eligible), options.depth_ratio, options.count)
+        if samples is not None:
+            scores = data_scores(working, search.blocks, samples, _stage(progress, "blocks", samples))
+        else:
+            scores = weight_scores(graph, search.blocks)
+        ranked = sorted(range(len(scores)), key=lambda i: scores[i])
+        chosen = removable([search.blocks[i] for i in ranked if not kept_by[search.blocks[i].add]], count)
     kernels, total, _ = block_kernels(working, search.blocks)
     reports = _block_reports(search.blocks, cost, kernels=kernels, scores=scores, removed=chosen)
     for block, report in zip(search.blocks, reports):
         report.note = f"excluded by {kept_by[block.add]}" if kept_by[block.add] else ""
-    report = DepthReport(reports, "calibration" if samples is not None else "weights", total or None)
+    scored_by = "the plan" if options.planned is not None else "calibration" if samples is not None else "weights"
+    report = DepthReport(reports, scored_by, total or None)
     drop_blocks(working, chosen)
     return report, chosen, cost, [name for b in search.blocks for name in (*b.nodes, b.add)]
 
@@ -433,7 +438,7 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
     cost_after = count_cost(pruned, cost_before.input_shapes)
     size_after = model_nbytes(pruned)
     notes = list(cost_before.notes) + (_analysis_notes(analysis) if analysis is not None else [])
-    if work.depth is not None and samples is None:
+    if work.depth is not None and work.depth.scored_by == "weights":
         notes.append(WEIGHT_PROXY_NOTE)
     if recovery is not None:
         notes.append(recovery.summary())
@@ -489,10 +494,12 @@ def apply_plan(
     if shapes is None and planned.shapes:
         shapes = planned.shapes
     limit = int(settings.get("calib_samples") or 0) or None
-    work = _load_work(model, shapes, registry, calib, limit, progress)
+    blocks = _BlockOptions(None, None, (), planned.blocks) if planned.blocks else None
+    width = bool(planned.groups) or blocks is None
+    work = _load_work(model, shapes, registry, calib, limit, progress, blocks, width)
     if work.samples is not None and limit is not None and work.samples.count != limit:
         raise OptionError(f"the plan was recovered on {limit} calibration samples, --calib holds {work.samples.count}")
-    return _carry_out(work, planned.match(work.analysis), settings)
+    return _carry_out(work, planned.match(work.analysis) if width else None, settings)
 
 
 def pruning_plan(result: PruneResult, source_sha256: Optional[str] = None) -> PlanFile:
@@ -502,16 +509,19 @@ def pruning_plan(result: PruneResult, source_sha256: Optional[str] = None) -> Pl
     of the dense model's bytes: pass it when the ModelProto is gone)."""
     from .provenance import model_sha256, versions
 
-    if result.removed_blocks:
-        raise OptionError("a plan file records channel choices only: a depth-pruned result (--depth-ratio, "
-                          "--remove-blocks) cannot be saved as a plan yet")
     if source_sha256 is None:
         if result.source is None:
             raise OptionError("pruning_plan: the model was pruned in memory: pass source_sha256")
         source_sha256 = model_sha256(result.source)
     name = os.path.basename(result.source) if result.source else ""
-    return plan_file(result.analysis, result.plan, result.report.options, source_sha256=source_sha256,
-                     source_name=name, shapes=result.shapes, onnxprune=versions()["onnxprune"])
+    shapes = {k: list(v) for k, v in result.shapes.items()}
+    if result.plan is not None:
+        planned = plan_file(result.analysis, result.plan, result.report.options, source_sha256=source_sha256,
+                            source_name=name, shapes=shapes, onnxprune=versions()["onnxprune"])
+    else:  # blocks only
+        planned = PlanFile(source_sha256, dict(result.report.options), [], shapes, versions()["onnxprune"], name)
+    planned.blocks = [planned_block(b) for b in result.removed_blocks]
+    return planned
 
 
 def calibration_args(calib: Optional[CalibSource]) -> tuple:

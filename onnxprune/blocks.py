@@ -36,6 +36,7 @@ class Block:
     nodes: list[str] = field(default_factory=list)  # the branch's nodes, in graph order
     side_inputs: list[str] = field(default_factory=list)  # computed tensors the branch reads besides x
     label: str = ""  # the branch's nodes' common name prefix, or the Add's name
+    weights: list[str] = field(default_factory=list)  # the initializers its branch reads: a name that survives re-export
 
     def contains(self, other: "Block") -> bool:
         return other.add in self.nodes
@@ -143,8 +144,10 @@ def _block(graph: Graph, add, index: int, order, by_name, readers, outputs):
     info = graph.shapes.get(branch)
     nodes = sorted(members, key=order.get)
     used = {t for n in nodes for t in by_name[n].input}
+    weights = sorted({graph.constant_root(t) for t in used if graph.constant_root(t) in graph.initializers})
     return Block(add.name, add.output[0], skip, branch, index, info.elem_type if info else 0, nodes,
-                 sorted(t for t in set(side) if t in used), _label([by_name[n] for n in nodes]) or add.name)
+                 sorted(t for t in set(side) if t in used), _label([by_name[n] for n in nodes]) or add.name,
+                 weights)
 
 
 def _other_reader(node, members, add, index, branch, readers, outputs) -> Optional[str]:

@@ -73,6 +73,7 @@ class ModelCard:
             "fidelity": self.fidelity,
             "bench": self.bench,
             "recovery": p["recovery"],
+            "depth": p.get("depth"),
             "notes": [f"warning: {w}" for w in p.get("warnings", [])] + list(p["notes"]) + self.notes,
             "command": self.command,
             "versions": self.versions,
@@ -120,7 +121,8 @@ def model_file(path: Union[str, os.PathLike]) -> ModelFile:
 # PlanOptions and prune settings -> the prune option that sets them (None: not an option of its own)
 OPTION_FLAGS = {"ratio": "--ratio", "scope": "--scope", "max_ratio": "--max-ratio", "round_to": "--round-to",
                 "min_channels": "--min-channels", "heads_ratio": "--heads-ratio", "ffn_ratio": "--ffn-ratio",
-                "criterion": "--criterion", "recover": "--recover", "calib_samples": "--calib-samples"}
+                "criterion": "--criterion", "recover": "--recover", "calib_samples": "--calib-samples",
+                "depth_ratio": "--depth-ratio", "remove_blocks": "--remove-blocks"}
 
 
 def prune_command(source: str, output: str, options: dict, shapes: Optional[dict] = None,
@@ -178,6 +180,14 @@ def card_markdown(card: dict, bench_markdown: str = "", fidelity_text: str = "")
     if reasons:
         lines += [""] + markdown(["groups", "why"], [[str(n), r] for r, n in
                                                         sorted(reasons.items(), key=lambda kv: -kv[1])], (1,))
+    depth = card.get("depth")
+    if depth:
+        removed = [b for b in depth["blocks"] if b["removed"]]
+        lines += ["", "## Blocks", "", f"{len(removed)} of {len(depth['blocks'])} removable residual blocks removed "
+                  f"(scored by {depth['scored_by']})" + (":" if removed else ".")]
+        if removed:
+            lines += [""] + markdown(["block", "add node", "MACs"], [
+                [b["name"], f"`{b['add']}`", f"{b['macs']:,}"] for b in removed], (0, 1))
     lines += ["", "## Fidelity", ""]
     lines += _fidelity(card["fidelity"], fidelity_text)
     lines += ["", "## Speed", ""]

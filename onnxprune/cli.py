@@ -124,9 +124,6 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
                           "not --unstructured")
     if unstructured and (plan_out is not None or report_dir is not None):
         raise OptionError("--plan-out and --report are for structured pruning, not --unstructured")
-    if (depth_ratio is not None or remove_blocks is not None) and (plan_out is not None or report_dir is not None):
-        raise OptionError("--plan-out and --report record channel pruning only: not with --depth-ratio or "
-                          "--remove-blocks yet")
     if (depth_ratio is not None or remove_blocks is not None) and \
             click.get_current_context().get_parameter_source("ratio") == click.core.ParameterSource.DEFAULT:
         ratio = None  # blocks only, unless --ratio is given (api.prune's default)

@@ -23,7 +23,8 @@ from .errors import OptionError, PlanMismatchError
 from .plan import GroupDecision, Plan, PlanOptions
 
 PLAN_FORMAT = "onnxprune-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: removed residual blocks ("blocks"); version 1 plans (channels only) are read too
+READS_VERSIONS = (1, 2)
 
 Key = tuple  # ("weight" | "node", name, axis, offset)
 
@@ -57,6 +58,7 @@ class PlanFile:
     shapes: dict = field(default_factory=dict)  # --shape values the analysis ran with
     onnxprune: str = ""
     source_name: str = ""
+    blocks: list = field(default_factory=list)  # removed residual blocks: {"add": node name, "weights": [...]}
 
     def plan_options(self) -> PlanOptions:
         names = PlanOptions.__dataclass_fields__
@@ -75,6 +77,8 @@ class PlanFile:
             "source": {"name": self.source_name, "sha256": self.source_sha256},
             "options": self.options, "shapes": self.shapes, "groups": "@GROUPS@",
         }
+        if self.blocks:
+            head["blocks"] = self.blocks
         lines = ",\n    ".join(json.dumps(g.to_dict()) for g in self.groups)
         return json.dumps(head, indent=2).replace('"@GROUPS@"', "[\n    " + lines + "\n  ]" if lines else "[]") + "\n"
 
@@ -94,13 +98,15 @@ class PlanFile:
     def from_dict(cls, doc, label: str = "plan") -> "PlanFile":
         if not isinstance(doc, dict) or doc.get("format") != PLAN_FORMAT:
             raise OptionError(f"{label}: not an onnxprune plan (no \"format\": \"{PLAN_FORMAT}\")")
-        if doc.get("version") != PLAN_VERSION:
-            raise OptionError(f"{label}: plan format version {doc.get('version')!r}; this onnxprune reads version {PLAN_VERSION}")
+        if doc.get("version") not in READS_VERSIONS:
+            raise OptionError(f"{label}: plan format version {doc.get('version')!r}; this onnxprune reads versions "
+                              f"{', '.join(map(str, READS_VERSIONS))}")
         try:
             groups = [_group_from_dict(g) for g in doc["groups"]]
             source = doc.get("source") or {}
+            blocks = [{"add": str(b["add"]), "weights": [str(w) for w in b["weights"]]} for b in doc.get("blocks", [])]
             plan = cls(str(source.get("sha256", "")), dict(doc["options"]), groups, dict(doc.get("shapes") or {}),
-                       str(doc.get("onnxprune", "")), str(source.get("name", "")))
+                       str(doc.get("onnxprune", "")), str(source.get("name", "")), blocks)
             plan.plan_options().validate()
         except (KeyError, TypeError, ValueError) as exc:
             raise OptionError(f"{label}: malformed plan: {type(exc).__name__}: {exc}") from None
@@ -207,3 +213,23 @@ def match_plan(planned: PlanFile, analysis: Analysis) -> Plan:
 def _place_text(key: Key) -> str:
     kind, name, axis, offset = key
     return f"{kind} '{name}' axis {axis}" + (f" at {offset}" if offset else "")
+
+
+def planned_block(block) -> dict:
+    """How a plan names a removed block (blocks.Block): the initializers its branch reads, which a re-export of the
+    same network keeps, and its Add node's name (used only for a branch without initializers)."""
+    return {"add": block.add, "weights": list(block.weights)}
+
+
+def match_blocks(planned: list[dict], found: list) -> list:
+    """The blocks of this model (blocks.Block) that the plan's removed blocks name; PlanMismatchError for the
+    first one that has no match."""
+    chosen = []
+    for p in planned:
+        hits = [b for b in found if (set(b.weights) == set(p["weights"]) if p["weights"] else b.add == p["add"])]
+        if not hits:
+            key = f"weights {', '.join(p['weights'][:3])}" if p["weights"] else f"Add '{p['add']}'"
+            raise PlanMismatchError(f"the plan does not fit: it removes the residual block with {key} "
+                                    f"(Add '{p['add']}'), which this model has no removable block for")
+        chosen.append(hits[0])
+    return chosen

@@ -78,7 +78,7 @@ class DepthReport:
     """Depth pruning: every removable block found, with its score, and which were removed."""
 
     blocks: list[BlockReport]
-    scored_by: str  # "calibration" (||f(x)|| / ||x||) or "weights" (block_scores.py's proxy)
+    scored_by: str  # "calibration" (||f(x)|| / ||x||), "weights" (block_scores.py's proxy) or "the plan" (apply-plan)
     kernels_before: Optional[int] = None  # onnxruntime nodes of the optimized dense model (kernels.py)
     kernels_after: Optional[int] = None  # ... of the pruned model
 
@@ -93,8 +93,8 @@ class DepthReport:
 
     def summary(self) -> str:
         names = ", ".join(f"{b.name} ({b.score:.3g})" for b in self.removed)
-        text = f"blocks: removed {len(self.removed)} of {len(self.blocks)} removable (lowest scores by " \
-               f"{self.scored_by}): {names}"
+        how = "as the plan says" if self.scored_by == "the plan" else f"lowest scores by {self.scored_by}"
+        text = f"blocks: removed {len(self.removed)} of {len(self.blocks)} removable ({how}): {names}"
         if self.kernels_before and self.kernels_after:
             text += f"\nkernels after onnxruntime's optimizations: {self.kernels_before} -> {self.kernels_after}"
         return text

@@ -223,11 +223,7 @@ def test_inspect_lists_blocks_and_prune_cli(tmp_path):
                  "no residual connection")
     assert_error(run("prune", MODELS / "demo_resnet18.onnx", "-o", tmp_path / "x.onnx", "--unstructured",
                      "--sparsity", "0.5", "--depth-ratio", "0.5"), 1, "--depth-ratio")
-    assert_error(run("prune", MODELS / "demo_resnet18.onnx", "-o", tmp_path / "x.onnx", "--depth-ratio", "0.5",
-                     "--plan-out", tmp_path / "plan.json"), 1, "--plan-out")
-    assert not (tmp_path / "x.onnx").exists()
-    with pytest.raises(OptionError, match="depth-pruned"):
-        onnxprune.pruning_plan(onnxprune.prune(MODELS / "demo_resnet18.onnx", remove_blocks=1))
+    # plans of depth-pruned models: tests/test_plan_depth.py
 
 
 def test_nested_blocks_are_never_both_removed():

@@ -563,3 +563,11 @@ def test_check_reports_the_cosine_it_judged_and_says_it_can_be_fooled(tmp_path):
     (criterion,) = data["criteria"]
     assert criterion["value"] == pytest.approx(data["fidelity"]["outputs"][0]["cosine"])
     assert any("says little" in note for note in data["notes"])
+
+
+def test_a_depth_pruned_card_follows_the_schema(tmp_path):
+    assert_ok(run("prune", MODELS / "demo_resnet18.onnx", "-o", tmp_path / "d.onnx", "--depth-ratio", "0.25",
+                  "--report", tmp_path / "card"))
+    card = json.loads((tmp_path / "card" / "report.json").read_text())
+    assert card["depth"]["removed"] >= 1 and card["options"]["depth_ratio"] == 0.25
+    assert_follows_schema(card)
