@@ -247,6 +247,12 @@ def test_prune_registers_a_version_with_lineage_card_plan_and_alias(server, clie
     dense = onnx.load(str(MODEL))
     count = lambda m: sum(int(np.prod(t.dims)) for t in m.graph.initializer)  # noqa: E731
     assert count(pruned) < 0.5 * count(dense)
+    # the plan, replayed on the registry's own source version, gives the registered model's bytes
+    got = {k: Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path / k),
+                                                        tracking_uri=server))
+           for k, uri in (("source", "models:/digits/1"), ("pruned", "models:/digits-pruned/1"))}
+    cli("apply-plan", got["source"] / "model.onnx", folder / "plan.json", "-o", tmp_path / "replayed.onnx", check=0)
+    assert (tmp_path / "replayed.onnx").read_bytes() == (got["pruned"] / "model.onnx").read_bytes()
 
     from onnxprune.integrations.mlflow_registry import prune_version
     from onnxprune.integrations.recipe import Recipe

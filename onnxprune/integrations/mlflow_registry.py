@@ -31,6 +31,7 @@ TAG = "onnxprune."
 PARENT_NAME, PARENT_VERSION = TAG + "parent_name", TAG + "parent_version"
 RUN_ID, PLAN_SHA256, RECIPE_SHA256 = TAG + "run_id", TAG + "plan_sha256", TAG + "recipe_sha256"
 TOOL_VERSION, GATE = TAG + "version", TAG + "gate"  # gate: pass | fail | none (no policy)
+SINGLE_FILE_LIMIT = 2_000_000_000  # bytes: protobuf's limit for a model in one file is 2 GiB
 GATE_NOTES = TAG + "gate_notes"  # on the run: the gate's warnings (a statistic that can be fooled, random inputs)
 URI_PREFIX = "models:/"
 ARTIFACTS = "onnxprune"  # the run's folder for the card, the plan, the bench and gate JSON
@@ -370,7 +371,7 @@ def _log_and_register(registry: Registry, ref: VersionRef, target: str, alias: O
     import mlflow.onnx
     import onnx
 
-    from ..provenance import file_sha256, versions
+    from ..provenance import file_sha256, model_disk_bytes, versions
 
     mlflow.set_tracking_uri(registry.tracking_uri)
     if registry.registry_uri:
@@ -393,8 +394,12 @@ def _log_and_register(registry: Registry, ref: VersionRef, target: str, alias: O
         mlflow.log_artifacts(str(ev.card_dir), f"{ARTIFACTS}/card")
         for path in [ev.plan, *ev.files]:
             mlflow.log_artifact(str(path), ARTIFACTS)
+        # One file, as onnxprune wrote it, where protobuf allows (under 2 GB): the registered model.onnx then has
+        # the same bytes as `apply-plan` gives, which is how a user checks it (MLflow's default splits the weights).
+        single = model_disk_bytes(ev.model) < SINGLE_FILE_LIMIT
         info = mlflow.onnx.log_model(onnx.load(str(ev.model)), name="model", signature=signature,
-                                     pip_requirements=mlflow.onnx.get_default_pip_requirements())
+                                     pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+                                     save_as_external_data=not single)
         mv = registry.call(f"register {target}", mlflow.register_model, info.model_uri, target,
                            tags={**lineage, RUN_ID: run_id})
     set_alias = None
