@@ -8,7 +8,7 @@ import json
 import click
 
 from .calib import CALIB_SAMPLES
-from .cli_options import deployment_for, deployment_options, executor_options, round_to_from
+from .cli_options import deployment_for, deployment_options, executor_options, round_to_from, shape_option
 from .errors import OptionError
 from .executors import make_executor
 from .inputs import parse_shapes
@@ -33,7 +33,7 @@ from .verify import load_labels
 @click.option("--min-channels", type=int, default=PlanOptions.min_channels, show_default=True,
               help="Fewest channels a group keeps.")
 @click.option("--calib-samples", type=int, default=CALIB_SAMPLES, show_default=True, help="Most calibration samples used.")
-@click.option("--shape", "shapes", multiple=True, metavar="NAME=AxBxC", help="Pin an input's shape (repeatable).")
+@shape_option()
 @deployment_options
 @click.option("--no-latency", is_flag=True, help="Skip the latency profile (no milliseconds column).")
 @executor_options
