@@ -44,6 +44,10 @@ NO_RECOVERY_NOTE = (
     "no calibration data was given: accuracy usually drops sharply right after pruning; "
     "fine-tune the pruned model or recover it with calibration data"
 )
+RECOVERY_OFF_NOTE = (
+    "--recover none: the pruned model was not recovered on the calibration data: accuracy usually drops sharply "
+    "right after pruning; recover it (--recover all, the default with data) or fine-tune it"
+)
 
 
 @dataclass
@@ -435,7 +439,7 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
     if recovery is not None:
         notes.append(recovery.summary())
     elif plan is not None and plan.pruned:
-        notes.append(NO_RECOVERY_NOTE)
+        notes.append(NO_RECOVERY_NOTE if samples is None else RECOVERY_OFF_NOTE)
     elif plan is not None:
         notes.append("no channel was removed: the groups are too small for --ratio/--round-to/--min-channels")
     report = PruneReport(
