@@ -200,14 +200,13 @@ def sensitivity(
     dense_outputs = [dense_session.run(None, feed) for feed in feeds]
     del dense_session
     class_output = None
-    dense_accuracy = None
+    dense_accuracy = label_note = None
     if labels is not None:
         class_output = _class_output(dense_outputs[0])
         if class_output is None:
             raise OptionError("--labels was given but no output looks like class scores ([N, classes])")
         predicted = np.concatenate([np.argmax(o[class_output], axis=1) for o in dense_outputs])
-        if predicted.size != np.asarray(labels).size:
-            raise OptionError(f"--labels holds {np.asarray(labels).size} labels for {predicted.size} samples")
+        labels, label_note = samples.labels_for(np.asarray(labels))
         dense_accuracy = float(np.mean(predicted == labels))
     groups = [g for g in analysis.groups if g.prunable]
     widths_of = {g.id: aligned_widths(g, analysis.spaces, round_to, min_channels) for g in groups}
@@ -226,6 +225,8 @@ def sensitivity(
                 "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())}}
     sha = model_hash(source)
     report = SensitivityReport(str(model), sha, settings, dense_accuracy=dense_accuracy)
+    if label_note:
+        report.notes.append(label_note)
     json_path = out / "sensitivity.json"
     done = _finished(json_path, sha, settings)
     report.points = [p for key, p in done.items() if key in ratio_of]
