@@ -253,7 +253,7 @@ def _write_checked(holder: list, model: str, output: str, force: bool, pinned, s
 
 
 def _refuse_overwrite(model: str, output: str, force: bool) -> None:
-    """Fail early, before any work: OUTPUT is MODEL (without --force) or its folder does not exist."""
+    """Fail early, before any work: OUTPUT is MODEL (without --force), a folder, or a path through a file."""
     check_output_path(output, inputs=(model,), force=force)
 
 

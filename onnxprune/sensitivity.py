@@ -16,8 +16,6 @@ channel scores.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
@@ -27,6 +25,7 @@ import onnx
 
 from .calib import CALIB_SAMPLES
 from .errors import OptionError
+from .io import make_folder, write_text
 from .plan import PlanOptions
 from .tables import markdown, num
 
@@ -127,14 +126,7 @@ def _task(context: Mapping, job: tuple[int, int]) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".sensitivity-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(data, indent=1))
 
 
 def _finished(path: Path, sha: str, settings: dict) -> dict[tuple[int, int], SensitivityPoint]:
@@ -190,8 +182,7 @@ def sensitivity(
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise OptionError(f"ratios must be in (0, 1), got {list(ratios)}")
     tell = say or (lambda _m: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     source = load_model(model)
     work = api._load_work(source, shapes, None, calib, calib_samples, None)
     analysis, cost, samples = work.analysis, work.cost_before, work.samples
@@ -274,7 +265,7 @@ def sensitivity(
     plot = _plot(report, out / "sensitivity.png")
     if plot:
         report.files["plot"] = plot
-    (out / "sensitivity.md").write_text(report.format_markdown())
+    write_text(out / "sensitivity.md", report.format_markdown())
     _write_json(json_path, report.to_dict())
     return report
 

@@ -192,6 +192,21 @@ def test_cli_apply_plan_to_a_reexport_notes_the_other_source(tmp_path):
     assert "is not the model the plan was made on" in result.stdout
 
 
+def test_pipeline_outputs_go_into_new_folders_with_the_umask_permissions(tmp_path):
+    """-o, --plan-out and --report create the folders they name, and every file gets what the umask gives a new
+    file (0644 under umask 022), the text files as the model."""
+    model, = _copy(tmp_path, "digits_resnet.onnx")
+    old = os.umask(0o022)
+    try:
+        assert_ok(run("prune", model, "-o", tmp_path / "out" / "pruned.onnx", "--ratio", "0.5",
+                      "--plan-out", tmp_path / "plans" / "plan.json", "--report", tmp_path / "cards" / "card"))
+        assert_ok(run("apply-plan", model, tmp_path / "plans" / "plan.json", "-o", tmp_path / "again" / "m.onnx"))
+    finally:
+        os.umask(old)
+    written = ["out/pruned.onnx", "plans/plan.json", "cards/card/report.json", "cards/card/report.md", "again/m.onnx"]
+    assert {name: (tmp_path / name).stat().st_mode & 0o777 for name in written} == dict.fromkeys(written, 0o644)
+
+
 def _plan_doc(tmp_path) -> dict:
     model, = _copy(tmp_path, "digits_resnet.onnx")
     assert_ok(run("prune", model, "-o", tmp_path / "a.onnx", "--ratio", "0.5", "--round-to", "1",
