@@ -483,17 +483,18 @@ def apply_plan(
     settings.setdefault("recover", "none")
     method = settings["recover"]
     check_method(method)
+    if shapes is None and planned.shapes:
+        shapes = planned.shapes
+    limit = int(settings.get("calib_samples") or 0) or None
+    work = _load_work(model, shapes, registry, calib if method != "none" else None, limit, progress)
+    matched = planned.match(work.analysis)  # a plan that does not fit the model says so before the data matters
     if method != "none" and calib is None:
         raise OptionError(f"the plan was made with --recover {method} on calibration data: give the same data with --calib")
     if method == "none" and calib is not None:
         raise OptionError("the plan was made without recovery: --calib is not used, drop it")
-    if shapes is None and planned.shapes:
-        shapes = planned.shapes
-    limit = int(settings.get("calib_samples") or 0) or None
-    work = _load_work(model, shapes, registry, calib, limit, progress)
     if work.samples is not None and limit is not None and work.samples.count != limit:
         raise OptionError(f"the plan was recovered on {limit} calibration samples, --calib holds {work.samples.count}")
-    return _carry_out(work, planned.match(work.analysis), settings)
+    return _carry_out(work, matched, settings)
 
 
 def pruning_plan(result: PruneResult, source_sha256: Optional[str] = None) -> PlanFile:

@@ -95,6 +95,11 @@ def test_plan_with_recovery_needs_the_same_data(tmp_path):
     assert snapshot(tmp_path) == before
     assert_ok(run("apply-plan", model, tmp_path / "plan.json", "-o", tmp_path / "b.onnx", "--calib", calib))
     assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
+    # on a model the plan does not fit, the mismatch comes first: no data would make it apply
+    other, = _copy(tmp_path, "digits_cnn.onnx")
+    before = snapshot(tmp_path)
+    assert_error(run("apply-plan", other, tmp_path / "plan.json", "-o", tmp_path / "c.onnx"), 1, "does not fit")
+    assert snapshot(tmp_path) == before
 
 
 def test_plan_recovered_on_images_replays_with_the_same_images(tmp_path):
