@@ -101,7 +101,7 @@ def unmatched_excludes(patterns, names: list[str], what: str = "node of a prunab
         near = [n for n in names if fnmatch.fnmatchcase(n, wider)]
         hint = (f"; '{wider}' would match {near[0]!r}" + (f" and {len(near) - 1} more" if len(near) > 1 else "")
                 if near else f"; names look like {', '.join(repr(n) for n in names[:2])}" if names else "")
-        warnings.append(f"--exclude {pattern!r} matches no {what}, so it excludes nothing{hint} "
+        warnings.append(f"exclude {pattern!r} matches no {what}, so it excludes nothing{hint} "
                         "(onnxprune inspect lists them)")
     return warnings
 
