@@ -32,8 +32,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
-# On a machine with a GPU: the python3 there must have onnxruntime-gpu (and onnx, numpy, sympy, click); the
-# project is taken from this folder, not installed. GPU_ARGS="--budget-s 600" or "--cpu --small" pass through.
+# On a machine with a GPU: $(PYTHON) (python3 unless set) must have onnxruntime-gpu (and onnx, numpy, sympy, click);
+# the project is taken from this folder, not installed. GPU_ARGS="--budget-s 600" or "--cpu --small" pass through.
+# On the CPU with the project's .venv: make bench-gpu PYTHON=.venv/bin/python GPU_ARGS="--cpu --small".
 GPU_OUT ?= bench-out/gpu
 bench-gpu:
 	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu.py $(GPU_OUT) $(GPU_ARGS)

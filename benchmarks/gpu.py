@@ -31,18 +31,23 @@ from typing import Callable, Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import onnx  # noqa: E402
+try:
+    import onnx
 
-from models import transformers, zoo  # noqa: E402
-from onnxprune import api  # noqa: E402
-from onnxprune.bench import (  # noqa: E402
-    FP16_MIN_COSINE, BenchConfig, BenchReport, bench, environment, method_text, provider_list)
-from onnxprune.diagnosis import PROBE_FACTOR, Evidence, diagnose  # noqa: E402
-from onnxprune.errors import OnnxPruneError  # noqa: E402
-from onnxprune.fp16 import check_float16, to_float16  # noqa: E402
-from onnxprune.inputs import make_inputs  # noqa: E402
-from onnxprune.io import save_model  # noqa: E402
-from onnxprune.unstructured import prune_unstructured  # noqa: E402
+    from models import transformers, zoo
+    from onnxprune import api
+    from onnxprune.bench import (
+        FP16_MIN_COSINE, BenchConfig, BenchReport, bench, environment, method_text, provider_list)
+    from onnxprune.diagnosis import PROBE_FACTOR, Evidence, diagnose
+    from onnxprune.errors import OnnxPruneError
+    from onnxprune.fp16 import check_float16, to_float16
+    from onnxprune.inputs import make_inputs
+    from onnxprune.io import save_model
+    from onnxprune.unstructured import prune_unstructured
+except ModuleNotFoundError as exc:  # the system python3 of `make bench-gpu`, without the project's dependencies
+    sys.exit(f"error: {sys.executable} has no module {exc.name!r}: run it with a Python that has onnx, onnxruntime "
+             "(onnxruntime-gpu for CUDA), numpy, sympy and click, such as the .venv that `make test` creates: "
+             "make bench-gpu PYTHON=.venv/bin/python GPU_ARGS=\"--cpu --small\"")
 
 HAS_DEPTH = "depth_ratio" in inspect.signature(api.prune).parameters
 DEPTH_NOTE = "onnxprune.prune has no depth_ratio argument in this version: depth pruning not measured"

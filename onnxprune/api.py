@@ -44,6 +44,10 @@ NO_RECOVERY_NOTE = (
     "no calibration data was given: accuracy usually drops sharply right after pruning; "
     "fine-tune the pruned model or recover it with calibration data"
 )
+RECOVERY_OFF_NOTE = (
+    "--recover none: the pruned model was not recovered on the calibration data: accuracy usually drops sharply "
+    "right after pruning; recover it (--recover all, the default with data) or fine-tune it"
+)
 
 
 @dataclass
@@ -443,7 +447,7 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
     if recovery is not None:
         notes.append(recovery.summary())
     elif plan is not None and plan.pruned:
-        notes.append(NO_RECOVERY_NOTE)
+        notes.append(NO_RECOVERY_NOTE if samples is None else RECOVERY_OFF_NOTE)
     elif plan is not None:
         notes.append("no channel was removed: the groups are too small for --ratio/--round-to/--min-channels")
     report = PruneReport(
@@ -487,19 +491,21 @@ def apply_plan(
     settings.setdefault("recover", "none")
     method = settings["recover"]
     check_method(method)
-    if method != "none" and calib is None:
-        raise OptionError(f"the plan was made with --recover {method} on calibration data: give the same data with --calib")
-    if method == "none" and calib is not None:
-        raise OptionError("the plan was made without recovery: --calib is not used, drop it")
     if shapes is None and planned.shapes:
         shapes = planned.shapes
     limit = int(settings.get("calib_samples") or 0) or None
     blocks = _BlockOptions(None, None, (), planned.blocks) if planned.blocks else None
     width = bool(planned.groups) or blocks is None
-    work = _load_work(model, shapes, registry, calib, limit, progress, blocks, width)
+    work = _load_work(model, shapes, registry, calib if method != "none" else None, limit, progress, blocks, width)
+    # a plan that does not fit the model says so before the data matters
+    matched = planned.match(work.analysis) if width else None
+    if method != "none" and calib is None:
+        raise OptionError(f"the plan was made with --recover {method} on calibration data: give the same data with --calib")
+    if method == "none" and calib is not None:
+        raise OptionError("the plan was made without recovery: --calib is not used, drop it")
     if work.samples is not None and limit is not None and work.samples.count != limit:
         raise OptionError(f"the plan was recovered on {limit} calibration samples, --calib holds {work.samples.count}")
-    return _carry_out(work, planned.match(work.analysis) if width else None, settings)
+    return _carry_out(work, matched, settings)
 
 
 def pruning_plan(result: PruneResult, source_sha256: Optional[str] = None) -> PlanFile:

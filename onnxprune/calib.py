@@ -36,6 +36,7 @@ class SampleSet:
     stacked: bool = False
     fixed_batch: Optional[int] = None  # rows form: the input's fixed leading dim, fed exactly that many rows
     given: list[Feed] = field(default_factory=list)
+    held: Optional[int] = None  # after take(): the samples the source held, of which these are the first
 
     @property
     def count(self) -> int:
@@ -69,8 +70,22 @@ class SampleSet:
                     break
                 kept.append(feed)
                 total += feed_rows(feed)
-            return SampleSet(self.source, given=kept)
-        return SampleSet(self.source, {k: v[:limit] for k, v in self.arrays.items()}, self.stacked, self.fixed_batch)
+            return SampleSet(self.source, given=kept, held=self.count)
+        return SampleSet(self.source, {k: v[:limit] for k, v in self.arrays.items()}, self.stacked, self.fixed_batch,
+                         held=self.count)
+
+    def labels_for(self, labels: np.ndarray) -> tuple[np.ndarray, Optional[str]]:
+        """`labels` (one per sample of the source, in order) for these samples, and a note when take() kept the
+        first ones and the labels are cut alike; OptionError when the counts do not fit."""
+        n, held = self.count, self.held or self.count
+        if labels.size == n:
+            return labels, None
+        if labels.size == held:
+            return labels[:n], (f"--labels: the first {n} of {held} labels, for the first {n} samples that "
+                                "--calib-samples keeps")
+        kept = f" (calib_samples keeps the first {n})" if held != n else ""
+        raise OptionError(f"labels holds {labels.size} labels for {held} samples{kept}",
+                          params=("labels", "calib_samples"))
 
     def require(self, minimum: int) -> "SampleSet":
         if self.count < minimum:

@@ -86,15 +86,11 @@ class ModelCard:
         return card_markdown(self.to_dict(), self.bench_markdown, self.fidelity_text)
 
     def write(self, directory: Union[str, os.PathLike]) -> list[Path]:
-        """Write report.json and report.md into `directory` (created if missing; its parent must exist), each
+        """Write report.json and report.md into `directory` (created with its parents if missing), each
         atomically. Returns the two paths."""
         folder = Path(directory)
         if folder.exists() and not folder.is_dir():
             raise OutputError(f"{folder}: is a file, expected a folder for the report")
-        if not folder.exists():
-            if not folder.parent.is_dir():
-                raise OutputError(f"{folder}: folder {folder.parent} does not exist")
-            folder.mkdir()
         inputs = (self.source.path, self.output.path)
         return [write_text(folder / JSON_NAME, self.to_json(), inputs=inputs),
                 write_text(folder / MARKDOWN_NAME, self.to_markdown(), inputs=inputs)]

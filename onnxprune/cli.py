@@ -24,7 +24,8 @@ from .cli_options import (calibration_options, deployment_for, deployment_option
                           structured_prune_options)
 from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
 from .cli_sensitivity import sensitivity_cmd
-from .errors import InternalError, NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError
+from .errors import (InternalError, NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError,
+                     on_command_line)
 from .inputs import parse_shapes, unpinned_dims_notes
 from .inputs import make_inputs
 from .io import check_output_path, load_model, stage_model
@@ -130,7 +131,7 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
     outputs = PipelineOutputs(model, output, plan_out, report_dir, report_bench)
     if unstructured:
         pruned, report = _prune_unstructured(model, sparsity, scope, pattern, exclude)
-        _warn(report.warnings)
+        _warn(report)
         _write_checked([pruned], model, output, force, pinned, skip_check=no_check)
         click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())
         return
@@ -160,7 +161,7 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
                 cache_dir=latency_cache, profile_file=latency_profile,
                 budget_s=DEFAULT_BUDGET_S if latency_budget is None else latency_budget)
     report = result.report
-    _warn(report.warnings)
+    _warn(report)
     outputs.take(result)
     feeds = None
     if not no_check:  # what needs the models in memory, before the pruned one is freed
@@ -185,8 +186,11 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
                        f"dense for a target of {result_latency.target:g}; wrote the closest model", err=True)
 
 
-def _warn(messages) -> None:
-    for message in messages:
+def _warn(report) -> None:
+    """Print the report's warnings (OnnxPruneWarning messages), saying options where they name parameters; the
+    report (its --json, the model card) keeps them so."""
+    report.warnings = [on_command_line(w, OnnxPruneWarning.params) for w in report.warnings]
+    for message in report.warnings:
         click.echo(f"warning: {message}", err=True)
 
 
@@ -250,7 +254,7 @@ def _write_checked(holder: list, model: str, output: str, force: bool, pinned, s
 
 
 def _refuse_overwrite(model: str, output: str, force: bool) -> None:
-    """Fail early, before any work: OUTPUT is MODEL (without --force) or its folder does not exist."""
+    """Fail early, before any work: OUTPUT is MODEL (without --force), a folder, or a path through a file."""
     check_output_path(output, inputs=(model,), force=force)
 
 

@@ -21,8 +21,12 @@ from .errors import OptionError, VerificationError
 from .inputs import load_inputs_images, load_inputs_npz, make_inputs, parse_shapes, unpinned_dims_notes
 from .io import load_model
 from .layers import bench_layers, format_groups
-from .progress import Progress
+from .progress import Progress, Stages
 from .verify import Gates, compare, format_table, load_labels
+
+
+# progress of the given inputs (--data, --data-images); random inputs are a few small batches
+VERIFY_STAGES = {"images": ("reading images", "images"), "batches": ("running both models", "batches")}
 
 
 @click.command("verify")
@@ -56,17 +60,19 @@ def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, st
         raise OptionError("--max-accuracy-drop needs --labels (and --data or --data-images)")
     if given is not None and (shapes or samples is not None):
         raise OptionError(f"{given} gives the inputs and their shapes: drop --shape and --samples")
-    if data is not None:
-        feeds, inputs = load_inputs_npz(data, dense), f"--data {data}"
-    elif data_images is not None:
-        feeds, inputs = load_inputs_images(data_images, dense, images), f"--data-images {data_images}"
-    else:
-        pinned = parse_shapes(shapes)
-        _notes(unpinned_dims_notes(load_model(dense), pinned, "the outputs are compared"))
-        feeds, inputs = make_inputs(dense, pinned, samples=4 if samples is None else samples,
-                                    seed=0 if seed is None else seed), "random"
-    report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None,
-                     inputs=inputs)
+    with Stages(VERIFY_STAGES) as stages:
+        if data is not None:
+            feeds, inputs = load_inputs_npz(data, dense), f"--data {data}"
+        elif data_images is not None:
+            feeds = load_inputs_images(data_images, dense, images, progress=lambda *n: stages.update("images", *n))
+            inputs = f"--data-images {data_images}"
+        else:
+            pinned = parse_shapes(shapes)
+            _notes(unpinned_dims_notes(load_model(dense), pinned, "the outputs are compared"))
+            feeds, inputs = make_inputs(dense, pinned, samples=4 if samples is None else samples,
+                                        seed=0 if seed is None else seed), "random"
+        report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None,
+                         inputs=inputs, progress=lambda *n: stages.update("batches", *n) if given else None)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_table(report))
     if as_json:  # the table shows them beside the verdict; a pipeline reading JSON sees them in its log
         for warning in report.gate_warnings:

@@ -33,12 +33,15 @@ class OptionError(OnnxPruneError):
         self.params = tuple(params)
 
     def on_command_line(self) -> str:
-        """The message with the first mention of each of `params` said as its option: max_ratio -> --max-ratio."""
-        text = str(self)
-        for param in self.params:
-            option = "--" + param.replace("_", "-")
-            text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", lambda _m: option, text, count=1)
-        return text
+        return on_command_line(str(self), self.params)
+
+
+def on_command_line(text: str, params: Sequence[str]) -> str:
+    """`text` with the first mention of each of `params` said as its option: max_ratio -> --max-ratio."""
+    for param in params:
+        option = "--" + param.replace("_", "-")
+        text = re.sub(rf"(?<![\w-]){re.escape(param)}(?![\w-])", lambda _m: option, text, count=1)
+    return text
 
 
 class NothingToPruneError(OnnxPruneError):
@@ -54,8 +57,11 @@ class VerificationError(OnnxPruneError):
 
 
 class OnnxPruneWarning(UserWarning):
-    """Something the user asked for had no effect (an --exclude pattern that matches no node ...); the CLI prints
-    it as a 'warning:' line on stderr, the API also lists it in the report's `warnings`."""
+    """Something the user asked for had no effect (an exclude pattern that matches no node ...); the CLI prints
+    it as a 'warning:' line on stderr, the API also lists it in the report's `warnings`. Its messages name the
+    API's parameters (`params`), which the CLI says as options (on_command_line)."""
+
+    params = ("exclude",)
 
 
 class PlanMismatchError(OnnxPruneError):

@@ -340,9 +340,11 @@ def load_inputs_npz(path: Union[str, os.PathLike], model: ModelSource, batch: in
     return list(load_npz(path, _as_proto(model), option="--data").feeds(batch))
 
 
-def load_inputs_images(folder: Union[str, os.PathLike], model: ModelSource, options, batch: int = 64) -> list[Feed]:
+def load_inputs_images(folder: Union[str, os.PathLike], model: ModelSource, options, batch: int = 64,
+                       progress=None) -> list[Feed]:
     """Feed dicts from a folder of images (calib.load_images with calib.ImageOptions `options`), `batch` images
-    at a time (or the input's fixed batch); sorted by file name, so that labels can follow the same order."""
+    at a time (or the input's fixed batch); sorted by file name, so that labels can follow the same order.
+    `progress(done, total)` after each image."""
     from .calib import load_images
 
-    return list(load_images(folder, _as_proto(model), options, option="--data-images").feeds(batch))
+    return list(load_images(folder, _as_proto(model), options, option="--data-images", progress=progress).feeds(batch))

@@ -176,25 +176,48 @@ def save_model(
 
 
 def check_output_path(path: Union[str, os.PathLike], inputs=(), force: bool = False) -> Path:
-    """Refuse an output that is one of `inputs` (unless `force`) or whose folder does not exist."""
+    """Refuse an output that is one of `inputs` (unless `force`), a folder, or a path through a file. A missing
+    folder is no error: writing creates it (make_folder)."""
     out = Path(path)
     for src in inputs:
         if not force and out.exists() and Path(src).exists() and os.path.samefile(out, src):
             raise UnsafePathError(f"{out}: output is the input model; choose another path or pass --force")
-    folder = out.parent
-    if not folder.is_dir():
-        raise OutputError(f"{out}: folder {folder} does not exist")
     if out.is_dir():
         raise OutputError(f"{out}: is a folder, expected a file name")
+    _refuse_file_in_the_way(out.parent, out)
     return out
 
 
-def write_text(path: Union[str, os.PathLike], text: str, *, inputs=(), force: bool = False) -> Path:
-    """Write `text` (UTF-8) to `path` atomically: a temporary file beside it, then a rename. Refuses to overwrite
-    any of `inputs` unless `force` (see check_output_path)."""
-    out = check_output_path(path, inputs, force)
+def make_folder(folder: Union[str, os.PathLike], label: Union[str, os.PathLike, None] = None) -> Path:
+    """Create the output folder `folder` and any missing parents; OutputError when a file is in the way or the
+    folder cannot be created. `label` names the output in the message (default: the folder)."""
+    folder = Path(folder)
+    _refuse_file_in_the_way(folder, label or folder)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".onnxprune-", dir=out.parent)
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{label or folder}: cannot create the folder {folder}: {_one_line(exc)}") from None
+    return folder
+
+
+def _refuse_file_in_the_way(folder: Path, label) -> None:
+    """OutputError when `folder` or the nearest of its parents that exists is not a folder."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise OutputError(f"{label}: {p} is a file, not a folder")
+            return
+
+
+def write_text(path: Union[str, os.PathLike], text: str, *, inputs=(), force: bool = False) -> Path:
+    """Write `text` (UTF-8) to `path` atomically: a new file beside it (created with the umask's permissions, as
+    any file), then a rename; its folder is created when missing. Refuses to overwrite any of `inputs` unless
+    `force` (see check_output_path). Every text output (plans, cards, reports, profiles) is written here."""
+    out = check_output_path(path, inputs, force)
+    make_folder(out.parent, out)
+    tmp = out.parent / f".onnxprune-{os.urandom(6).hex()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         raise OutputError(f"{out}: cannot write in {out.parent}: {_one_line(exc)}") from None
     try:
@@ -270,7 +293,7 @@ def stage_model(
 ) -> StagedModel:
     """Write `model` into a temporary folder beside `path` (see save_model); use as a context manager."""
     out = check_output_path(path, inputs, force)
-    folder = out.parent
+    folder = make_folder(out.parent, out)
     external = model_nbytes(model) >= external_data_threshold
     data_name = out.name + ".data" if external else None
     try:

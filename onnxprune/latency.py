@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import onnx
 
 from .bench import PROVIDERS, BenchConfig, bench
 from .errors import OptionError
+from .io import write_text
 
 LADDER = (0.25, 0.5, 0.75)  # fractions of a group kept at the measured rungs (rounded up to aligned widths)
 MIN_MAC_SHARE = 0.01
@@ -194,15 +194,7 @@ def load_profile(path) -> LatencyProfile:
 def save_profile(profile: LatencyProfile, path) -> None:
     """Written atomically: a reader never sees half a profile."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".profile-", suffix=".json", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(profile.to_dict(), f, indent=1)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(p, json.dumps(profile.to_dict(), indent=1))
     profile.path = str(p)
 
 

@@ -25,7 +25,7 @@ from .bench import bench
 from .calib import CALIB_SAMPLES
 from .errors import OptionError
 from .importance import DEFAULT_CRITERION
-from .io import load_model
+from .io import load_model_sized
 from .latency import DEFAULT_BUDGET_S, MIN_MAC_SHARE, Deployment, get_profile, narrowed
 from .plan import PlanOptions, aligned_widths, excluded
 from .tables import num, plain
@@ -188,7 +188,7 @@ def prune_to_latency(
     if not 0.0 < tolerance < 1.0 or max_steps < 1:
         raise OptionError("the tolerance must be in (0, 1) and at least one step is needed")
     deployment.validate()
-    source = load_model(model)
+    source, disk_bytes = load_model_sized(model)
     say("analysis and scores")
     work = api._load_work(source, shapes, None, calib, calib_samples, None)
     analysis, cost, samples, scores = work.analysis, work.cost_before, work.samples, api._scores(work, criterion)
@@ -275,6 +275,9 @@ def prune_to_latency(
     rows = _group_rows(source, plan.widths, profile, deployment, shapes, groups_checked, say)
     report = LatencyReport(target, tolerance, asdict(deployment), importance, profile.dense_ms, plan.predicted_ms,
                            fraction, reached, noise, profile.cost_text(), profile.path, steps, rows, notes)
+    if disk_bytes is not None:  # the steps pruned the file's copy in memory: the result names the file, its size
+        result.source, result.calib_args = str(model), api.calibration_args(calib)  # on disk and its data
+        result.report.before.size_bytes = disk_bytes
     result.report.latency = report.to_dict()
     result.report.notes.append(report.format().splitlines()[0])  # the verdict line
     result.latency = report

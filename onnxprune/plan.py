@@ -101,7 +101,7 @@ def unmatched_excludes(patterns, names: list[str], what: str = "node of a prunab
         near = [n for n in names if fnmatch.fnmatchcase(n, wider)]
         hint = (f"; '{wider}' would match {near[0]!r}" + (f" and {len(near) - 1} more" if len(near) > 1 else "")
                 if near else f"; names look like {', '.join(repr(n) for n in names[:2])}" if names else "")
-        warnings.append(f"--exclude {pattern!r} matches no {what}, so it excludes nothing{hint} "
+        warnings.append(f"exclude {pattern!r} matches no {what}, so it excludes nothing{hint} "
                         "(onnxprune inspect lists them)")
     return warnings
 
@@ -183,8 +183,9 @@ def aligned_widths(group: Group, spaces, round_to: int, min_channels: int = 1, m
 def plan_widths(groups: list[Group], scores: dict[int, np.ndarray], widths: dict[int, int],
                 options: Optional[PlanOptions] = None, notes: Optional[dict[int, str]] = None) -> Plan:
     """A plan that keeps `widths[group id]` channels of each listed group (the highest-scoring ones, in their
-    order); groups not listed keep all their channels. The widths are chosen elsewhere (allocate.py) from
-    `aligned_widths`; they are checked here."""
+    order); the other prunable groups keep all their channels, and the plan says so (as make_plan does), so that
+    a plan file of it names every group. The widths are chosen elsewhere (allocate.py) from `aligned_widths`;
+    they are checked here."""
     plan = Plan(options or PlanOptions())
     by_id = {g.id: g for g in groups}
     for gid, n_keep in widths.items():
@@ -194,6 +195,10 @@ def plan_widths(groups: list[Group], scores: dict[int, np.ndarray], widths: dict
         if not 1 <= n_keep <= group.size:
             raise ValueError(f"group {gid}: cannot keep {n_keep} of {group.size} channels")
         plan.decisions[gid] = _keep_best(group, scores[gid], int(n_keep), (notes or {}).get(gid, ""))
+    for group in groups:
+        if group.prunable and group.id not in plan.decisions:
+            plan.decisions[group.id] = GroupDecision(group.id, group.size, np.arange(group.size),
+                                                     (notes or {}).get(group.id, ""))
     return plan
 
 

@@ -1,5 +1,5 @@
 """Progress of long work on stderr, one mechanism for every command (prune's calibration loading, scores and
-recovery; bench; sweep).
+recovery; bench; sweep; verify's images and batches).
 
 On a terminal: a bar. Anywhere else (a CI log, a pipe), where a bar shows only its label until it ends: one line
 per step, "label: 3/12 text". Steps that only count (samples, batches) print at most LINES lines per stage, so

@@ -16,8 +16,6 @@ channel scores.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
@@ -27,6 +25,7 @@ import onnx
 
 from .calib import CALIB_SAMPLES
 from .errors import OptionError
+from .io import make_folder, write_text
 from .plan import PlanOptions
 from .tables import markdown, num
 
@@ -127,14 +126,7 @@ def _task(context: Mapping, job: tuple[int, int]) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".sensitivity-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(data, indent=1))
 
 
 def _finished(path: Path, sha: str, settings: dict) -> dict[tuple[int, int], SensitivityPoint]:
@@ -190,8 +182,7 @@ def sensitivity(
     if not ratios or any(not 0.0 < r < 1.0 for r in ratios):
         raise OptionError(f"ratios must be in (0, 1), got {list(ratios)}")
     tell = say or (lambda _m: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     source = load_model(model)
     work = api._load_work(source, shapes, None, calib, calib_samples, None)
     analysis, cost, samples = work.analysis, work.cost_before, work.samples
@@ -200,14 +191,13 @@ def sensitivity(
     dense_outputs = [dense_session.run(None, feed) for feed in feeds]
     del dense_session
     class_output = None
-    dense_accuracy = None
+    dense_accuracy = label_note = None
     if labels is not None:
         class_output = _class_output(dense_outputs[0])
         if class_output is None:
             raise OptionError("--labels was given but no output looks like class scores ([N, classes])")
         predicted = np.concatenate([np.argmax(o[class_output], axis=1) for o in dense_outputs])
-        if predicted.size != np.asarray(labels).size:
-            raise OptionError(f"--labels holds {np.asarray(labels).size} labels for {predicted.size} samples")
+        labels, label_note = samples.labels_for(np.asarray(labels))
         dense_accuracy = float(np.mean(predicted == labels))
     groups = [g for g in analysis.groups if g.prunable]
     widths_of = {g.id: aligned_widths(g, analysis.spaces, round_to, min_channels) for g in groups}
@@ -226,6 +216,8 @@ def sensitivity(
                 "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())}}
     sha = model_hash(source)
     report = SensitivityReport(str(model), sha, settings, dense_accuracy=dense_accuracy)
+    if label_note:
+        report.notes.append(label_note)
     json_path = out / "sensitivity.json"
     done = _finished(json_path, sha, settings)
     report.points = [p for key, p in done.items() if key in ratio_of]
@@ -273,7 +265,7 @@ def sensitivity(
     plot = _plot(report, out / "sensitivity.png")
     if plot:
         report.files["plot"] = plot
-    (out / "sensitivity.md").write_text(report.format_markdown())
+    write_text(out / "sensitivity.md", report.format_markdown())
     _write_json(json_path, report.to_dict())
     return report
 

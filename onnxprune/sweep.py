@@ -18,7 +18,7 @@ from .bench import BenchConfig, bench, speed_verdict
 from .cost import count_cost
 from .errors import NothingToPruneError, OptionError
 from .inputs import make_inputs
-from .io import load_model, save_model
+from .io import load_model, make_folder, save_model, write_text
 from .tables import markdown, num
 from .unstructured import prune_unstructured
 from .verify import compare
@@ -109,8 +109,7 @@ def sweep(
     progress: Optional[Callable[[str], None]] = None,
 ) -> SweepReport:
     say = progress or (lambda _msg: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     dense = load_model(model)
     feeds = make_inputs(dense, shapes=shapes, samples=samples, seed=0)
     dense_cost = count_cost(dense, shapes)
@@ -162,8 +161,8 @@ def sweep(
     plot = _plot(result, out / "sweep.png")
     if plot:
         result.files["plot"] = plot
-    Path(result.files["markdown"]).write_text(result.format_markdown())
-    Path(result.files["json"]).write_text(json.dumps(result.to_dict(), indent=2))
+    write_text(result.files["markdown"], result.format_markdown())
+    write_text(result.files["json"], json.dumps(result.to_dict(), indent=2))
     return result
 
 

@@ -702,12 +702,14 @@ def prune_unstructured(
         implied = 1.0 - n / m
         if abs(target - implied) > PATTERN_TOLERANCE:
             raise OptionError(
-                f"pattern {n}:{m} means sparsity {implied:.4g}, but sparsity {target:.4g} was given; "
-                "pass the matching sparsity or leave it out"
+                f"pattern {n}:{m} means sparsity {implied:.4g}, but {target:.4g} was given; "
+                "pass the matching value or leave it out", params=("pattern", "sparsity"),
             )
         if scope != "layer":
             raise OptionError(
-                f"pattern {n}:{m} applies per group of {m} weights; it cannot be used with scope 'global'"
+                f"pattern {n}:{m} keeps {n} of every {m} weights within each layer, so scope 'global' (one ranking "
+                "across layers) does not apply: drop the global scope, or give sparsity alone for a global ranking",
+                params=("pattern", "scope", "sparsity"),
             )
         target = implied
     globs = exclude_patterns(exclude)

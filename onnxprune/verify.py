@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import onnx
@@ -389,9 +389,10 @@ def compare(
     labels: Optional[np.ndarray] = None,
     inputs: str = "given",
     providers: Sequence = ("CPUExecutionProvider",),
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> VerifyReport:
     """Run both models on every feed (onnxruntime, CPU unless `providers` says otherwise) and compare their outputs
-    under `gates`.
+    under `gates`. `progress(done, total)` after each feed.
 
     `inputs` says where the feeds come from ("random" for make_inputs' noise; the report then says what
     that means). Both models must have the same input and output names (OnnxPruneError otherwise).
@@ -415,11 +416,13 @@ def compare(
 
     dense_outs: dict[str, list[np.ndarray]] = {n: [] for n in d_out}
     pruned_outs: dict[str, list[np.ndarray]] = {n: [] for n in d_out}
-    for feed in feeds:
+    for done, feed in enumerate(feeds, 1):
         for name, value in zip(d_out, run_session(sd, feed, dense_label)):
             dense_outs[name].append(np.asarray(value))
         for name, value in zip(p_out, run_session(sp, feed, pruned_label)):
             pruned_outs[name].append(np.asarray(value))
+        if progress is not None:
+            progress(done, len(feeds))
 
     report = VerifyReport(
         dense=dense_label,

@@ -96,7 +96,7 @@ def test_cli_verify_accuracy_gate(files, tmp_path):
     assert r.exit_code == 0 and "dense 1.0000, pruned 1.0000" in r.output, r.output
     r = invoke("verify", model, pruned, "--data", calib, "--labels", tmp_path / "y.npy", "--max-accuracy-drop", "0.0",
                "--json")
-    report = json.loads(r.output[: r.output.rindex("}") + 1])
+    report = json.loads(r.stdout)
     assert report["accuracy"]["dense"] == 1.0 and report["accuracy"]["samples"] == 32
     if report["accuracy"]["pruned"] < 1.0:
         assert r.exit_code == 4 and report["failures"][0]["gate"] == "max_accuracy_drop"

@@ -518,16 +518,27 @@ def test_bad_verify_and_bench_options(work):
     assert_error(run("bench", src, "--json", "--markdown", "--runs", "1"), 1, "--json")
 
 
-def test_missing_output_folder_fails_before_any_work(work, monkeypatch):
+def test_a_file_in_the_output_path_fails_before_any_work(work, monkeypatch):
     src = work.put("cfg")
 
     def no_pruning(*a, **k):
         raise AssertionError("pruned although the output cannot be written")
 
     monkeypatch.setattr(onnxprune.api, "prune", no_pruning)
+    (work / "plain").write_text("a file")
     before = snapshot(work)
-    assert_error(run("prune", src, "-o", work / "nodir" / "out.onnx"), 1, "does not exist")
+    assert_error(run("prune", src, "-o", work / "plain" / "out.onnx"), 1, "plain is a file, not a folder")
     assert snapshot(work) == before
+
+
+def test_a_missing_output_folder_is_created_when_the_output_is_written(work):
+    src = work.put("cfg")
+    assert_ok(run("prune", src, "-o", work / "new" / "sub" / "out.onnx"))
+    assert (work / "new" / "sub" / "out.onnx").is_file()
+    lonely = work.put("lonely")
+    before = snapshot(work)
+    assert_error(run("prune", lonely, "-o", work / "other" / "out.onnx"), 3, "nothing to prune")
+    assert snapshot(work) == before  # nothing written: no folder either
 
 
 # ------------------------------------------------------------------------------------------ nothing to do

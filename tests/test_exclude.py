@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import onnx
@@ -31,6 +32,7 @@ def test_a_pattern_that_matches_nothing_warns():
     with pytest.warns(OnnxPruneWarning, match="'head.\\*' matches no node") as caught:
         result = onnxprune.prune(exported_names(), exclude=["head.*"], round_to=1)
     assert "'*head.*' would match '/head/head.0/Gemm'" in str(caught[0].message)
+    assert str(caught[0].message).startswith("exclude 'head.*' matches")  # the parameter; the CLI says the option
     assert result.report.warnings == [str(caught[0].message)]
     assert result.report.to_dict()["warnings"] == result.report.warnings
     assert all(g.note == "" for g in result.report.groups)  # nothing was excluded
@@ -62,11 +64,12 @@ def test_cli_prints_a_warning_line(tmp_path):
     assert quiet.exit_code == 0 and "warning:" not in quiet.stderr
     data = run("prune", path, "-o", tmp_path / "out3.onnx", "--exclude", "nomatch*", "--json")
     assert "warning: --exclude 'nomatch*'" in data.stderr
+    assert json.loads(data.stdout)["warnings"][0].startswith("--exclude 'nomatch*' matches no node")
 
 
 def test_unstructured_warns_too(tmp_path):
     _, report = prune_unstructured(exported_names(), 0.5, exclude=["nomatch*"])
-    assert len(report.warnings) == 1 and "matches no weight layer" in report.warnings[0]
+    assert len(report.warnings) == 1 and report.warnings[0].startswith("exclude 'nomatch*' matches no weight layer")
     assert report.to_dict()["warnings"] == report.warnings
     path = tmp_path / "m.onnx"
     onnx.save(exported_names(), str(path))

@@ -25,6 +25,15 @@ def run(*args, check=True):
     return proc
 
 
+def test_a_python_without_the_dependencies_gets_one_line_saying_how_to_run_it(tmp_path):
+    # -I -S: no site-packages, as a bare system python3 has none of the project's dependencies
+    proc = subprocess.run([sys.executable, "-I", "-S", str(SCRIPT), tmp_path, "--cpu", "--small"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "has no module 'onnx'" in proc.stderr
+    assert "make bench-gpu PYTHON=.venv/bin/python" in proc.stderr
+
+
 def _finite(x):
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 

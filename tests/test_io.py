@@ -264,14 +264,34 @@ def test_save_refuses_the_input_unless_forced(tmp_path, model):
     assert onnx.load(str(src)).graph.name == other.graph.name
 
 
-def test_save_output_folder_problems(tmp_path, model):
-    with pytest.raises(OutputError, match="does not exist") as exc:
-        save_model(model, tmp_path / "nodir" / "out.onnx")
-    assert isinstance(exc.value, OnnxPruneError) and exc.value.exit_code == 1
+def test_save_creates_missing_folders_and_refuses_files_in_the_way(tmp_path, model):
+    save_model(model, tmp_path / "new" / "sub" / "out.onnx")
+    assert files(tmp_path) == ["new", "new/sub", "new/sub/out.onnx"]
+    (tmp_path / "plain").write_text("a file")
+    for out in (tmp_path / "plain" / "out.onnx", tmp_path / "plain" / "sub" / "out.onnx"):
+        with pytest.raises(OutputError, match="plain is a file, not a folder") as exc:
+            save_model(model, out)
+        assert isinstance(exc.value, OnnxPruneError) and exc.value.exit_code == 1
+        with pytest.raises(OutputError, match="plain is a file, not a folder"):
+            io.write_text(out, "text")
     (tmp_path / "taken").mkdir()
     with pytest.raises(OutputError, match="is a folder"):
         save_model(model, tmp_path / "taken")
-    assert files(tmp_path) == ["taken"]
+    assert files(tmp_path) == ["new", "new/sub", "new/sub/out.onnx", "plain", "taken"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_outputs_get_the_permissions_the_umask_gives(tmp_path, model, mask):
+    """Text and model outputs alike: what a new file gets under the umask (not a temporary file's 0600)."""
+    old = os.umask(mask)
+    try:
+        io.write_text(tmp_path / "a" / "plan.json", "{}\n")
+        save_model(model, tmp_path / "m.onnx")
+    finally:
+        os.umask(old)
+    for name in ("a/plan.json", "m.onnx"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    assert files(tmp_path) == ["a", "a/plan.json", "m.onnx"]  # no temporary file left
 
 
 def test_save_relative_path_in_the_current_folder(tmp_path, monkeypatch, model):

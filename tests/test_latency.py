@@ -69,7 +69,9 @@ def test_aligned_widths_and_plan_widths_keep_the_best_channels():
     plan = plan_widths(analysis.groups, scores, {group.id: 8})
     kept = plan.decisions[group.id].kept
     assert len(kept) == 8 and set(kept) == set(np.argsort(-scores[group.id], kind="stable")[:8])
-    assert list(plan.decisions) == [group.id]
+    assert [d.group for d in plan.pruned] == [group.id]
+    # the other prunable groups keep every channel, and the plan says so (a plan file of it names every group)
+    assert set(plan.decisions) == {g.id for g in analysis.groups if g.prunable}
     with pytest.raises(ValueError):
         plan_widths(analysis.groups, scores, {group.id: 33})
 
@@ -227,10 +229,16 @@ def test_prune_to_latency_on_a_tiny_model(tmp_path):
 def test_cli_prune_latency_target(tmp_path, capsys):
     out = tmp_path / "fast.onnx"
     main(["prune", str(TINY), "-o", str(out), "--speedup", "1.5", "--round-to", "8", "--latency-cache",
-          str(tmp_path / "cache"), "--latency-budget", "0", "--json"])
+          str(tmp_path / "cache"), "--latency-budget", "0", "--json", "--plan-out", str(tmp_path / "plan.json"),
+          "--report", str(tmp_path / "card")])
     captured = capsys.readouterr()
     data = json.loads(captured.out)
     assert data["latency"]["target"] == pytest.approx(1 / 1.5) and out.exists()
+    assert data["before"]["size_bytes"] == TINY.stat().st_size  # on disk, as plain prune says
+    card = json.loads((tmp_path / "card" / "report.json").read_text())  # the plan and card name the source file
+    assert card["source"]["path"] == str(TINY) and card["totals"]["before"]["size_bytes"] == TINY.stat().st_size
+    main(["apply-plan", str(TINY), str(tmp_path / "plan.json"), "-o", str(tmp_path / "again.onnx")])
+    assert (tmp_path / "again.onnx").read_bytes() == out.read_bytes()
     assert "latency profile: measured" in data["latency"]["profile"] and "modelled from their MACs" in captured.err
     if not data["latency"]["reached"]:  # a tiny model on a busy machine: said on stderr, beside the JSON
         assert "latency target not reached" in captured.err

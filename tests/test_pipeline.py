@@ -95,6 +95,11 @@ def test_plan_with_recovery_needs_the_same_data(tmp_path):
     assert snapshot(tmp_path) == before
     assert_ok(run("apply-plan", model, tmp_path / "plan.json", "-o", tmp_path / "b.onnx", "--calib", calib))
     assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "a.onnx").read_bytes()
+    # on a model the plan does not fit, the mismatch comes first: no data would make it apply
+    other, = _copy(tmp_path, "digits_cnn.onnx")
+    before = snapshot(tmp_path)
+    assert_error(run("apply-plan", other, tmp_path / "plan.json", "-o", tmp_path / "c.onnx"), 1, "does not fit")
+    assert snapshot(tmp_path) == before
 
 
 def test_plan_recovered_on_images_replays_with_the_same_images(tmp_path):
@@ -190,6 +195,21 @@ def test_cli_apply_plan_to_a_reexport_notes_the_other_source(tmp_path):
     result = run("apply-plan", tmp_path / "other.onnx", tmp_path / "plan.json", "-o", tmp_path / "b.onnx")
     assert_ok(result)
     assert "is not the model the plan was made on" in result.stdout
+
+
+def test_pipeline_outputs_go_into_new_folders_with_the_umask_permissions(tmp_path):
+    """-o, --plan-out and --report create the folders they name, and every file gets what the umask gives a new
+    file (0644 under umask 022), the text files as the model."""
+    model, = _copy(tmp_path, "digits_resnet.onnx")
+    old = os.umask(0o022)
+    try:
+        assert_ok(run("prune", model, "-o", tmp_path / "out" / "pruned.onnx", "--ratio", "0.5",
+                      "--plan-out", tmp_path / "plans" / "plan.json", "--report", tmp_path / "cards" / "card"))
+        assert_ok(run("apply-plan", model, tmp_path / "plans" / "plan.json", "-o", tmp_path / "again" / "m.onnx"))
+    finally:
+        os.umask(old)
+    written = ["out/pruned.onnx", "plans/plan.json", "cards/card/report.json", "cards/card/report.md", "again/m.onnx"]
+    assert {name: (tmp_path / name).stat().st_mode & 0o777 for name in written} == dict.fromkeys(written, 0o644)
 
 
 def _plan_doc(tmp_path) -> dict:
@@ -346,7 +366,7 @@ def test_api_card_command_is_the_equivalent_cli(tmp_path, monkeypatch):
     assert [p.name for p in paths] == ["report.json", "report.md"]
     assert_follows_schema(json.loads(paths[0].read_text()))
     assert card.bench is None and "Not measured" in paths[1].read_text()
-    assert any(n.startswith("warning: --exclude 'nothing*' matches no node") for n in card.to_dict()["notes"])
+    assert any(n.startswith("warning: exclude 'nothing*' matches no node") for n in card.to_dict()["notes"])
     command = shlex.split(card.command)
     assert command[:5] == ["onnxprune", "prune", "c2f_tiny_ts.onnx", "-o", "api.onnx"] and "--shape" in command
     made = Path("api.onnx").read_bytes()
@@ -504,7 +524,7 @@ def test_readme_pipeline_block_runs(tmp_path, monkeypatch):
     block = re.search(r"The pipeline steps return dataclasses too.*?```python\n(.*?)```", readme, re.S).group(1)
     (tmp_path / "models").symlink_to(MODELS)
     monkeypatch.chdir(tmp_path)
-    scope = {"onnxprune": onnxprune}
+    scope = {"__name__": "__main__"}  # a fresh namespace: the block imports what it uses
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["gate"].passed, scope["gate"].criteria
     assert scope["again"].model.SerializeToString() == scope["result"].model.SerializeToString()

@@ -1,5 +1,5 @@
 """Long work shows progress where stderr is not a terminal (a CI log, a pipe): one line per step, for every long
-stage (calibration loading, scores, recovery, bench rounds, sweep)."""
+stage (calibration loading, scores, recovery, bench rounds, sweep, verify)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,18 @@ def test_bench_reports_each_round(tmp_path):
     rounds = [line for line in result.stderr.splitlines() if ": round " in line]
     assert [line.rsplit(" ", 1)[1] for line in rounds] == ["1/3", "2/3", "3/3"]
     assert all(line.startswith("bench: ") for line in rounds)
+
+
+def test_verify_reports_reading_images_and_each_batch(tmp_path):
+    images = image_folder(tmp_path / "images", 5)
+    model = tmp_path / "m.onnx"
+    onnx.save(image_model(), model)
+    result = run("verify", model, model, "--data-images", images, "--size", "8x8")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if line.startswith("reading images: ")][-1] == "reading images: 5/5 images"
+    assert "running both models: 1/1 batches" in lines
+    result = run("verify", MODELS / "digits_cnn.onnx", MODELS / "digits_cnn.onnx", "--data", MODELS / "digits_test.npz")
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.stderr.splitlines() if line.startswith("running both models: ")] == [
+        f"running both models: {n}/16 batches" for n in range(1, 17)]  # 1000 samples, 64 at a time

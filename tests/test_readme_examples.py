@@ -27,6 +27,18 @@ def test_python_api_example_runs_from_the_clone_root(tmp_path):
     assert (tmp_path / "digits_cnn.pruned.onnx").is_file()
 
 
+# The text before each README Python block, as the tests that run the block alone find it: this file runs the
+# first, tests/test_pipeline.py (test_readme_pipeline_block_runs) the second.
+BLOCKS_RUN_BY_TESTS = ("## Python API", "The pipeline steps return dataclasses too")
+
+
+def test_every_python_block_is_run_by_a_test():
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    run = [re.search(re.escape(after) + r".*?```python\n(.*?)```", README, re.S).group(1)
+           for after in BLOCKS_RUN_BY_TESTS]
+    assert sorted(blocks) == sorted(run), "a README Python block that no test runs alone: run it in a test"
+
+
 def test_inspect_and_prune_outputs_match_the_readme(tmp_path):
     result = run("inspect", ROOT / "models" / "demo_resnet18.onnx", "--members", "3")
     assert result.exit_code == 0

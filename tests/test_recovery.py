@@ -182,6 +182,9 @@ def test_data_aware_criteria_need_data_and_pick_by_activation():
     assert kept["wanda"] != kept["l1"]  # the reads of dead channels weigh nothing (|w| x ||x|| = 0)
     result = onnxprune.prune(dead, ratio=0.5, round_to=1, criterion="activation", calib=[feed], recover="none")
     assert rel_error(dead, result.model, feed) < 1e-6  # dead channels removed: nothing changes
+    # the data was given (and scored the channels): the note says recovery was off, not that data was missing
+    assert any(n.startswith("--recover none: the pruned model was not recovered") for n in result.report.notes)
+    assert not any("no calibration data was given" in n for n in result.report.notes)
 
 
 def test_moments_error_and_refit_agree_with_direct_computation():

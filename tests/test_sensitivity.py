@@ -4,6 +4,7 @@ what finished; prune --latency-target reads the result in place of channel score
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +121,31 @@ def test_prune_to_latency_reads_the_sensitivity_file(tmp_path):
 
 
 def test_cli_sensitivity(tmp_path, capsys):
-    main(["sensitivity", str(DIGITS), "--calib", str(TEST_X), "--calib-samples", "16", "--out", str(tmp_path),
-          "--ratios", "0.5", "--round-to", "8", "--no-latency", "--json"])
+    old = os.umask(0o022)
+    try:
+        main(["sensitivity", str(DIGITS), "--calib", str(TEST_X), "--calib-samples", "16", "--out",
+              str(tmp_path / "new" / "sens"), "--ratios", "0.5", "--round-to", "8", "--no-latency", "--json"])
+    finally:
+        os.umask(old)
     captured = capsys.readouterr()
     data = json.loads(captured.out)
     assert data["complete"] and len(data["points"]) == 4 and "sensitivity: 4/4 tasks" in captured.err
+    for name in ("sensitivity.json", "sensitivity.md"):  # what the umask gives a new file, not 0600
+        assert (tmp_path / "new" / "sens" / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_labels_follow_the_calibration_cap(tmp_path):
+    """--calib-samples keeps the first N samples of --calib: the labels of all of them are cut alike, with a note;
+    labels that fit neither count name --calib-samples."""
+    from cli_run import assert_error, run
+
+    args = ["sensitivity", DIGITS, "--calib", TEST_X, "--calib-samples", "16", "--out", tmp_path, "--ratios", "0.5",
+            "--round-to", "8", "--no-latency", "--labels"]
+    result = run(*args, TEST_Y)  # 1000 labels for the 1000 samples, of which 16 are used
+    assert result.exit_code == 0, result.stderr
+    assert "note: --labels: the first 16 of 1000 labels, for the first 16 samples that --calib-samples keeps" \
+        in result.stdout
+    assert json.loads((tmp_path / "sensitivity.json").read_text())["dense_accuracy"] is not None
+    np.save(tmp_path / "short.npy", np.load(TEST_Y)[:999])
+    assert_error(run(*args, tmp_path / "short.npy"), 1,
+                 "--labels holds 999 labels for 1000 samples (--calib-samples keeps the first 16)")

@@ -382,8 +382,20 @@ def test_pattern_and_sparsity_must_agree():
     prune_unstructured(model, 0.5, pattern=(2, 4))
     _, report = prune_unstructured(model, 0.33, pattern=(2, 3))  # typed to two digits: accepted
     assert report.sparsity == pytest.approx(1 / 3)
-    with pytest.raises(OptionError, match="global"):
+    with pytest.raises(OptionError, match="pattern 2:4 keeps 2 of every 4 weights within each layer, so scope "
+                                          "'global' .* give sparsity alone") as info:
         prune_unstructured(model, 0.5, scope="global", pattern=(2, 4))
+    assert "--" not in str(info.value)  # the API names its parameters, the command line its options (below)
+
+
+def test_pattern_errors_name_the_options_on_the_command_line(tmp_path):
+    from cli_run import assert_error, run
+
+    onnx.save(mixed_model(), tmp_path / "m.onnx")
+    args = ["prune", tmp_path / "m.onnx", "-o", tmp_path / "out.onnx", "--unstructured", "--pattern", "2:4"]
+    assert_error(run(*args, "--scope", "global"), 1, "--pattern 2:4 keeps 2 of every 4 weights within each layer, "
+                 "so --scope 'global'", "drop the global scope, or give --sparsity alone")
+    assert_error(run(*args, "--sparsity", "0.3"), 1, "--pattern 2:4 means --sparsity 0.5, but 0.3 was given")
 
 
 @pytest.mark.parametrize("pattern", [(0, 4), (5, 4), (2,), (2.0, 4), (True, 4), "2:4", [2, 4, 8]])
