@@ -5,7 +5,9 @@ the full size last), the importance lost at each width (0 at full size) and the 
 (latency.GroupLatency.saved; 0 at full size). Starting from the dense model, `allocate` repeatedly narrows the
 group whose next step loses the least importance per millisecond saved (looking a few widths ahead, so a flat
 stretch of the latency ladder does not hide a saving just beyond it) until the predicted latency reaches the
-goal, or no step saves anything more. The widths are then turned into kept channels by plan.plan_widths.
+goal, or no step saves anything more. `greedy_path` lists every plan that narrowing passes through, one width
+at a time: the latency loop (latency_target.py) walks it by measurement. The widths are then turned into kept
+channels by plan.plan_widths.
 
 `importance_lost` gives the loss table from channel scores: each group's scores divided by their mean (so that
 groups compare, as plan.py's global scope does), and the loss at width w is the sum of the size - w lowest.
@@ -13,7 +15,7 @@ groups compare, as plan.py's global scope does), and the loss at width w is the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -47,14 +49,24 @@ def importance_lost(scores: np.ndarray, widths: Sequence[int]) -> list[float]:
     return [float(prefix[len(s) - w]) for w in widths]
 
 
-def allocate(candidates: Sequence[Candidate], dense_ms: float, goal_ms: float) -> Allocation:
-    """Narrow groups, cheapest importance per millisecond first, until the predicted latency is at most
-    `goal_ms` (dense_ms minus the savings, added up)."""
+def greedy_path(candidates: Sequence[Candidate], dense_ms: float) -> list[Allocation]:
+    """Every plan the greedy narrowing passes through, from the dense model (index 0) until no step saves
+    anything more. Each choice narrows the group whose next step loses the least importance per millisecond
+    saved; a choice that skips widths (looking past a flat stretch of the ladder) still passes through them, so
+    consecutive plans differ by one width of one group and the predicted latency never rises along the path.
+    The entries' `reached` is False: it belongs to a goal (see `allocate`)."""
     at = {c.group: len(c.widths) - 1 for c in candidates}
     by_group = {c.group: c for c in candidates}
-    saved, lost = 0.0, 0.0
-    steps = []
-    while dense_ms - saved > goal_ms + 1e-12:
+    steps: list[tuple[int, int, float, float]] = []
+
+    def snapshot() -> Allocation:
+        widths = {c.group: c.widths[at[c.group]] for c in candidates if at[c.group] < len(c.widths) - 1}
+        saved = sum(c.saved_ms[at[c.group]] for c in candidates)
+        lost = sum(c.loss[at[c.group]] for c in candidates)
+        return Allocation(widths, dense_ms - saved, False, lost, list(steps))
+
+    path = [snapshot()]
+    while True:
         best = None  # (loss per ms, -ms, group, index)
         for c in candidates:
             i = at[c.group]
@@ -67,15 +79,25 @@ def allocate(candidates: Sequence[Candidate], dense_ms: float, goal_ms: float) -
                 if best is None or key < best:
                     best = key
         if best is None:
-            break
+            return path
         _, _, g, j = best
         c = by_group[g]
-        i = at[g]
-        d_ms, d_loss = c.saved_ms[j] - c.saved_ms[i], c.loss[j] - c.loss[i]
-        saved += d_ms
-        lost += d_loss
-        at[g] = j
-        steps.append((g, c.widths[j], d_loss, d_ms))
-    widths = {c.group: c.widths[at[c.group]] for c in candidates if at[c.group] < len(c.widths) - 1}
-    predicted = dense_ms - saved
-    return Allocation(widths, predicted, predicted <= goal_ms + 1e-9, lost, steps)
+        for k in range(at[g] - 1, j - 1, -1):  # one width at a time
+            i = at[g]
+            steps.append((g, c.widths[k], c.loss[k] - c.loss[i], c.saved_ms[k] - c.saved_ms[i]))
+            at[g] = k
+            path.append(snapshot())
+
+
+def first_reaching(predicted: Sequence[float], goal_ms: float) -> int:
+    """The index of the first plan on a path (`predicted`: its plans' predicted ms) at or under `goal_ms`; the
+    last plan when none is."""
+    return next((k for k, ms in enumerate(predicted) if ms <= goal_ms + 1e-9), len(predicted) - 1)
+
+
+def allocate(candidates: Sequence[Candidate], dense_ms: float, goal_ms: float) -> Allocation:
+    """Narrow groups, cheapest importance per millisecond first, until the predicted latency is at most
+    `goal_ms` (dense_ms minus the savings, added up): the first plan on the greedy path that gets there."""
+    path = greedy_path(candidates, dense_ms)
+    plan = path[first_reaching([p.predicted_ms for p in path], goal_ms)]
+    return replace(plan, reached=plan.predicted_ms <= goal_ms + 1e-9)

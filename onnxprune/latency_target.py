@@ -3,11 +3,14 @@
 1. Scores (L1 by default, data-aware with calibration data) or a sensitivity file (sensitivity.py) say what each
    width of each group costs in importance; the latency profile (latency.py, measured or cached) says what it
    saves in milliseconds.
-2. allocate.py picks the widths: least importance lost per millisecond saved, until the predicted latency meets
-   the goal; api.prune builds the model with those widths (plan.plan_widths keeps the best channels).
+2. allocate.greedy_path lists the plans from dense to narrowest, least importance lost per millisecond saved
+   first, one width at a time; the first plan predicted to meet the target is built by api.prune
+   (plan.plan_widths keeps the best channels).
 3. The pruned model is timed beside the dense one (bench.py). Within `tolerance` of the target (relative): done.
-   Otherwise the goal is corrected by how far the prediction missed, and steps 2-3 repeat (at most `max_steps`).
-   The closest model is kept; when even the narrowest allowed widths miss the target, the report says so.
+   Otherwise `next_plan` picks another plan on the path: moved by how far the measurement missed, then between
+   the nearest plans measured too slow and too fast; steps 2-3 repeat (at most `max_steps`). The closest model
+   is kept; when the narrowest plan is still too slow, or no plan lies between two measured ones, the report
+   says so.
 4. The report compares predicted and measured latency for the whole model and, for the groups that save the
    most, each group narrowed alone (timed in one more interleaved run).
 """
@@ -20,7 +23,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import onnx
 
 from . import api
-from .allocate import Candidate, allocate, importance_lost
+from .allocate import Candidate, first_reaching, greedy_path, importance_lost
 from .bench import bench
 from .calib import CALIB_SAMPLES
 from .errors import OptionError
@@ -31,8 +34,7 @@ from .plan import PlanOptions, aligned_widths, excluded
 from .tables import num, plain
 
 DEFAULT_TOLERANCE = 0.05
-DEFAULT_STEPS = 4
-NUDGES = 8  # times a correction that leaves the plan unchanged is repeated
+DEFAULT_STEPS = 6
 GROUPS_CHECKED = 8  # groups timed alone in the report (the ones predicted to save the most)
 
 
@@ -42,7 +44,7 @@ MODEL_MISS = 0.15  # predicted against measured fraction of dense: past this, th
 @dataclass
 class LatencyStep:
     step: int
-    goal_ms: float  # what the allocation aimed at, on the profile's scale
+    plan: int  # its index on the allocation's greedy path (0: dense)
     predicted_ms: float
     measured_fraction: float  # pruned median / dense median, timed side by side
     groups_narrowed: int
@@ -100,7 +102,7 @@ class LatencyReport:
             f"  importance: {self.importance}; {self.profile}",
         ]
         for s in self.steps:
-            lines.append(f"  step {s.step}: goal {s.goal_ms:.3f} ms, predicted {s.predicted_ms:.3f} ms, measured "
+            lines.append(f"  step {s.step}: plan {s.plan}, predicted {s.predicted_ms:.3f} ms, measured "
                          f"{s.measured_fraction:.3f} of dense ({s.groups_narrowed} groups narrowed)")
         if self.groups:
             rows = [["group", "channels", "kept", "ladder", "predicted saved ms", "measured saved ms"]]
@@ -126,22 +128,36 @@ def target_fraction(latency_target: Optional[float], speedup: Optional[float]) -
     return latency_target
 
 
-def next_goal(tried: Sequence[tuple[float, float]], target: float, dense_ms: float, floor_ms: float) -> float:
-    """The next goal (ms, on the latency model's scale) from the (goal, measured fraction) pairs tried so far.
+def next_plan(measured: Mapping[int, float], predicted: Sequence[float], target: float,
+              dense_ms: float) -> tuple[Optional[int], str]:
+    """The next plan to build and time, as an index into the greedy path (allocate.greedy_path; `predicted`: its
+    plans' predicted ms, falling from the dense model at 0), from the fractions of dense measured so far (path
+    index -> fraction); or None and the reason why no plan is left to try.
 
-    Measured latency rises with the goal, so once one goal measured too fast and another too slow, the next lies
-    between them (interpolated); before that the last goal moves by the milliseconds its measurement missed by.
-    The goal may fall below zero where the model overestimates the savings; it stays between `floor_ms` (every
-    group at its narrowest width: lower changes nothing) and the dense latency."""
-    goal, fraction = tried[-1]
-    below = [(g, f) for g, f in tried if f < target]
-    above = [(g, f) for g, f in tried if f > target]
-    if below and above:
-        (g0, f0), (g1, f1) = max(below), min(above)
-        nxt = g0 + (g1 - g0) * (target - f0) / (f1 - f0) if f1 != f0 and g1 != g0 else (g0 + g1) / 2
-    else:
-        nxt = goal + (target - fraction) * dense_ms
-    return min(max(nxt, floor_ms), dense_ms)
+    Measured latency falls along the path, so once one plan measured too slow and a later one too fast, the next
+    lies strictly between them (interpolated on the predicted latency); before that, the aim moves by the
+    milliseconds the nearest measurement missed by, and at least one plan on."""
+    last = len(predicted) - 1
+    fast = [k for k, f in measured.items() if f < target]
+    hi = min(fast) if fast else None
+    slow = [k for k, f in measured.items() if f > target and (hi is None or k < hi)]
+    lo = max(slow) if slow else None
+    if lo is not None and hi is not None:
+        if hi - lo <= 1:
+            return None, (f"no plan lies between the one measured at {measured[lo]:.3f} of dense and the next, "
+                          f"measured at {measured[hi]:.3f}; the closest is kept")
+        aim = predicted[lo] + (predicted[hi] - predicted[lo]) * (target - measured[lo]) / (measured[hi] - measured[lo])
+        return min(max(first_reaching(predicted, aim), lo + 1), hi - 1), ""
+    if lo is not None:  # every plan measured so far is too slow
+        if lo == last:
+            return None, ("the target cannot be reached: every group is at the narrowest width allowed "
+                          "(--max-ratio, --min-channels, --round-to); the closest model reached is kept")
+        return max(first_reaching(predicted, predicted[lo] + (target - measured[lo]) * dense_ms), lo + 1), ""
+    if hi <= 1:  # every plan measured so far is too fast, down to the first narrowing on the path
+        return None, (f"the smallest narrowing the allocation makes already measured {measured[hi]:.3f} of dense, "
+                      "faster than the target; it is kept")
+    aim = predicted[hi] + (target - measured[hi]) * dense_ms
+    return max(min(first_reaching(predicted, aim), hi - 1), 1), ""
 
 
 def measure_fraction(dense: onnx.ModelProto, pruned: onnx.ModelProto, deployment: Deployment, shapes=None,
@@ -212,37 +228,25 @@ def prune_to_latency(
     candidates = [Candidate(g, list(ws), losses[g], [profile.groups[g].saved(w) for w in ws])
                   for g, ws in widths_of.items()]
     del analysis, work
-    goal = target * profile.dense_ms
-    floor = profile.dense_ms - sum(max(c.saved_ms) for c in candidates)  # every group at its narrowest width
+    path = greedy_path(candidates, profile.dense_ms)
+    predicted = [p.predicted_ms for p in path]
+    if len(path) == 1:
+        raise OptionError(f"the latency model predicts no saving for any group at {deployment.provider}, "
+                          f"batch {deployment.batch}: nothing to prune for a latency target")
+    k = max(first_reaching(predicted, target * profile.dense_ms), 1)
     steps: list[LatencyStep] = []
     best = None  # (distance, result, allocation, fraction, noise)
-    seen: set = set()
-    tried: list[tuple[float, float]] = []  # (goal, measured fraction) of each step
+    measured: dict[int, float] = {}  # path index -> measured fraction of dense
     notes = list(profile.notes)
     for step in range(1, max_steps + 1):
-        plan = allocate(candidates, profile.dense_ms, goal)
-        frozen = tuple(sorted(plan.widths.items()))
-        move = goal - tried[-1][0] if tried else 0.0
-        for _ in range(NUDGES):  # a correction too small to change the plan: move on in the same direction
-            if frozen not in seen or move == 0.0 or not floor <= goal + move <= profile.dense_ms:
-                break
-            goal += move
-            plan = allocate(candidates, profile.dense_ms, goal)
-            frozen = tuple(sorted(plan.widths.items()))
-        if frozen in seen:
-            notes.append("the correction led back to a plan already measured: stopped")
-            break
-        seen.add(frozen)
-        if not plan.widths:
-            raise OptionError(f"the latency model predicts no saving for any group at {deployment.provider}, "
-                              f"batch {deployment.batch}: nothing to prune for a latency target")
+        plan = path[k]
         say(f"step {step}: {len(plan.widths)} groups narrowed, predicted {plan.predicted_ms:.3f} ms "
-            f"(goal {goal:.3f} ms); building and timing")
+            f"(plan {k} of {len(path) - 1} on the allocation's path); building and timing")
         result = api.prune(source, widths=plan.widths, criterion=criterion, calib=samples,
                            calib_samples=calib_samples, recover=recover, round_to=round_to,
                            min_channels=min_channels, max_ratio=max_ratio, exclude=exclude, shapes=shapes)
         fraction, noise = measure_fraction(source, result.model, deployment, shapes, check_rounds)
-        steps.append(LatencyStep(step, goal, plan.predicted_ms, fraction, len(plan.widths)))
+        steps.append(LatencyStep(step, k, plan.predicted_ms, fraction, len(plan.widths)))
         say(f"step {step}: measured {fraction:.3f} of dense (target {target:g})")
         distance = abs(fraction - target)
         if best is None or distance < best[0]:
@@ -251,23 +255,22 @@ def prune_to_latency(
             del result
         if distance <= tolerance * target:
             break
-        if fraction > target and all(plan.widths.get(c.group) == c.widths[0] for c in candidates):
-            notes.append("the target cannot be reached: every group is at the narrowest width allowed "
-                         "(--max-ratio, --min-channels, --round-to); the closest model reached is kept")
+        measured[k] = fraction
+        k, why = next_plan(measured, predicted, target, profile.dense_ms)
+        if k is None:
+            notes.append(why)
             break
-        tried.append((goal, fraction))
-        goal = next_goal(tried, target, profile.dense_ms, floor)
+    else:
+        notes.append(f"measured {best[3]:.3f} of dense at best after {max_steps} steps: outside "
+                     f"±{tolerance * 100:g}% of {target:g}; the closest model reached is kept")
     _, result, plan, fraction, noise = best
     reached = abs(fraction - target) <= tolerance * target
     off = max(steps, key=lambda s: abs(s.predicted_ms / profile.dense_ms - s.measured_fraction))
     if abs(off.predicted_ms / profile.dense_ms - off.measured_fraction) > MODEL_MISS:
         notes.append(f"the latency model was far off here: it predicted {off.predicted_ms / profile.dense_ms:.2f} "
                      f"of dense for step {off.step}'s plan, measured {off.measured_fraction:.3f}; it adds up savings "
-                     "measured one group at a time, which overlap when several groups narrow at once, so its goals "
-                     "(below zero, even) are only steering values: the measurements decide")
-    if not reached and not any("cannot be reached" in n for n in notes):
-        notes.append(f"measured {fraction:.3f} of dense after {len(steps)} step(s): outside ±{tolerance * 100:g}% "
-                     f"of {target:g}; the closest model reached is kept")
+                     "measured one group at a time, which overlap when several groups narrow at once, so its predictions "
+                     "only order the plans: the measurements decide")
     if noise is not None and noise > tolerance:
         notes.append(f"the control row's noise (±{noise * 100:.0f}%) exceeds the ±{tolerance * 100:g}% tolerance: "
                      "this machine was too busy for the measurements to confirm or refute the target; rerun where "

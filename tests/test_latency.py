@@ -12,11 +12,11 @@ import pytest
 
 import onnxprune
 from onnxprune import api, latency
-from onnxprune.allocate import Candidate, allocate, importance_lost
+from onnxprune.allocate import Candidate, allocate, greedy_path, importance_lost
 from onnxprune.cli import main
 from onnxprune.errors import OptionError
 from onnxprune.latency import Deployment, GroupLatency, LatencyProfile
-from onnxprune.latency_target import next_goal, prune_to_latency, target_fraction
+from onnxprune.latency_target import next_plan, prune_to_latency, target_fraction
 from onnxprune.plan import aligned_widths, plan_widths
 
 from oracle_check import assert_matches_oracle, run
@@ -192,11 +192,39 @@ def test_measured_ladder_on_a_tiny_model(tmp_path):
     assert again.predict({6: 8}) == pytest.approx(profile.predict({6: 8}))
 
 
-def test_next_goal_moves_by_the_miss_then_brackets():
-    assert next_goal([(5.0, 0.6)], 0.5, 10.0, -20.0) == pytest.approx(4.0)
-    assert next_goal([(5.0, 0.6), (4.0, 0.4)], 0.5, 10.0, -20.0) == pytest.approx(4.5)
-    assert next_goal([(0.5, 0.9)], 0.5, 10.0, -20.0) == pytest.approx(-3.5)  # the model overestimated savings
-    assert next_goal([(0.5, 0.9)], 0.5, 10.0, -2.0) == pytest.approx(-2.0)  # no lower than the narrowest plan
+PATH_MS = [10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]  # predicted ms along a greedy path, dense at 0
+
+
+@pytest.mark.parametrize("measured, expected", [
+    ({5: 0.6}, 6),  # 1 ms too slow: aim 1 ms lower
+    ({3: 0.9}, 7),  # the model overestimated the savings: aim 4 ms lower
+    ({4: 0.3}, 2),  # too fast: aim higher
+    ({2: 0.7, 8: 0.3}, 5),  # between a plan too slow and one too fast: interpolated
+    ({2: 0.51, 5: 0.1}, 3),  # ... and strictly between them
+    ({3: 0.45, 5: 0.6}, 2),  # noise: a later plan measured slower; the faster one counts
+])
+def test_next_plan_moves_by_the_miss_then_between_the_nearest_measured(measured, expected):
+    assert next_plan(measured, PATH_MS, 0.5, 10.0) == (expected, "")
+
+
+@pytest.mark.parametrize("measured, reason", [
+    ({5: 0.6, 6: 0.4}, "no plan lies between the one measured at 0.600 of dense and the next, measured at 0.400"),
+    ({9: 0.9}, "the target cannot be reached: every group is at the narrowest width allowed"),
+    ({1: 0.3}, "the smallest narrowing the allocation makes already measured 0.300 of dense"),
+])
+def test_next_plan_says_why_no_plan_is_left(measured, reason):
+    index, why = next_plan(measured, PATH_MS, 0.5, 10.0)
+    assert index is None and reason in why
+
+
+def test_greedy_path_passes_through_skipped_widths_one_at_a_time():
+    flat = Candidate(1, [8, 16, 24, 32], [3.0, 2.0, 1.0, 0.0], [4.0, 0.0, 0.0, 0.0])  # 32 -> 8 is one choice
+    other = Candidate(2, [8, 16], [10.0, 0.0], [4.0, 0.0])
+    path = greedy_path([flat, other], dense_ms=10.0)
+    assert [p.widths for p in path] == [{}, {1: 24}, {1: 16}, {1: 8}, {1: 8, 2: 8}]
+    assert [p.predicted_ms for p in path] == pytest.approx([10.0, 10.0, 10.0, 6.0, 2.0])
+    assert [p.loss for p in path] == pytest.approx([0.0, 1.0, 2.0, 3.0, 13.0])
+    assert allocate([flat, other], 10.0, 7.0).widths == {1: 8}  # the first plan on the path that gets there
 
 
 def test_target_fraction_options():
@@ -287,3 +315,34 @@ def test_the_report_says_when_the_latency_model_was_far_off(tmp_path, monkeypatc
                               max_steps=2, check_rounds=2, groups_checked=0)
     assert any("latency model was far off" in note for note in result.latency.notes)
     assert not result.latency.reached
+
+
+def test_the_loop_walks_the_path_until_a_measurement_lands_within_the_tolerance(tmp_path, monkeypatch):
+    from onnxprune import latency_target
+
+    fractions = iter([0.9, 0.2, 0.52])  # too slow, too fast, then within 5% of 0.5
+    monkeypatch.setattr(latency_target, "measure_fraction", lambda *args, **kwargs: (next(fractions), 0.01))
+    result = prune_to_latency(str(TINY), 0.5, Deployment(), round_to=8, cache_dir=tmp_path, budget_s=0,
+                              check_rounds=2, groups_checked=0)
+    first, second, third = result.latency.steps
+    assert first.plan < third.plan < second.plan and result.latency.reached
+    assert result.latency.measured_fraction == 0.52
+    assert not any("closest" in note for note in result.latency.notes)
+
+
+def test_the_loop_says_when_no_plan_lies_between_two_measured_ones(tmp_path, monkeypatch):
+    from onnxprune import latency_target
+
+    calls = []
+
+    def fraction(*args, **kwargs):  # every plan measures too slow but the second, which is too fast
+        calls.append(1)
+        return (0.3 if len(calls) == 2 else 0.7), 0.01
+
+    monkeypatch.setattr(latency_target, "measure_fraction", fraction)
+    result = prune_to_latency(str(TINY), 0.5, Deployment(), round_to=8, cache_dir=tmp_path, budget_s=0,
+                              check_rounds=2, groups_checked=0, max_steps=20)
+    steps = result.latency.steps
+    assert not result.latency.reached and len(steps) < 20
+    assert any("no plan lies between" in note for note in result.latency.notes), result.latency.notes
+    assert steps[-1].plan == steps[1].plan - 1 and steps[0].plan < steps[1].plan
