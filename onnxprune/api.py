@@ -275,14 +275,7 @@ def prune(
     if ratio is None:
         ratio = 0.0 if depth else PlanOptions.ratio
     width = not depth or ratio > 0 or bool(heads_ratio) or bool(ffn_ratio)
-    if finetune_epochs and finetune is not None:
-        raise OptionError("give the epoch count in the fine-tuning options or as finetune_epochs, not both")
-    if finetune_epochs < 0:
-        raise OptionError(f"finetune_epochs must not be negative, got {finetune_epochs}", params=("finetune_epochs",))
-    if finetune is None and finetune_epochs:
-        finetune = _finetune_options(finetune_epochs)
-    if finetune is not None and calib is None:
-        raise OptionError("fine-tuning needs training inputs: give --calib FILE.npz (or --calib-images DIR)")
+    finetune = finetune_settings(finetune_epochs, finetune, calib)
     options = PlanOptions(ratio, scope, max_ratio, round_to, min_channels, exclude_patterns(exclude), heads_ratio,
                           ffn_ratio)
     options.validate()
@@ -318,10 +311,20 @@ def prune(
     return _carry_out(work, plan, settings, unmatched, (finetune, finetune_progress))
 
 
-def _finetune_options(epochs: int):
-    from .finetune.train import FinetuneOptions
+def finetune_settings(epochs: int, options: Optional["FinetuneOptions"], calib) -> Optional["FinetuneOptions"]:
+    """The fine-tuning options that `finetune_epochs` (or `finetune`) ask for, checked before any work; None: no
+    fine-tuning."""
+    if epochs and options is not None:
+        raise OptionError("give the epoch count in the fine-tuning options or as finetune_epochs, not both")
+    if epochs < 0:
+        raise OptionError(f"finetune_epochs must not be negative, got {epochs}", params=("finetune_epochs",))
+    if options is None and epochs:
+        from .finetune.train import FinetuneOptions
 
-    return FinetuneOptions(epochs=epochs)
+        options = FinetuneOptions(epochs=epochs)
+    if options is not None and calib is None:
+        raise OptionError("fine-tuning needs training inputs: give --calib FILE.npz (or --calib-images DIR)")
+    return options
 
 
 @dataclass

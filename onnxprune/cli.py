@@ -159,7 +159,8 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
                 calib_samples=calib_samples, recover=recover, sensitivity_file=sensitivity_file, round_to=round_to,
                 min_channels=min_channels, max_ratio=max_ratio, exclude=exclude, shapes=pinned,
                 cache_dir=latency_cache, profile_file=latency_profile,
-                budget_s=DEFAULT_BUDGET_S if latency_budget is None else latency_budget)
+                budget_s=DEFAULT_BUDGET_S if latency_budget is None else latency_budget,
+                finetune_epochs=finetune_epochs, finetune_progress=finetune_progress() if finetune_epochs else None)
     report = result.report
     _warn(report)
     outputs.take(result)
@@ -212,9 +213,6 @@ def _prune_to_latency(model, fraction, deployment, *, sensitivity_file, **option
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise OptionError(f"--{name.replace('_', '-')} and --latency-target both choose how much to prune: "
                               "give one")
-    if ctx.get_parameter_source("finetune_epochs") == click.core.ParameterSource.COMMANDLINE:
-        raise OptionError("--finetune-epochs is not applied under --latency-target yet: prune, then run "
-                          "onnxprune finetune on the result")
     return prune_to_latency(
         model, fraction, deployment,
         sensitivity=load_sensitivity(sensitivity_file) if sensitivity_file else None,

@@ -194,16 +194,21 @@ def prune_to_latency(
     groups_checked: int = GROUPS_CHECKED,
     progress: Optional[Callable[[str], None]] = None,
     warn: Optional[Callable[[str], None]] = None,
+    finetune_epochs: int = 0,
+    finetune=None,
+    finetune_progress=None,
 ) -> api.PruneResult:
     """Prune `model` so that it runs in `target` x the dense latency on `deployment`; the result's
     report.latency is a LatencyReport. `sensitivity`: a sensitivity.py report (as a dict) used in place of
-    channel scores to say what each width loses."""
+    channel scores to say what each width loses. `finetune_epochs` / `finetune` / `finetune_progress` as in
+    api.prune: the kept model is fine-tuned once the loop has chosen it (its widths, so its latency, stay)."""
     say = progress or (lambda _m: None)
     if not 0.0 < target < 1.0:
         raise OptionError(f"the latency target must be in (0, 1) of the dense latency, got {target}")
     if not 0.0 < tolerance < 1.0 or max_steps < 1:
         raise OptionError("the tolerance must be in (0, 1) and at least one step is needed")
     deployment.validate()
+    finetune = api.finetune_settings(finetune_epochs, finetune, calib)
     source, disk_bytes = load_model_sized(model)
     say("analysis and scores")
     work = api._load_work(source, shapes, None, calib, calib_samples, None)
@@ -264,6 +269,12 @@ def prune_to_latency(
         notes.append(f"measured {best[3]:.3f} of dense at best after {max_steps} steps: outside "
                      f"±{tolerance * 100:g}% of {target:g}; the closest model reached is kept")
     _, result, plan, fraction, noise = best
+    if finetune is not None:  # the same plan again, then distilled from the dense model on the same samples
+        say("fine-tuning the kept model")
+        result = api.prune(source, widths=plan.widths, criterion=criterion, calib=samples,
+                           calib_samples=calib_samples, recover=recover, round_to=round_to,
+                           min_channels=min_channels, max_ratio=max_ratio, exclude=exclude, shapes=shapes,
+                           finetune=finetune, finetune_progress=finetune_progress)
     reached = abs(fraction - target) <= tolerance * target
     off = max(steps, key=lambda s: abs(s.predicted_ms / profile.dense_ms - s.measured_fraction))
     if abs(off.predicted_ms / profile.dense_ms - off.measured_fraction) > MODEL_MISS:

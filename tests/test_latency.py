@@ -286,14 +286,28 @@ def test_cli_latency_option_errors(tmp_path, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-def test_latency_target_refuses_finetune_epochs_instead_of_ignoring_them(tmp_path):
-    from cli_run import assert_error, run
+def test_latency_target_with_finetune_epochs_tunes_the_model_the_loop_kept(tmp_path):
+    from cli_run import assert_ok, run
 
     out = tmp_path / "x.onnx"
-    assert_error(run("prune", "models/digits_cnn.onnx", "-o", str(out), "--latency-target", "0.5",
-                     "--calib", "models/digits_calib.npz", "--finetune-epochs", "1"),
-                 1, "--finetune-epochs is not applied under --latency-target yet")
-    assert not out.exists()
+    result = run("prune", "models/digits_cnn.onnx", "-o", str(out), "--latency-target", "0.5", "--round-to", "8",
+                 "--calib", "models/digits_calib.npz", "--calib-samples", "64", "--finetune-epochs", "1",
+                 "--latency-budget", "0", "--latency-cache", str(tmp_path / "cache"), "--json")
+    assert_ok(result)
+    data = json.loads(result.stdout)
+    assert data["finetune"]["train_samples"] + data["finetune"]["heldout_samples"] == 64
+    assert len(data["finetune"]["epochs"]) == 2 and data["latency"]["steps"]
+    kept = {g["id"]: g["kept"] for g in data["groups"] if g["kept"] < g["channels"]}
+    assert kept == {g["group"]: g["kept"] for g in data["latency"]["groups"]}  # the loop's plan, tuned
+    assert "fine-tuning the kept model" in result.stderr
+    onnx.checker.check_model(onnx.load(str(out)))
+
+
+def test_latency_target_finetune_needs_data_before_any_timing(tmp_path):
+    from cli_run import assert_error, run
+
+    assert_error(run("prune", "models/digits_cnn.onnx", "-o", str(tmp_path / "x.onnx"), "--latency-target", "0.5",
+                     "--finetune-epochs", "1"), 1, "fine-tuning needs training inputs")
 
 
 def test_cli_prune_latency_target_says_each_thing_once(tmp_path, capsys):
