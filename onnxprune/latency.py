@@ -361,8 +361,8 @@ def get_profile(
                               budget_s=budget_s, min_mac_share=min_mac_share, progress=progress)
     noise = profile.noise()
     if noise is not None and noise > CACHE_NOISE:
-        profile.notes.append(f"the machine was busy while the ladders were measured (control noise ±"
-                             f"{noise * 100:.0f}%, the median over their runs): this profile is used for this run "
+        profile.notes.append(f"the ladders were measured with control noise ±{noise * 100:.0f}% (the median over "
+                             "their runs; most often other work on the machine): this profile is used for this run "
                              "only, not cached; measure where the machine is quiet")
         return profile
     try:

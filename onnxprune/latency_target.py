@@ -76,6 +76,7 @@ class LatencyReport:
     steps: list[LatencyStep] = field(default_factory=list)
     groups: list[GroupLatencyRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    groups_noise: Optional[float] = None  # the control's reach in the run that timed the groups alone
 
     @property
     def predicted_fraction(self) -> float:
@@ -110,6 +111,10 @@ class LatencyReport:
                 rows.append([str(g.group), str(g.channels), str(g.kept), g.source, f"{g.predicted_saved_ms:.3f}",
                              num(g.measured_saved_ms, ".3f")])
             lines += ["  " + line for line in plain(rows, (3,))]
+            if self.groups_noise is not None:
+                lines.append(f"  measured saved ms: each group narrowed alone, timed beside dense; control noise "
+                             f"±{self.groups_noise * 100:.1f}% (±{self.groups_noise * self.dense_ms:.3f} ms): smaller "
+                             "differences, negative ones included, are noise")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines if headline else lines[1:])
 
@@ -286,9 +291,10 @@ def prune_to_latency(
         notes.append(f"the control row's noise (±{noise * 100:.0f}%) exceeds the ±{tolerance * 100:g}% tolerance: "
                      "this machine was too busy for the measurements to confirm or refute the target; rerun where "
                      "it is quiet")
-    rows = _group_rows(source, plan.widths, profile, deployment, shapes, groups_checked, say)
+    rows, groups_noise = _group_rows(source, plan.widths, profile, deployment, shapes, groups_checked, say)
     report = LatencyReport(target, tolerance, asdict(deployment), importance, profile.dense_ms, plan.predicted_ms,
-                           fraction, reached, noise, profile.cost_text(), profile.path, steps, rows, notes)
+                           fraction, reached, noise, profile.cost_text(), profile.path, steps, rows, notes,
+                           groups_noise)
     if disk_bytes is not None:  # the steps pruned the file's copy in memory: the result names the file, its size
         result.source, result.calib_args = str(model), api.calibration_args(calib)  # on disk and its data
         result.report.before.size_bytes = disk_bytes
@@ -299,9 +305,10 @@ def prune_to_latency(
 
 
 def _group_rows(source, widths: Mapping[int, int], profile, deployment: Deployment, shapes, checked: int,
-                say) -> list[GroupLatencyRow]:
+                say) -> tuple[list[GroupLatencyRow], Optional[float]]:
     """Predicted saving of every narrowed group; for the `checked` ones predicted to save the most, the saving
-    measured with only that group narrowed (one interleaved run beside the dense model)."""
+    measured with only that group narrowed (one interleaved run beside the dense model), and that run's control
+    noise (None when no group was timed)."""
     rows = [GroupLatencyRow(g, profile.groups[g].size, w, profile.groups[g].source, profile.groups[g].saved(w))
             for g, w in widths.items()]
     rows.sort(key=lambda r: -r.predicted_saved_ms)
@@ -317,4 +324,5 @@ def _group_rows(source, widths: Mapping[int, int], profile, deployment: Deployme
         speedups = [r.speedup for r in report.rows if r.status == "ok" and not r.control]
         for r, speedup in zip(timed, speedups[1:]):
             r.measured_saved_ms = profile.dense_ms * (1.0 - 1.0 / speedup)
-    return rows
+        return rows, report.noise([r for r in report.rows if r.status == "ok"])
+    return rows, None

@@ -248,6 +248,7 @@ def test_prune_to_latency_on_a_tiny_model(tmp_path):
     assert narrowed and all(kept % 8 == 0 for kept in narrowed.values())
     assert {r.group for r in report.groups} == set(narrowed)
     assert any(r.measured_saved_ms is not None for r in report.groups)
+    assert report.groups_noise is not None and "negative ones included, are noise" in report.format()
     data = result.report.to_dict()["latency"]
     assert data["target"] == 0.6 and data["groups"] and "predicted_fraction" in data
     assert "latency target 0.6" in report.format()
