@@ -23,3 +23,25 @@ def test_benchmark_entry_points_answer_help(name):
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage:" in done.stdout
+
+
+def test_latency_verdict_without_a_uniform_match_compares_with_the_neighbours():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import latency
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def q(acc, err):
+        return {"accuracy": acc, "rel_error": err}
+
+    fractions = {"u0.4": 0.73, "u0.5": 0.28}
+    row = {"measured_fraction": 0.49, "uniform_fractions": fractions}
+    cases = [
+        (q(0.99, 0.10), "yes: less than u0.4 (0.730), which is slower"),  # beats even the slower one
+        (q(0.95, 0.30), "**no**: more than u0.5 (0.280), which is faster"),  # loses to the faster one
+        (q(0.985, 0.15), "n/a: no uniform ratio within"),  # between the two
+    ]
+    for aware, verdict in cases:
+        row.update(quality={"aware": aware}, uniform_quality={"u0.4": q(0.988, 0.12), "u0.5": q(0.98, 0.2)})
+        assert latency.between(row).startswith(verdict)
