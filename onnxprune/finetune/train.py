@@ -225,9 +225,10 @@ class _Loss:
         if labels is not None and self.class_output is not None:
             log_s = self.log_probs(self.class_output, student[self.names.index(self.class_output)].float())
             task = torch.nn.functional.nll_loss(log_s, labels, reduction="none")
-            if mix is not None:
-                other = torch.nn.functional.nll_loss(log_s, labels[mix.partner], reduction="none")
-                task = mix.weight * task + (1 - mix.weight) * other
+            if mix is not None:  # augmentation runs on the CPU: its mix follows the loss to the device
+                partner, weight = mix.partner.to(labels.device), mix.weight.to(task.device)
+                other = torch.nn.functional.nll_loss(log_s, labels[partner], reduction="none")
+                task = weight * task + (1 - weight) * other
             total = total + task.mean()
         return total
 
