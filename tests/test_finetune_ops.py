@@ -314,3 +314,11 @@ def test_frozen_weights_become_parameters_and_are_written_back():
     np.testing.assert_allclose(got, expected, atol=2e-2)  # the fp16 weight is rounded when written
     assert nh.to_array(model.graph.initializer[0]).dtype == np.float16  # the input model is unchanged
     np.testing.assert_array_equal(nh.to_array(model.graph.initializer[1]), nh.to_array(inits[1]))
+
+
+def test_shape_ops_make_their_tensors_on_the_input_device():
+    """--device cuda: a Shape or Size output meets the (moved) initializers in Concat or Gather, so it must be
+    made where its input lives. The meta device stands in for a GPU here."""
+    x = torch.empty(2, 3, 5, device="meta")
+    for name, attrs in (("Shape", {}), ("Shape", {"start": 1}), ("Size", {})):
+        assert ops.OPS[("", name)]([x], attrs, 17).device.type == "meta"

@@ -143,9 +143,9 @@ def _clip(inputs, attrs, opset):
         lo = inputs[1] if len(inputs) > 1 else None
         hi = inputs[2] if len(inputs) > 2 else None
     if lo is not None:
-        x = torch.maximum(x, torch.as_tensor(lo, dtype=x.dtype))
+        x = torch.maximum(x, torch.as_tensor(lo, dtype=x.dtype, device=x.device))
     if hi is not None:
-        x = torch.minimum(x, torch.as_tensor(hi, dtype=x.dtype))
+        x = torch.minimum(x, torch.as_tensor(hi, dtype=x.dtype, device=x.device))
     return x
 
 
@@ -526,12 +526,12 @@ def _constant(inputs, attrs, opset):
 def _shape(inputs, attrs, opset):
     dims = list(inputs[0].shape)
     start, end = attrs.get("start", 0), attrs.get("end", len(dims))
-    return torch.tensor(dims[start:end], dtype=torch.int64)
+    return torch.tensor(dims[start:end], dtype=torch.int64, device=inputs[0].device)
 
 
 @op("Size")
 def _size(inputs, attrs, opset):
-    return torch.tensor(inputs[0].numel(), dtype=torch.int64)
+    return torch.tensor(inputs[0].numel(), dtype=torch.int64, device=inputs[0].device)
 
 
 @op("ConstantOfShape")
@@ -541,13 +541,14 @@ def _constant_of_shape(inputs, attrs, opset):
     dtype = fill.dtype if fill is not None else torch.float32
     if dtype == torch.float16:
         dtype = torch.float32
-    return torch.full(ints(inputs[0]), fill[0].item() if fill is not None else 0.0, dtype=dtype)
+    return torch.full(ints(inputs[0]), fill[0].item() if fill is not None else 0.0, dtype=dtype,
+                      device=inputs[0].device)
 
 
 @op("Range")
 def _range(inputs, attrs, opset):
     start, limit, delta = inputs
-    return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
+    return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype, device=start.device)
 
 
 @op("Reshape")
@@ -862,7 +863,8 @@ def _embed_layer_norm(inputs, attrs, opset):
     if segments is not None and segment_table is not None:
         total = total + segment_table[segments.long()]
     out = F.layer_norm(total, total.shape[-1:], gamma, beta, attrs.get("epsilon", 1e-12))
-    lengths = mask.sum(1).to(torch.int32) if mask is not None else torch.zeros(ids.shape[0], dtype=torch.int32)
+    lengths = (mask.sum(1).to(torch.int32) if mask is not None
+               else torch.zeros(ids.shape[0], dtype=torch.int32, device=ids.device))
     return out, lengths, total
 
 
