@@ -466,7 +466,7 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
     if tuned is not None:
         notes.append(tuned.summary())
         report.finetune = tuned.to_dict()
-    report.warnings = list(unmatched)
+    report.warnings = list(unmatched) + (tuned.warnings if tuned is not None else [])
     source = None if isinstance(work.source, onnx.ModelProto) else str(work.source)
     shapes = {k: list(v) for k, v in (work.shapes or {}).items()}
     return PruneResult(pruned, report, analysis, plan, reads, work.dense_io, recovery, source, shapes,

@@ -142,6 +142,8 @@ def finetune_cmd(pruned, teacher, output, data, calib_images, size, mean, std, l
         check_runnable(pruned, staged.path, label=output)
         staged.commit()
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {output} (max difference from the trained torch module in onnxruntime: "
                f"{report.check_max_diff:.2e})", err=as_json)
     if report.stopped == "interrupted":

@@ -220,3 +220,19 @@ def test_finetune_after_depth_pruning_learns_from_the_model_before_the_depth_sta
     # the student was trained against the dense model: its held-out loss at epoch 0 is the depth-pruned model's
     assert result.finetune.before.heldout_loss > 0
     assert tuned.run(None, {"input": x})[0].shape == dense.shape
+
+
+def test_report_warns_when_the_kept_epoch_agrees_less_than_the_start():
+    from onnxprune.finetune.train import EpochRecord, FinetuneReport
+
+    def report(best, agreements, accuracy=None):
+        r = FinetuneReport(230, 26, 1000, "cpu", True, [], best_epoch=best)
+        r.epochs = [EpochRecord(i, None, 1.0 - 0.1 * i, a, None, accuracy, 1.0) for i, a in enumerate(agreements)]
+        return r
+
+    fell = report(2, [1.0, 0.96, 0.92])  # digits_resnet at 0.7, distilled on 256 images: the loss fell, so did this
+    assert "agreement with the dense model on the held-out inputs fell 1.000 -> 0.920" in fell.warnings[0]
+    assert fell.to_dict()["warnings"] == fell.warnings
+    assert report(2, [0.92, 0.96, 0.96]).warnings == []  # rose
+    assert report(0, [1.0, 0.9, 0.9]).warnings == []  # kept the start
+    assert report(2, [1.0, 0.9, 0.9], accuracy=0.9).warnings == []  # labels: accuracy picked it

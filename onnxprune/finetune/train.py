@@ -90,9 +90,25 @@ class FinetuneReport:
     def best(self) -> EpochRecord:
         return next(e for e in self.epochs if e.epoch == self.best_epoch)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the kept epoch's own scores say against it: the held-out loss picked it (no labels), yet its top-1
+        agreement with the teacher on the held-out inputs fell."""
+        b, a = self.before, self.best
+        if a.epoch == 0 or a.accuracy is not None or a.agreement is None or b.agreement is None:
+            return []
+        if a.agreement >= b.agreement:
+            return []
+        views = " and augmented views of them" if self.augmented else ""
+        return [f"the kept epoch {a.epoch} was picked by the loss on the held-out inputs{views}, but its top-1 agreement with the "
+                f"dense model on the held-out inputs fell {b.agreement:.3f} -> {a.agreement:.3f}: compare both models "
+                "on labelled data (onnxprune verify --data X --labels Y) before using it (the starting score is "
+                "optimistic where recovery fitted these same inputs)"]
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["before"], out["best"] = asdict(self.before), asdict(self.best)
+        out["warnings"] = self.warnings
         return out
 
     def summary(self) -> str:
