@@ -103,8 +103,9 @@ class LatencyReport:
             f"  importance: {self.importance}; {self.profile}",
         ]
         for s in self.steps:
-            lines.append(f"  step {s.step}: plan {s.plan}, predicted {s.predicted_ms:.3f} ms, measured "
-                         f"{s.measured_fraction:.3f} of dense ({s.groups_narrowed} groups narrowed)")
+            lines.append(f"  step {s.step}: plan {s.plan}, predicted {s.predicted_ms:.3f} ms "
+                         f"({s.predicted_ms / self.dense_ms:.3f} of dense), measured {s.measured_fraction:.3f} of "
+                         f"dense ({s.groups_narrowed} groups narrowed)")
         if self.groups:
             rows = [["group", "channels", "kept", "ladder", "predicted saved ms", "measured saved ms"]]
             for g in self.groups:
@@ -244,6 +245,12 @@ def prune_to_latency(
         raise OptionError(f"the latency model predicts no saving for any group at {deployment.provider}, "
                           f"batch {deployment.batch}: nothing to prune for a latency target")
     k = max(first_reaching(predicted, target * profile.dense_ms), 1)
+
+    def build(plan, **tuning) -> api.PruneResult:
+        return api.prune(source, widths=plan.widths, criterion=criterion, calib=samples,
+                         calib_samples=calib_samples, recover=recover, round_to=round_to, min_channels=min_channels,
+                         max_ratio=max_ratio, exclude=exclude, shapes=shapes, **tuning)
+
     steps: list[LatencyStep] = []
     best = None  # (distance, result, allocation, fraction, noise)
     measured: dict[int, float] = {}  # path index -> measured fraction of dense
@@ -252,9 +259,7 @@ def prune_to_latency(
         plan = path[k]
         say(f"step {step}: {len(plan.widths)} groups narrowed, predicted {plan.predicted_ms:.3f} ms "
             f"(plan {k} of {len(path) - 1} on the allocation's path); building and timing")
-        result = api.prune(source, widths=plan.widths, criterion=criterion, calib=samples,
-                           calib_samples=calib_samples, recover=recover, round_to=round_to,
-                           min_channels=min_channels, max_ratio=max_ratio, exclude=exclude, shapes=shapes)
+        result = build(plan)
         fraction, noise = measure_fraction(source, result.model, deployment, shapes, check_rounds)
         steps.append(LatencyStep(step, k, plan.predicted_ms, fraction, len(plan.widths)))
         say(f"step {step}: measured {fraction:.3f} of dense (target {target:g})")
@@ -276,10 +281,7 @@ def prune_to_latency(
     _, result, plan, fraction, noise = best
     if finetune is not None:  # the same plan again, then distilled from the dense model on the same samples
         say("fine-tuning the kept model")
-        result = api.prune(source, widths=plan.widths, criterion=criterion, calib=samples,
-                           calib_samples=calib_samples, recover=recover, round_to=round_to,
-                           min_channels=min_channels, max_ratio=max_ratio, exclude=exclude, shapes=shapes,
-                           finetune=finetune, finetune_progress=finetune_progress)
+        result = build(plan, finetune=finetune, finetune_progress=finetune_progress)
     reached = abs(fraction - target) <= tolerance * target
     off = max(steps, key=lambda s: abs(s.predicted_ms / profile.dense_ms - s.measured_fraction))
     if abs(off.predicted_ms / profile.dense_ms - off.measured_fraction) > MODEL_MISS:
