@@ -129,7 +129,7 @@ def markdown(data: dict) -> str:
             lines.append(f"| {name} | {criterion} | {acc.get('none', float('nan')):.3f} | {acc.get('all', float('nan')):.3f} |")
     lines += ["", "Where the scores differ: without recovery, choosing by data (activation, wanda) can save a model that "
               "L1 breaks (the plain CNN above); once least squares runs, the choice hardly matters and L1 is as good "
-              "as the data-aware scores or better, as ../shared/RECOVERY.md found. Without recovery, the ResNets fall "
+              "as the data-aware scores or better, as docs/recovery.md found. Without recovery, the ResNets fall "
               "to chance whatever the score: the next layers (and their folded BatchNorm) no longer fit the "
               "narrowed inputs."]
     return "\n".join(lines) + "\n"
