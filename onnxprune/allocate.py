@@ -2,12 +2,12 @@
 
 Plain data in, plain data out. Each candidate group lists its allowed widths (plan.aligned_widths, ascending,
 the full size last), the importance lost at each width (0 at full size) and the milliseconds saved at each width
-(latency.GroupLatency.saved; 0 at full size). Starting from the dense model, `allocate` repeatedly narrows the
-group whose next step loses the least importance per millisecond saved (looking a few widths ahead, so a flat
-stretch of the latency ladder does not hide a saving just beyond it) until the predicted latency reaches the
-goal, or no step saves anything more. `greedy_path` lists every plan that narrowing passes through, one width
-at a time: the latency loop (latency_target.py) walks it by measurement. The widths are then turned into kept
-channels by plan.plan_widths.
+(latency.GroupLatency.saved; 0 at full size). Starting from the dense model, `greedy_path` repeatedly narrows
+the group whose next step loses the least importance per millisecond saved (looking a few widths ahead, so a
+flat stretch of the latency ladder does not hide a saving just beyond it) until no step saves anything more, and
+lists every plan it passes through, one width at a time. `first_reaching` finds the first plan predicted to
+meet a goal; the latency loop (latency_target.py) then walks the path by measurement. The widths are turned
+into kept channels by plan.plan_widths.
 
 `importance_lost` gives the loss table from channel scores: each group's scores divided by their mean (so that
 groups compare, as plan.py's global scope does), and the loss at width w is the sum of the size - w lowest.
@@ -15,7 +15,7 @@ groups compare, as plan.py's global scope does), and the loss at width w is the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -35,9 +35,7 @@ class Candidate:
 class Allocation:
     widths: dict[int, int]  # group id -> channels kept (only the narrowed groups)
     predicted_ms: float
-    reached: bool  # the prediction reaches the goal
     loss: float  # importance lost in all
-    steps: list[tuple[int, int, float, float]] = field(default_factory=list)  # (group, width, d_loss, d_ms)
 
 
 def importance_lost(scores: np.ndarray, widths: Sequence[int]) -> list[float]:
@@ -53,17 +51,13 @@ def greedy_path(candidates: Sequence[Candidate], dense_ms: float) -> list[Alloca
     """Every plan the greedy narrowing passes through, from the dense model (index 0) until no step saves
     anything more. Each choice narrows the group whose next step loses the least importance per millisecond
     saved; a choice that skips widths (looking past a flat stretch of the ladder) still passes through them, so
-    consecutive plans differ by one width of one group and the predicted latency never rises along the path.
-    The entries' `reached` is False: it belongs to a goal (see `allocate`)."""
+    consecutive plans differ by one width of one group and the predicted latency never rises along the path."""
     at = {c.group: len(c.widths) - 1 for c in candidates}
-    by_group = {c.group: c for c in candidates}
-    steps: list[tuple[int, int, float, float]] = []
-
     def snapshot() -> Allocation:
         widths = {c.group: c.widths[at[c.group]] for c in candidates if at[c.group] < len(c.widths) - 1}
         saved = sum(c.saved_ms[at[c.group]] for c in candidates)
         lost = sum(c.loss[at[c.group]] for c in candidates)
-        return Allocation(widths, dense_ms - saved, False, lost, list(steps))
+        return Allocation(widths, dense_ms - saved, lost)
 
     path = [snapshot()]
     while True:
@@ -81,10 +75,7 @@ def greedy_path(candidates: Sequence[Candidate], dense_ms: float) -> list[Alloca
         if best is None:
             return path
         _, _, g, j = best
-        c = by_group[g]
         for k in range(at[g] - 1, j - 1, -1):  # one width at a time
-            i = at[g]
-            steps.append((g, c.widths[k], c.loss[k] - c.loss[i], c.saved_ms[k] - c.saved_ms[i]))
             at[g] = k
             path.append(snapshot())
 
@@ -94,10 +85,3 @@ def first_reaching(predicted: Sequence[float], goal_ms: float) -> int:
     last plan when none is."""
     return next((k for k, ms in enumerate(predicted) if ms <= goal_ms + 1e-9), len(predicted) - 1)
 
-
-def allocate(candidates: Sequence[Candidate], dense_ms: float, goal_ms: float) -> Allocation:
-    """Narrow groups, cheapest importance per millisecond first, until the predicted latency is at most
-    `goal_ms` (dense_ms minus the savings, added up): the first plan on the greedy path that gets there."""
-    path = greedy_path(candidates, dense_ms)
-    plan = path[first_reaching([p.predicted_ms for p in path], goal_ms)]
-    return replace(plan, reached=plan.predicted_ms <= goal_ms + 1e-9)

@@ -12,7 +12,7 @@ import pytest
 
 import onnxprune
 from onnxprune import api, latency
-from onnxprune.allocate import Candidate, allocate, greedy_path, importance_lost
+from onnxprune.allocate import Candidate, first_reaching, greedy_path, importance_lost
 from onnxprune.cli import main
 from onnxprune.errors import OptionError
 from onnxprune.latency import Deployment, GroupLatency, LatencyProfile
@@ -28,27 +28,33 @@ TINY = MODELS / "resnet_tiny_ts.onnx"
 # ---- the allocator, on synthetic tables --------------------------------------------------------------------------
 
 
+def plan_for(candidates, dense_ms, goal_ms):
+    """The first plan on the greedy path predicted at or under the goal (the last one when none is)."""
+    path = greedy_path(candidates, dense_ms)
+    return path[first_reaching([p.predicted_ms for p in path], goal_ms)]
+
+
 def test_allocator_takes_the_least_importance_per_millisecond_first():
     cheap = Candidate(1, [8, 16, 24, 32], [9.0, 4.0, 1.0, 0.0], [3.0, 2.0, 1.0, 0.0])  # 1 per ms, then 3, then 5
     dear = Candidate(2, [8, 16], [8.0, 0.0], [4.0, 0.0])  # 2 per ms
-    plan = allocate([cheap, dear], dense_ms=10.0, goal_ms=9.0)
-    assert plan.widths == {1: 24} and plan.reached and plan.predicted_ms == pytest.approx(9.0)
-    plan = allocate([cheap, dear], dense_ms=10.0, goal_ms=5.0)  # 1 ms from cheap, then dear's 4 ms at 2/ms
+    plan = plan_for([cheap, dear], dense_ms=10.0, goal_ms=9.0)
+    assert plan.widths == {1: 24} and plan.predicted_ms == pytest.approx(9.0)
+    plan = plan_for([cheap, dear], dense_ms=10.0, goal_ms=5.0)  # 1 ms from cheap, then dear's 4 ms at 2/ms
     assert plan.widths == {1: 24, 2: 8} and plan.predicted_ms == pytest.approx(5.0) and plan.loss == pytest.approx(9.0)
 
 
 def test_allocator_looks_past_a_flat_stretch_of_the_ladder():
     flat = Candidate(1, [8, 16, 24, 32], [3.0, 2.0, 1.0, 0.0], [4.0, 0.0, 0.0, 0.0])  # only 8 saves: 3 per 4 ms
     other = Candidate(2, [8, 16], [10.0, 0.0], [4.0, 0.0])
-    plan = allocate([flat, other], dense_ms=10.0, goal_ms=7.0)
+    plan = plan_for([flat, other], dense_ms=10.0, goal_ms=7.0)
     assert plan.widths == {1: 8}
 
 
-def test_allocator_says_when_the_goal_is_out_of_reach():
+def test_allocator_ends_where_no_step_saves_more():
     only = Candidate(1, [8, 16], [1.0, 0.0], [2.0, 0.0])
-    plan = allocate([only], dense_ms=10.0, goal_ms=5.0)
-    assert plan.widths == {1: 8} and not plan.reached and plan.predicted_ms == pytest.approx(8.0)
-    assert allocate([only], dense_ms=10.0, goal_ms=10.0).widths == {}
+    plan = plan_for([only], dense_ms=10.0, goal_ms=5.0)  # out of reach: the last plan, predicted above the goal
+    assert plan.widths == {1: 8} and plan.predicted_ms == pytest.approx(8.0)
+    assert plan_for([only], dense_ms=10.0, goal_ms=10.0).widths == {}
 
 
 def test_importance_lost_sums_the_lowest_normalized_scores():
@@ -224,7 +230,7 @@ def test_greedy_path_passes_through_skipped_widths_one_at_a_time():
     assert [p.widths for p in path] == [{}, {1: 24}, {1: 16}, {1: 8}, {1: 8, 2: 8}]
     assert [p.predicted_ms for p in path] == pytest.approx([10.0, 10.0, 10.0, 6.0, 2.0])
     assert [p.loss for p in path] == pytest.approx([0.0, 1.0, 2.0, 3.0, 13.0])
-    assert allocate([flat, other], 10.0, 7.0).widths == {1: 8}  # the first plan on the path that gets there
+    assert plan_for([flat, other], 10.0, 7.0).widths == {1: 8}  # the first plan on the path that gets there
 
 
 def test_target_fraction_options():

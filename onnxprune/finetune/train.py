@@ -100,8 +100,9 @@ class FinetuneReport:
         if a.agreement >= b.agreement:
             return []
         views = " and augmented views of them" if self.augmented else ""
-        return [f"the kept epoch {a.epoch} was picked by the loss on the held-out inputs{views}, but its top-1 agreement with the "
-                f"dense model on the held-out inputs fell {b.agreement:.3f} -> {a.agreement:.3f}: compare both models "
+        return [f"the kept epoch {a.epoch} was picked by the loss on the held-out inputs{views}, but its top-1 "
+                f"agreement with the dense model on the held-out inputs fell {b.agreement:.3f} -> {a.agreement:.3f}: "
+                "compare both models "
                 "on labelled data (onnxprune verify --data X --labels Y) before using it (the starting score is "
                 "optimistic where recovery fitted these same inputs)"]
 
