@@ -65,6 +65,7 @@ class PruneResult:
     removed_blocks: list = field(default_factory=list)  # blocks.Block removed before the width stage (oracle.py)
     latency: Optional[object] = None  # latency_target.LatencyReport under a latency target
     finetune: Optional["FinetuneReport"] = None  # onnxprune.finetune.train.FinetuneReport
+    search: Optional[object] = None  # policy_search.SearchReport after a search within a policy
 
     def save(self, path, **kwargs):
         from .io import save_model

@@ -74,6 +74,7 @@ class ModelCard:
             "bench": self.bench,
             "recovery": p["recovery"],
             "depth": p.get("depth"),
+            "search": p.get("search"),
             "notes": [f"warning: {w}" for w in p.get("warnings", [])] + list(p["notes"]) + self.notes,
             "command": self.command,
             "versions": self.versions,
@@ -184,6 +185,14 @@ def card_markdown(card: dict, bench_markdown: str = "", fidelity_text: str = "")
         if removed:
             lines += [""] + markdown(["block", "add node", "MACs"], [
                 [b["name"], f"`{b['add']}`", f"{b['macs']:,}"] for b in removed], (0, 1))
+    search = card.get("search")
+    if search:
+        limits = ", ".join(f"{k} {v:g}" for k, v in search["thresholds"].items())
+        lines += ["", "## Search within the policy", "", f"The highest `--ratio` that passes {search['policy']} "
+                  f"({limits}, on {search['inputs']}): **{search['ratio']:g}**.", ""]
+        lines += markdown(["ratio", "MACs kept", "fidelity", "verdict"], [
+            [f"{x['ratio']:g}", f"{x['macs_ratio']:.3f}", x["criteria"], "pass" if x["passed"] else "fail"]
+            for x in sorted(search["probes"], key=lambda x: x["ratio"])], (2, 3))
     lines += ["", "## Fidelity", ""]
     lines += _fidelity(card["fidelity"], fidelity_text)
     lines += ["", "## Speed", ""]

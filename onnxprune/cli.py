@@ -25,7 +25,7 @@ from .cli_options import (calibration_options, deployment_for, deployment_option
 from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
 from .cli_sensitivity import sensitivity_cmd
 from .errors import (InternalError, NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError,
-                     on_command_line)
+                     VerificationError, on_command_line)
 from .inputs import parse_shapes, unpinned_dims_notes
 from .inputs import make_inputs
 from .io import check_output_path, load_model, stage_model
@@ -90,6 +90,10 @@ def inspect_cmd(model, shapes, as_json, members):
               help="With --latency-target: what each width loses, from `onnxprune sensitivity` (sensitivity.json), "
                    "in place of channel scores.")
 @deployment_options
+@click.option("--within", "within_policy", type=click.Path(dir_okay=False), default=None, metavar="POLICY",
+              help="Prune as far as POLICY (a `check --policy` TOML file) allows: the highest --ratio whose model "
+                   "passes its fidelity thresholds on its data, searched (replaces --ratio); its other thresholds are "
+                   "then checked on the written model.")
 @click.option("--force", is_flag=True, help="Allow writing over the input model.")
 @click.option("--no-check", is_flag=True, help="Skip the checker and onnxruntime run of the written model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -98,7 +102,7 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
               round_to, target, min_channels, exclude, shapes,
               calib, calib_images, size, mean, std, layout, calib_samples, recover, finetune_epochs, unstructured, sparsity, pattern,
               latency_target, speedup, sensitivity_file, provider, batch, threads, latency_cache, latency_profile,
-              latency_budget, force, no_check, as_json, plan_out, report_dir, report_bench):
+              latency_budget, within_policy, force, no_check, as_json, plan_out, report_dir, report_bench):
     """Remove the lowest-scoring channels of MODEL and write the smaller model to OUTPUT.
 
     With calibration data (--calib or --calib-images) the pruned model is recovered without training
@@ -125,6 +129,8 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
                           "not --unstructured")
     if unstructured and (plan_out is not None or report_dir is not None):
         raise OptionError("--plan-out and --report are for structured pruning, not --unstructured")
+    if within_policy is not None:
+        _within_only_alone("unstructured", "latency_target", "speedup", "finetune_epochs", "ratio")
     if (depth_ratio is not None or remove_blocks is not None) and \
             click.get_current_context().get_parameter_source("ratio") == click.core.ParameterSource.DEFAULT:
         ratio = None  # blocks only, unless --ratio is given (api.prune's default)
@@ -138,7 +144,23 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
     if sparsity is not None or pattern is not None:
         raise OptionError("--sparsity and --pattern are for --unstructured; structured pruning uses --ratio")
     fraction = target_fraction(latency_target, speedup)
-    if fraction is None:
+    policy = None
+    if within_policy is not None:
+        from .gate import load_policy
+        from .policy_search import prune_within
+
+        policy = load_policy(within_policy)
+        if pinned:
+            policy = policy.updated({"shape": list(shapes)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OnnxPruneWarning)  # printed below, from the report
+            result = prune_within(
+                model, policy, policy_label=f"--within {within_policy}", calib=samples, calib_samples=calib_samples,
+                max_ratio=max_ratio, depth_ratio=depth_ratio, remove_blocks=remove_blocks, scope=scope,
+                criterion=criterion, round_to=round_to, min_channels=min_channels, exclude=exclude,
+                heads_ratio=heads_ratio, ffn_ratio=ffn_ratio, shapes=pinned, recover=recover,
+                progress=Progress("search").step)
+    elif fraction is None:
         _latency_only(sensitivity_file=sensitivity_file, provider=provider, batch=batch, threads=threads,
                       latency_cache=latency_cache, latency_profile=latency_profile, latency_budget=latency_budget)
         with Stages(PRUNE_STAGES) as stages, warnings.catch_warnings():
@@ -169,13 +191,28 @@ def prune_cmd(model, output, ratio, depth_ratio, remove_blocks, heads_ratio, ffn
         check_io(result.dense_io, result.model)
         feeds = make_inputs(result.model, shapes=pinned, samples=1, seed=0)[0]
     pruned = [result.model]
-    result_latency = result.latency
+    result_latency, search = result.latency, result.search
     del result  # the written file is what gets checked: _write_checked frees the in-memory model first
     report.after.size_bytes = _write_checked(pruned, model, output, force, pinned, skip_check=no_check, feeds=feeds)
     written = outputs.write()
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    checked = _check_rest(model, output, policy) if policy is not None else None
+    data = report.to_dict()
+    if checked is not None:
+        data["check"] = checked.to_dict()
+    click.echo(json.dumps(data, indent=2) if as_json else report.format())
     for path in written:
         click.echo(f"wrote {path}", err=True)
+    if search is not None and not as_json:  # the report's notes gave the verdict
+        click.echo(search.format(headline=False))
+    if checked is not None:
+        from .gate import format_table
+
+        if not as_json:
+            click.echo(format_table(checked))
+        if not checked.passed:
+            raise VerificationError(f"wrote {output}, the most pruned model within the policy's fidelity thresholds, "
+                                    "but it fails the rest of the policy: " + "; ".join(
+                                        f"{c.name} {c.status}: {c.detail}" for c in checked.failed))
     if result_latency is not None:
         if as_json:  # what the profile and the loop say, on stderr beside the JSON
             for note in result_latency.notes:
@@ -193,6 +230,26 @@ def _warn(report) -> None:
     report.warnings = [on_command_line(w, OnnxPruneWarning.params) for w in report.warnings]
     for message in report.warnings:
         click.echo(f"warning: {message}", err=True)
+
+
+def _within_only_alone(*names: str) -> None:
+    """Options that decide how much to prune, given beside --within: an OptionError (the search decides)."""
+    ctx = click.get_current_context()
+    for name in names:
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            option = "--" + name.replace("_", "-")
+            raise OptionError(f"{option} and --within both decide how much to prune: give one"
+                              + ("; fine-tune the result with `onnxprune finetune`" if name == "finetune_epochs" else ""))
+
+
+def _check_rest(model: str, output: str, policy):
+    """`check` on the written model, when the policy has thresholds besides fidelity (speed, size, MACs), which
+    the search does not decide; None otherwise."""
+    from .gate import check
+
+    if policy.min_speedup is None and policy.max_size_ratio is None and policy.max_macs_ratio is None:
+        return None
+    return check(model, output, policy, progress=Progress("bench").step)
 
 
 def _latency_only(**given) -> None:

@@ -203,38 +203,26 @@ def check(dense: Union[str, os.PathLike], pruned: Union[str, os.PathLike], polic
           progress=None) -> CheckReport:
     """Measure `pruned` against `dense` and judge every threshold of `policy` (both are model files)."""
     from .cost import count_cost
-    from .inputs import load_inputs_npz, make_inputs, unpinned_dims_notes
+    from .inputs import unpinned_dims_notes
     from .io import load_model
     from .provenance import model_disk_bytes
-    from .verify import compare, load_labels
+    from .verify import compare
 
     policy.validate()
     if not policy.thresholds:
         raise OptionError("no threshold given: a check with nothing to check passes everything; give --policy or "
                           "at least one of --max-rel-error, --min-cosine, --min-top1, --max-abs, "
                           "--max-accuracy-drop, --min-speedup, --max-size-ratio, --max-macs-ratio")
-    gates = policy.gates
-    if policy.labels is not None and policy.data is None:
-        raise OptionError("--labels needs the inputs they label: give --data X.npz")
-    if gates.max_accuracy_drop is not None and policy.labels is None:
-        raise OptionError("--max-accuracy-drop needs --labels (and --data)")
     dense, pruned = str(dense), str(pruned)
     sizes = (model_disk_bytes(dense), model_disk_bytes(pruned))
     dense_proto = load_model(dense)
     notes = unpinned_dims_notes(dense_proto, policy.shapes, "fidelity, MACs and speed are measured")
-    if policy.data is not None:
-        feeds, inputs = load_inputs_npz(policy.data, dense_proto), f"--data {policy.data}"
-    else:
-        feeds, inputs = make_inputs(dense_proto, policy.shapes, samples=policy.samples, seed=policy.seed), "random"
+    data = fidelity_data(policy, dense_proto)
     dense_cost = count_cost(dense_proto, policy.shapes or None)
     del dense_proto
     macs = (dense_cost.macs, count_cost(load_model(pruned), policy.shapes or None).macs)
-    fidelity = compare(dense, pruned, feeds, gates=gates,
-                       labels=load_labels(policy.labels) if policy.labels is not None else None, inputs=inputs)
-    notes += [f"warning: {w}" for w in fidelity.gate_warnings]
-    if policy.data is None and fidelity.gates.any:
-        notes.append(f"the fidelity thresholds were judged on {len(feeds)} batch(es) of random inputs: they say how "
-                     "much the function changed on noise, not accuracy on real data (give --data)")
+    fidelity = compare(dense, pruned, data.feeds, gates=policy.gates, labels=data.labels, inputs=data.inputs)
+    notes += fidelity_notes(policy, fidelity, len(data.feeds))
     criteria = fidelity_criteria(fidelity)
     if policy.max_size_ratio is not None:
         criteria.append(_at_most("max-size-ratio", sizes[1] / sizes[0], policy.max_size_ratio,
@@ -252,6 +240,39 @@ def check(dense: Union[str, os.PathLike], pruned: Union[str, os.PathLike], polic
         bench_report = bench([dense, pruned], config, progress=progress)
         criteria.append(speed_criterion(bench_report, policy.min_speedup))
     return CheckReport(dense, pruned, policy, criteria, fidelity, sizes, macs, bench_report, notes)
+
+
+@dataclass
+class FidelityData:
+    """What a policy's fidelity thresholds are judged on."""
+
+    feeds: list  # input feeds (dicts of arrays)
+    inputs: str  # where they come from: "--data X.npz" or "random"
+    labels: Optional[object] = None  # class ids (numpy array) for --max-accuracy-drop
+
+
+def fidelity_data(policy: CheckPolicy, dense) -> FidelityData:
+    """The policy's --data (and --labels), or its random inputs, for `dense` (a ModelProto)."""
+    from .inputs import load_inputs_npz, make_inputs
+    from .verify import load_labels
+
+    if policy.labels is not None and policy.data is None:
+        raise OptionError("--labels needs the inputs they label: give --data X.npz")
+    if policy.gates.max_accuracy_drop is not None and policy.labels is None:
+        raise OptionError("--max-accuracy-drop needs --labels (and --data)")
+    labels = load_labels(policy.labels) if policy.labels is not None else None
+    if policy.data is not None:
+        return FidelityData(load_inputs_npz(policy.data, dense), f"--data {policy.data}", labels)
+    return FidelityData(make_inputs(dense, policy.shapes, samples=policy.samples, seed=policy.seed), "random")
+
+
+def fidelity_notes(policy: CheckPolicy, report: VerifyReport, batches: int) -> list[str]:
+    """verify's warnings about the gates, and what judging them on random inputs means."""
+    notes = [f"warning: {w}" for w in report.gate_warnings]
+    if policy.data is None and report.gates.any:
+        notes.append(f"the fidelity thresholds were judged on {batches} batch(es) of random inputs: they say how "
+                     "much the function changed on noise, not accuracy on real data (give --data)")
+    return notes
 
 
 def fidelity_criteria(report: VerifyReport) -> list[Criterion]:

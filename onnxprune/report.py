@@ -182,6 +182,7 @@ class PruneReport:
     depth: Optional[DepthReport] = None  # with --depth-ratio / --remove-blocks
     latency: Optional[dict] = None  # latency_target.LatencyReport.to_dict() under a latency target
     finetune: Optional[dict] = None  # finetune.train.FinetuneReport.to_dict() after --finetune-epochs
+    search: Optional[dict] = None  # policy_search.SearchReport.to_dict() after --within POLICY
 
     @property
     def pruned_groups(self) -> list[GroupReport]:
@@ -205,6 +206,7 @@ class PruneReport:
             "depth": self.depth.to_dict() if self.depth is not None else None,
             "latency": self.latency,
             "finetune": self.finetune,
+            "search": self.search,
             "input_shapes": self.input_shapes,
             "notes": self.notes,
             "warnings": self.warnings,
