@@ -42,7 +42,7 @@ import onnx
 
 from .cost import count_cost
 from .errors import OnnxPruneError, OptionError
-from .inputs import default_input_shapes, make_inputs, model_inputs
+from .inputs import counting_shapes, make_inputs, model_inputs
 from .io import ModelSource, load_model
 from .session import open_session, run_failure
 from .tables import markdown, num, plain
@@ -327,8 +327,9 @@ def _native_batch(proto: onnx.ModelProto, overrides: dict) -> int:
 
 
 def shapes_for_batch(proto: onnx.ModelProto, overrides: dict, batch: int) -> dict[str, list[int]]:
-    """Input shapes at `batch`: the batch replaces every dynamic first dim; overrides fill the other dynamic dims."""
-    shapes = default_input_shapes(proto, overrides)
+    """Input shapes at `batch`: the batch replaces every dynamic first dim; overrides fill the other dynamic dims,
+    and the dims nobody pinned are at inputs.counting_shapes' sizes."""
+    shapes = counting_shapes(proto, overrides)[0]
     specs = [s for s in model_inputs(proto) if s.dims]
     dynamic_first = [s.name for s in specs if not (isinstance(s.dims[0], int) and s.dims[0] > 0)]
     if dynamic_first:

@@ -251,7 +251,8 @@ def model_card(result, output: Union[str, os.PathLike], *, plan: Optional[Union[
     """
     from .bench import format_markdown
     from .provenance import file_sha256, versions
-    from .inputs import make_inputs
+    from .inputs import counting_shapes, make_inputs
+    from .io import load_model
     from .verify import compare, format_table
 
     result = result if isinstance(result, PruneFacts) else PruneFacts.of(result)
@@ -265,7 +266,8 @@ def model_card(result, output: Union[str, os.PathLike], *, plan: Optional[Union[
             notes.append("the calibration data was given in memory: the command needs it as --calib FILE.npz")
     fidelity = None
     if samples:
-        feeds = make_inputs(result.source, result.shapes or None, samples=samples, seed=seed)
+        feeds = make_inputs(result.source, counting_shapes(load_model(result.source), result.shapes or None)[0],
+                            samples=samples, seed=seed)
         fidelity = compare(result.source, str(output), feeds, inputs="random")
     return ModelCard(
         source=model_file(result.source), output=model_file(output), options=options,

@@ -26,7 +26,7 @@ from .cli_pipeline import PipelineOutputs, apply_plan_cmd, check_cmd
 from .cli_sensitivity import sensitivity_cmd
 from .errors import (InternalError, NothingToPruneError, OnnxPruneError, OnnxPruneWarning, OptionError,
                      VerificationError, on_command_line)
-from .inputs import parse_shapes, unpinned_dims_notes
+from .inputs import counting_shapes, parse_shapes
 from .inputs import make_inputs
 from .io import check_output_path, load_model, stage_model
 from .latency import DEFAULT_BUDGET_S
@@ -359,7 +359,7 @@ def sweep_cmd(model, ratios, out_dir, round_to, target, shapes, threads, batch, 
     config = BenchConfig(threads=(threads,), batches=(batch,) if batch else None, rounds=rounds, runs=runs,
                          warmup=3, shapes=dict(pinned or {}))
     config.validate()
-    for note in unpinned_dims_notes(load_model(model), config.shapes, "fidelity and latency are measured"):
+    for note in counting_shapes(load_model(model), config.shapes, what="fidelity and latency are measured")[1]:
         click.echo(f"note: {note}", err=True)
     with Progress("sweep", len(values) * len(METHODS) + 1) as steps:
         report = sweep(model, values, out_dir, round_to=round_to, shapes=pinned, samples=samples, config=config,

@@ -18,7 +18,7 @@ from .bench import format_table as format_bench_table
 from .cli_options import fidelity_options, image_options, image_options_for, shape_option
 from .diagnosis import gather
 from .errors import OptionError, VerificationError
-from .inputs import load_inputs_images, load_inputs_npz, make_inputs, parse_shapes, unpinned_dims_notes
+from .inputs import counting_shapes, load_inputs_images, load_inputs_npz, make_inputs, parse_shapes
 from .io import load_model
 from .layers import bench_layers, format_groups
 from .progress import Progress, Stages
@@ -67,9 +67,9 @@ def verify_cmd(dense, pruned, shapes, samples, data, data_images, size, mean, st
             feeds = load_inputs_images(data_images, dense, images, progress=lambda *n: stages.update("images", *n))
             inputs = f"--data-images {data_images}"
         else:
-            pinned = parse_shapes(shapes)
-            _notes(unpinned_dims_notes(load_model(dense), pinned, "the outputs are compared"))
-            feeds, inputs = make_inputs(dense, pinned, samples=4 if samples is None else samples,
+            measured, notes = counting_shapes(load_model(dense), parse_shapes(shapes), what="the outputs are compared")
+            _notes(notes)
+            feeds, inputs = make_inputs(dense, measured, samples=4 if samples is None else samples,
                                         seed=0 if seed is None else seed), "random"
         report = compare(dense, pruned, feeds, gates=gates, labels=load_labels(labels) if labels else None,
                          inputs=inputs, progress=lambda *n: stages.update("batches", *n) if given else None)
@@ -136,7 +136,7 @@ def bench_cmd(models, providers, batches, threads, warmup, runs, rounds, shapes,
         fp16=fp16,
     )
     config.validate()
-    _notes(unpinned_dims_notes(load_model(models[0]), config.shapes, "latency is measured"))
+    _notes(counting_shapes(load_model(models[0]), config.shapes, what="latency is measured")[1])
     if layers and fp16:
         _notes(["--layers profiles the float32 files on the CPU, not the float16 copies"])
     steps = Progress("bench")

@@ -203,7 +203,7 @@ def check(dense: Union[str, os.PathLike], pruned: Union[str, os.PathLike], polic
           progress=None) -> CheckReport:
     """Measure `pruned` against `dense` and judge every threshold of `policy` (both are model files)."""
     from .cost import count_cost
-    from .inputs import unpinned_dims_notes
+    from .inputs import counting_shapes
     from .io import load_model
     from .provenance import model_disk_bytes
     from .verify import compare
@@ -216,11 +216,11 @@ def check(dense: Union[str, os.PathLike], pruned: Union[str, os.PathLike], polic
     dense, pruned = str(dense), str(pruned)
     sizes = (model_disk_bytes(dense), model_disk_bytes(pruned))
     dense_proto = load_model(dense)
-    notes = unpinned_dims_notes(dense_proto, policy.shapes, "fidelity, MACs and speed are measured")
+    measured, notes = counting_shapes(dense_proto, policy.shapes, what="fidelity, MACs and speed are measured")
     data = fidelity_data(policy, dense_proto)
-    dense_cost = count_cost(dense_proto, policy.shapes or None)
+    dense_cost = count_cost(dense_proto, measured)
     del dense_proto
-    macs = (dense_cost.macs, count_cost(load_model(pruned), policy.shapes or None).macs)
+    macs = (dense_cost.macs, count_cost(load_model(pruned), measured).macs)
     fidelity = compare(dense, pruned, data.feeds, gates=policy.gates, labels=data.labels, inputs=data.inputs)
     notes += fidelity_notes(policy, fidelity, len(data.feeds))
     criteria = fidelity_criteria(fidelity)
@@ -252,8 +252,9 @@ class FidelityData:
 
 
 def fidelity_data(policy: CheckPolicy, dense) -> FidelityData:
-    """The policy's --data (and --labels), or its random inputs, for `dense` (a ModelProto)."""
-    from .inputs import load_inputs_npz, make_inputs
+    """The policy's --data (and --labels), or its random inputs (at inputs.counting_shapes' sizes where the policy
+    pins none), for `dense` (a ModelProto)."""
+    from .inputs import counting_shapes, load_inputs_npz, make_inputs
     from .verify import load_labels
 
     if policy.labels is not None and policy.data is None:
@@ -263,12 +264,14 @@ def fidelity_data(policy: CheckPolicy, dense) -> FidelityData:
     labels = load_labels(policy.labels) if policy.labels is not None else None
     if policy.data is not None:
         return FidelityData(load_inputs_npz(policy.data, dense), f"--data {policy.data}", labels)
-    return FidelityData(make_inputs(dense, policy.shapes, samples=policy.samples, seed=policy.seed), "random")
+    shapes = counting_shapes(dense, policy.shapes)[0]
+    return FidelityData(make_inputs(dense, shapes, samples=policy.samples, seed=policy.seed), "random")
 
 
 def fidelity_notes(policy: CheckPolicy, report: VerifyReport, batches: int) -> list[str]:
     """verify's warnings about the gates, and what judging them on random inputs means."""
     notes = [f"warning: {w}" for w in report.gate_warnings]
+    notes += [f"warning: output {o.name!r}: {o.warnings[0]}" for o in report.outputs if o.constant]
     if policy.data is None and report.gates.any:
         notes.append(f"the fidelity thresholds were judged on {batches} batch(es) of random inputs: they say how "
                      "much the function changed on noise, not accuracy on real data (give --data)")

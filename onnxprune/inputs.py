@@ -195,26 +195,6 @@ def dynamic_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
     }
 
 
-def unpinned_dims_notes(model: onnx.ModelProto, pinned: Mapping[str, Sequence[int]], what: str) -> list[str]:
-    """Notes on inputs whose dims past the batch axis are dynamic and not pinned by `pinned`: they are set to 1,
-    which says little about real inputs (a sequence of one token, a 1x1 image). A named dim is mentioned once:
-    pinning it in one input pins it everywhere (see default_input_shapes)."""
-    specs = [spec for spec in model_inputs(model) if spec.dims is not None]
-    settled = {d for spec in specs if spec.name in pinned for d in spec.dims if isinstance(d, str)}
-    notes = []
-    for spec in specs:
-        if spec.name in pinned:
-            continue
-        open_dims = {a: d for a, d in enumerate(spec.dims) if not (isinstance(d, int) and d > 0)}
-        axes = [a for a, d in open_dims.items() if a > 0 and not (isinstance(d, str) and d in settled)]
-        if not axes:
-            continue
-        settled.update(d for d in open_dims.values() if isinstance(d, str))
-        notes.append(f"input {spec.name!r}: dynamic dims {axes} set to 1, so {what} at that size; "
-                     f"pin real sizes with --shape {spec.name}={_pin_example(spec)}")
-    return notes
-
-
 def _pin_example(spec: InputSpec) -> str:
     """`--shape` text for `spec` with its dynamic dims as placeholders (the batch axis as 1): 1x3x<H>x<W>."""
     def dim(axis: int, d) -> str:
@@ -229,33 +209,38 @@ def _pin_example(spec: InputSpec) -> str:
 
 def counting_shapes(
     model: onnx.ModelProto, pinned: Optional[Mapping[str, Sequence[int]]] = None,
-    sample: Optional[Mapping[str, Sequence[int]]] = None,
+    sample: Optional[Mapping[str, Sequence[int]]] = None, what: str = "MACs counted",
 ) -> tuple[dict[str, list[int]], list[str]]:
-    """The input shapes `prune` and `inspect` count MACs at, and notes on the dims nobody pinned: a dynamic batch
-    axis (0) counts at 1 (MACs per sample); every other open dim at the calibration data's size where given
-    (`sample`: the input shapes of one feed), else at its generic size (generic_sizes; never 1, which drops whole
-    terms such as attention's S x S). A named dim is noted once."""
+    """The input shapes onnxprune measures at when nobody pinned the dims (MACs in `prune` and `inspect`; random
+    inputs in `verify`, `check`, `bench`, `sweep`), and notes on those dims, saying `what` is done at them: a
+    dynamic batch axis (0) is 1 (per sample), in every input that names its dim; every other open dim is at the
+    calibration data's size where given (`sample`: the input shapes of one feed), else at its generic size
+    (generic_sizes; never 1, which turns a 1x1 image into constant outputs and drops whole terms such as
+    attention's S x S). A named dim is noted once."""
     generic = generic_input_shapes(model, pinned)
     marked = default_input_shapes(model, pinned, lambda spec, axis: 0)  # 0: a dim nobody pinned
     specs = {spec.name: spec for spec in model_inputs(model)}
+    batch_names = {(specs[name].dims or ())[0] for name, dims in marked.items() if dims and dims[0] == 0}
+    batch_names = {d for d in batch_names if isinstance(d, str) and d not in ANONYMOUS_DIMS}
     shapes: dict[str, list[int]] = {}
     notes, noted = [], set()
     for name, dims in generic.items():
         given = (sample or {}).get(name)
         given = list(given) if given is not None and len(given) == len(dims) else None
+        declared = specs[name].dims or ()
         open_axes = [a for a, d in enumerate(marked[name]) if d == 0]
         for axis in open_axes:
-            dims[axis] = 1 if axis == 0 else given[axis] if given is not None else dims[axis]
+            per_sample = axis == 0 or declared[axis] in batch_names
+            dims[axis] = 1 if per_sample else given[axis] if given is not None else dims[axis]
         shapes[name] = dims
-        declared = specs[name].dims or ()
-        shown = [a for a in open_axes if a > 0 and declared[a] not in noted]
+        shown = [a for a in open_axes if a > 0 and declared[a] not in batch_names and declared[a] not in noted]
         if not shown:
             continue
         noted.update(declared[a] for a in shown if isinstance(declared[a], str) and declared[a] not in ANONYMOUS_DIMS)
         sizes = "x".join(str(dims[a]) for a in shown)
         where = (f"the calibration data's sizes {sizes}" if given is not None else
                  f"generic sizes {sizes}; pin real sizes with --shape {name}={_pin_example(specs[name])}")
-        notes.append(f"input {name!r}: dynamic dims {shown} not pinned: MACs counted at {where}")
+        notes.append(f"input {name!r}: dynamic dims {shown} not pinned: {what} at {where}")
     return shapes, notes
 
 
@@ -298,7 +283,8 @@ def make_inputs(
     """`samples` feed dicts of random inputs with the model's shapes and dtypes, reproducible from `seed`.
 
     Floats: standard normal. Integers: uniform in [0, 2) (valid as masks and as token ids of any vocabulary).
-    Bools: fair coin. Dynamic dims are 1 unless `shapes` pins them (see default_input_shapes).
+    Bools: fair coin. Dynamic dims are 1 unless `shapes` pins them (see default_input_shapes): measuring code
+    passes counting_shapes' sizes.
     """
     if samples < 1:
         raise OptionError(f"samples must be at least 1, got {samples}", params=("samples",))

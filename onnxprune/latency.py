@@ -42,7 +42,7 @@ LADDER = (0.25, 0.5, 0.75)  # fractions of a group kept at the measured rungs (r
 MIN_MAC_SHARE = 0.01
 DEFAULT_BUDGET_S = 900.0
 CACHE_NOISE = 0.10  # a profile whose ladder runs' median control noise is above this is not cached (a busy machine)
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2  # 2: dims nobody pinned are timed at inputs.counting_shapes' sizes (1 before)
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ def device_name(provider: str = "cpu") -> str:
 def profile_key(model: onnx.ModelProto, deployment: Deployment, shapes: Optional[Mapping] = None) -> dict:
     import onnxruntime as ort
 
-    return {"model_sha256": model_hash(model), "provider": deployment.provider, "batch": deployment.batch,
+    return {"version": PROFILE_VERSION, "model_sha256": model_hash(model), "provider": deployment.provider,
+            "batch": deployment.batch,
             "threads": deployment.threads, "device": device_name(deployment.provider),
             "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())}, "onnxruntime": ort.__version__}
 

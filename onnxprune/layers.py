@@ -40,7 +40,7 @@ from .bench import BenchReport, session_options, shapes_for_batch
 from .cost import count_cost
 from .errors import OnnxPruneError, OptionError
 from .graph import node_names
-from .inputs import Feed, default_input_shapes, make_inputs
+from .inputs import Feed, counting_shapes, make_inputs
 from .io import ModelSource, load_model
 from .session import open_session, run_session, source_label
 from .tables import markdown, num, plain, shorten
@@ -437,7 +437,7 @@ def compare_layers(
     labels = list(labels) or [source_label(dense, "dense"), source_label(pruned, "pruned")]
     dense_proto = load_model(dense)
     input_shapes = (shapes_for_batch(dense_proto, dict(shapes or {}), batch) if batch
-                    else default_input_shapes(dense_proto, shapes))
+                    else counting_shapes(dense_proto, shapes)[0])
     feed = make_inputs(dense_proto, input_shapes, samples=1, seed=seed)[0]
 
     protos = [dense_proto, load_model(pruned)]

@@ -17,7 +17,7 @@ from . import api
 from .bench import BenchConfig, bench, speed_verdict
 from .cost import count_cost
 from .errors import NothingToPruneError, OptionError
-from .inputs import make_inputs
+from .inputs import counting_shapes, make_inputs
 from .io import load_model, make_folder, save_model, write_text
 from .tables import markdown, num
 from .unstructured import prune_unstructured
@@ -111,8 +111,9 @@ def sweep(
     say = progress or (lambda _msg: None)
     out = make_folder(out_dir)
     dense = load_model(model)
-    feeds = make_inputs(dense, shapes=shapes, samples=samples, seed=0)
-    dense_cost = count_cost(dense, shapes)
+    measured = counting_shapes(dense, shapes)[0]
+    feeds = make_inputs(dense, shapes=measured, samples=samples, seed=0)
+    dense_cost = count_cost(dense, measured)
     points: list[SweepPoint] = []
     for ratio in ratios:
         for method in METHODS:

@@ -127,6 +127,7 @@ class OutputStats:
     not_classes: str = ""  # why a 2-D output is not taken as class scores (so top-1 is not reported)
     warnings: list[str] = field(default_factory=list)
     note: str = ""
+    constant: bool = False  # the dense output holds one value on every input: no statistic on it can fail
 
     @property
     def cosine_informative(self) -> bool:
@@ -168,6 +169,7 @@ class OutputStats:
             "would_pass_with": {k: _json_float(v) for k, v in self.tolerance.items()},
             "warnings": self.warnings,
             "note": self.note,
+            "constant": self.constant,
         }
 
 
@@ -331,6 +333,11 @@ def _output_stats(name: str, dense: list[np.ndarray], pruned: list[np.ndarray],
         )
     else:
         stats.warnings = _cosine_warnings(stats)
+    if a.size > 1 and np.all(a == a[0]):
+        stats.constant = True
+        stats.warnings.insert(0, f"the dense output is constant ({a[0]:g}) on these inputs: every statistic on it "
+                                 "passes whatever the pruned model computes; compare on real inputs (--data) or at "
+                                 "real sizes (--shape)")
     return stats
 
 
@@ -417,10 +424,17 @@ def compare(
     dense_outs: dict[str, list[np.ndarray]] = {n: [] for n in d_out}
     pruned_outs: dict[str, list[np.ndarray]] = {n: [] for n in d_out}
     for done, feed in enumerate(feeds, 1):
-        for name, value in zip(d_out, run_session(sd, feed, dense_label)):
-            dense_outs[name].append(np.asarray(value))
-        for name, value in zip(p_out, run_session(sp, feed, pruned_label)):
-            pruned_outs[name].append(np.asarray(value))
+        try:
+            for name, value in zip(d_out, run_session(sd, feed, dense_label)):
+                dense_outs[name].append(np.asarray(value))
+            for name, value in zip(p_out, run_session(sp, feed, pruned_label)):
+                pruned_outs[name].append(np.asarray(value))
+        except OnnxPruneError as exc:
+            if inputs != "random":
+                raise
+            shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feed.items())
+            raise OnnxPruneError(f"{exc} (random inputs at {shapes}: where the model needs other sizes, pin them "
+                                 "with --shape, or give real inputs with --data)") from None
         if progress is not None:
             progress(done, len(feeds))
 
@@ -442,6 +456,10 @@ def compare(
     ):
         raise OptionError("min_top1 was given but no output looks like class scores" + _why_no_classes(report),
                           params=("min_top1",))
+    if gates.any and report.outputs and all(o.constant for o in report.outputs):
+        raise OptionError(f"every output of the dense model is constant on these inputs ({report.inputs}, "
+                          f"{', '.join(f'{k}{v}' for k, v in report.input_shapes.items())}): no gate can be judged on "
+                          "them; compare on real inputs (--data) or at real sizes (--shape)")
     if labels is not None:
         report.accuracy = _accuracy(report, dense_outs, pruned_outs, labels)
         drop = report.accuracy.drop

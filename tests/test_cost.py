@@ -268,25 +268,30 @@ def test_fused_contrib_attention_counts_the_same_macs_as_the_unfused_graph():
     assert fused.macs == unfused.macs > 0
 
 
-def test_unpinned_dims_notes_name_each_open_dim_once_and_skip_the_batch():
-    from onnxprune.inputs import unpinned_dims_notes
+def test_measuring_shapes_name_each_open_dim_once_and_keep_a_named_batch_at_1_everywhere():
+    from onnxprune.inputs import counting_shapes
 
     graph = h.make_graph(
         [h.make_node("Add", ["ids", "mask"], ["s"]), h.make_node("Add", ["img", "img"], ["t"])], "g",
         [h.make_tensor_value_info("ids", T.FLOAT, ["batch", "seq"]),
          h.make_tensor_value_info("mask", T.FLOAT, ["batch", "seq"]),
          h.make_tensor_value_info("img", T.FLOAT, ["batch", 3, None, 8]),
-         h.make_tensor_value_info("flat", T.FLOAT, ["batch", 4])],
+         h.make_tensor_value_info("state", T.FLOAT, [2, "batch", 4])],  # the batch on axis 1 (an RNN state)
         [h.make_tensor_value_info("s", T.FLOAT, None), h.make_tensor_value_info("t", T.FLOAT, None)],
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
-    notes = unpinned_dims_notes(model, {}, "it is timed")
+    shapes, notes = counting_shapes(model, {}, what="it is timed")
+    assert shapes["state"] == [2, 1, 4] and shapes["ids"][0] == shapes["img"][0] == 1
+    seq, height = shapes["ids"][1], shapes["img"][2]
+    assert seq > 1 and height > 1 and shapes["mask"] == shapes["ids"]
     assert notes == [
-        "input 'ids': dynamic dims [1] set to 1, so it is timed at that size; pin real sizes with --shape ids=1x<seq>",
-        "input 'img': dynamic dims [2] set to 1, so it is timed at that size; pin real sizes with --shape img=1x3x<dim2>x8",
+        f"input 'ids': dynamic dims [1] not pinned: it is timed at generic sizes {seq}; pin real sizes with "
+        "--shape ids=1x<seq>",
+        f"input 'img': dynamic dims [2] not pinned: it is timed at generic sizes {height}; pin real sizes with "
+        "--shape img=1x3x<dim2>x8",
     ]
     # pinning 'seq' through one input pins it for every input that names it
-    assert unpinned_dims_notes(model, {"mask": [2, 5], "img": [1, 3, 4, 8]}, "it is timed") == []
+    assert counting_shapes(model, {"mask": [2, 5], "img": [1, 3, 4, 8]})[1] == []
 
 
 def _torch_style_pad_net() -> onnx.ModelProto:

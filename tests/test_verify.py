@@ -282,13 +282,14 @@ def test_cli_data_and_errors(files, tmp_path):
     assert r.exit_code == 1 and "no such file" in r.output
 
 
-def test_cli_notes_a_dynamic_sequence_left_at_one(tmp_path):
+def test_cli_compares_a_dynamic_sequence_at_its_generic_size_and_says_so(tmp_path):
     path = tmp_path / "text.onnx"
     onnx.save(text_model(), path)
     r = _invoke(path, path)
     assert r.exit_code == 0
-    assert "note: input 'ids': dynamic dims [1] set to 1, so the outputs are compared at that size" in r.output
-    assert "--shape ids=1x<S>" in r.output
+    assert ("note: input 'ids': dynamic dims [1] not pinned: the outputs are compared at generic sizes 13; pin real "
+            "sizes with --shape ids=1x<S>") in r.output
+    assert "ids[1, 13], mask[1, 13]" in r.output, "batch 1, the sequence never 1 (a 1x1 image has no signal)"
     r = _invoke(path, path, "--shape", "ids=2x7")
     assert r.exit_code == 0 and "note: input" not in r.output and "ids[2, 7], mask[2, 7]" in r.output
 
@@ -465,3 +466,20 @@ def test_image_options_are_declared_once_for_both_commands():
         assert prune[name].help == verify[name].help and prune[name].default == verify[name].default
     r = run("prune", "m.onnx", "-o", "p.onnx", "--mean", "0.5")
     assert r.exit_code == 1 and "--mean is for --calib-images" in r.stderr
+
+
+def test_a_constant_dense_output_is_flagged_and_no_gate_is_judged_on_constants_alone():
+    """A 1x1 image through a detector gives all-zero maps: every statistic passes whatever the pruned model
+    computes, so verify says so, and refuses to pass or fail a gate on nothing else."""
+    zero = nh.from_array(np.zeros((1,), np.float32), "zero")
+    graph = h.make_graph([h.make_node("Mul", ["x", "zero"], ["y"])], "flat",
+                         [h.make_tensor_value_info("x", T.FLOAT, [1, 6])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                         [zero])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=9)
+    feeds = make_inputs(model, samples=2)
+    report = compare(model, model, feeds)
+    assert report.outputs[0].constant and "constant (0) on these inputs" in report.outputs[0].warnings[0]
+    assert "constant (0)" in format_table(report)
+    with pytest.raises(OptionError, match="every output of the dense model is constant"):
+        compare(model, model, feeds, gates=Gates(max_rel_error=0.01))
+    assert not compare(classifier(), classifier(), make_inputs(classifier(), {"x": [2, 8]})).outputs[0].constant
