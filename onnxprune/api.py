@@ -136,6 +136,23 @@ def _prunable_macs(analysis: Analysis, cost: CostReport) -> tuple[int, int]:
             sum(macs.get(n, 0) for n, roles in sides.items() if roles == {"in", "out"}))
 
 
+def _why_nothing_removed(plan: Plan) -> str:
+    """The real cause when a plan keeps every channel: every group excluded, every ratio 0, or rounding."""
+    o, decisions = plan.options, list(plan.decisions.values())
+    if decisions and all(d.note.startswith("excluded by") for d in decisions):
+        return "no channel was removed: every prunable group is excluded (--exclude)"
+    ratios = [o.ratio] + [r for r in (o.heads_ratio, o.ffn_ratio) if r is not None]
+    if not any(ratios):
+        return "no channel was removed: the ratios are 0 (--ratio, --heads-ratio, --ffn-ratio)"
+    sizes = sorted(d.size for d in decisions if not d.note) or sorted(d.size for d in decisions)
+    span = f"{sizes[0]}" if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
+    given = [f"--ratio {o.ratio:g}"] + [f"--{name} {r:g}" for name, r in (("heads-ratio", o.heads_ratio),
+                                                                         ("ffn-ratio", o.ffn_ratio)) if r is not None]
+    return (f"no channel was removed: each of the {len(sizes)} prunable groups ({span} channels or heads) rounds "
+            f"back to its full size at {', '.join(given)}, --round-to {o.round_to}, --min-channels {o.min_channels} "
+            "(a smaller --round-to or a larger ratio removes some)")
+
+
 def _nothing_to_prune(analysis: Analysis, cost: CostReport, shown: int = 2) -> str:
     """Why no group can be pruned: the reasons of the groups that hold the most MACs first."""
     if not analysis.groups:
@@ -453,7 +470,7 @@ def _carry_out(work: _Work, plan: Optional[Plan], settings: dict, unmatched: Seq
     elif plan is not None and plan.pruned:
         notes.append(NO_RECOVERY_NOTE if samples is None else RECOVERY_OFF_NOTE)
     elif plan is not None:
-        notes.append("no channel was removed: the groups are too small for --ratio/--round-to/--min-channels")
+        notes.append(_why_nothing_removed(plan))
     report = PruneReport(
         before=Totals(cost_before.params, cost_before.macs, work.size_before),
         after=Totals(cost_after.params, cost_after.macs, size_after),

@@ -161,8 +161,8 @@ def make_plan(groups: list[Group], scores: dict[int, np.ndarray], options: PlanO
     if options.scope == "global":
         removals.update(_global_removals([g for g in candidates if g.id not in specific], scores, options))
     for group in candidates:
-        n_keep = _rounded(group.size - removals[group.id], group, options, unit_of(group, spaces))
-        plan.decisions[group.id] = _keep_best(group, scores[group.id], n_keep)
+        n_keep, note = _rounded(group.size - removals[group.id], group, options, unit_of(group, spaces))
+        plan.decisions[group.id] = _keep_best(group, scores[group.id], n_keep, note if n_keep < group.size else "")
     return plan
 
 
@@ -174,7 +174,7 @@ def _keep_best(group: Group, scores: np.ndarray, n_keep: int, note: str = "") ->
 def aligned_widths(group: Group, spaces, round_to: int, min_channels: int = 1, max_ratio: float = 1.0) -> list[int]:
     """The kept counts a group may take, ascending: multiples of the channel block (as `_rounded` makes them),
     at least `min_channels` and (1 - max_ratio) of the group, and the full size."""
-    step = round_to // math.gcd(round_to, unit_of(group, spaces))
+    step, _ = channel_step(group.size, unit_of(group, spaces), round_to)
     floor = max(min_channels, math.ceil(group.size * (1.0 - max_ratio) - 1e-9), 1)
     widths = [w for w in range(step, group.size, step) if w >= floor]
     return widths + [group.size]
@@ -202,10 +202,22 @@ def plan_widths(groups: list[Group], scores: dict[int, np.ndarray], widths: dict
     return plan
 
 
-def _rounded(n_keep: int, group: Group, options: PlanOptions, unit: int) -> int:
-    step = options.round_to // math.gcd(options.round_to, unit)
+def channel_step(size: int, unit: int, round_to: int) -> tuple[int, str]:
+    """The step of a group's kept count, so that its tensors' widths (count x `unit`: head_dim for heads) are
+    multiples of `round_to`; and a note when, for heads, no width below `size` could be and the dense width is
+    not one either: then the step is 1 head (8 heads x 15 features at --round-to 16 would otherwise never be
+    pruned). Plain channels (unit 1) keep the rule: a group smaller than the step stays whole."""
+    step = round_to // math.gcd(round_to, unit)
+    if unit > 1 and step >= size and (size * unit) % round_to:
+        return 1, (f"{size} x {unit} features: no narrower width is a multiple of --round-to {round_to}, so this "
+                   "group is pruned unaligned, in steps of 1")
+    return step, ""
+
+
+def _rounded(n_keep: int, group: Group, options: PlanOptions, unit: int) -> tuple[int, str]:
+    step, note = channel_step(group.size, unit, options.round_to)
     n_keep = -(-n_keep // step) * step
-    return min(group.size, max(n_keep, options.min_channels))
+    return min(group.size, max(n_keep, options.min_channels)), note
 
 
 def _global_removals(groups: list[Group], scores: dict[int, np.ndarray], options: PlanOptions) -> dict[int, int]:

@@ -231,6 +231,12 @@ class PruneReport:
         else:
             lines.append(counted)
         lines += _blocked_summary(self.blocked_groups)
+        pruned_notes: dict[str, int] = {}
+        for g in self.pruned_groups:
+            if g.note:
+                key = re.sub(r"^\d+ x \d+ features: ", "", g.note)
+                pruned_notes[key] = pruned_notes.get(key, 0) + 1
+        lines += [f"  pruned x{n}: {note}" for note, n in pruned_notes.items()]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

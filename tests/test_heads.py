@@ -58,3 +58,17 @@ def test_inspect_lists_heads_and_says_how_they_are_scored():
     text = report.format()
     assert "heads" in text and "Q, K and V" in text and "--heads-ratio" in text
     assert {g.kind for g in report.groups} >= {"heads", "neurons"}
+
+
+def test_heads_of_an_odd_head_dim_prune_unaligned_and_say_so():
+    """4 heads x 15 features at --round-to 16: no narrower width (15k) is a multiple of 16, and the dense 60 is
+    not either; rounding in heads would keep every head, so the heads go in steps of 1, with a note."""
+    model = transformers.bert(layers=2, hidden=60, heads=4, ffn=128, vocab=100)
+    result = assert_matches_oracle(model, shapes=SHAPES, ratio=0.5)
+    heads = [g for g in result.report.groups if g.kind == "heads"]
+    assert heads and all(g.unit == 15 and g.kept == 2 for g in heads)
+    assert all("pruned unaligned" in g.note for g in heads)
+    assert "pruned x2: no narrower width is a multiple of --round-to 16" in result.report.format()
+    # plain channels keep the rule: a group smaller than the step stays whole
+    neurons = [g for g in result.report.groups if g.kind == "neurons" and g.prunable]
+    assert neurons and all(g.kept % 16 == 0 and not g.note for g in neurons)

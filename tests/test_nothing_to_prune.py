@@ -128,3 +128,16 @@ def test_observed_dims_follow_each_dim_name_and_leave_derived_sizes_unknown():
     assert info.dims("both") == (None, 4)  # N + M: neither name, and no number either
     pinned = infer_shapes(b.build(infer_outputs=False), {"x": [2, 4]})
     assert pinned.dims("sx") == (2, 4) and pinned.dims("sy") == ("M", 4)
+
+
+@pytest.mark.parametrize("options, cause", [
+    ({"ratio": 0.05}, "rounds back to its full size at --ratio 0.05, --round-to 16"),
+    ({"ratio": 0.0}, "the ratios are 0"),
+    ({"ratio": 0.5, "exclude": ["*"]}, "every prunable group is excluded"),
+])
+def test_a_plan_that_removes_nothing_names_the_real_cause(options, cause):
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[1] / "models" / "digits_cnn.onnx"
+    notes = onnxprune.prune(model, **options).report.notes
+    assert any(n.startswith("no channel was removed") and cause in n for n in notes), notes
