@@ -86,6 +86,10 @@ def find_blocks(graph: Graph) -> BlockSearch:
             # the more telling reason: a branch that reads x but cannot go beats "not x + f(x)"
             rejected.append((node.name, min(reasons, key=lambda r: r.startswith(NOT_RESIDUAL))))
     custom = sorted({f"{n.domain}.{n.op_type}" for n in graph.graph.node if n.domain not in DEFAULT_DOMAINS})
+    labels = [b.label for b in blocks]
+    for b in blocks:  # a prefix that names several blocks ("p2o" in Paddle exports) tells none apart: the Add does
+        if labels.count(b.label) > 1:
+            b.label = b.add
     return BlockSearch(blocks, rejected, custom)
 
 

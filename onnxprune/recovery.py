@@ -82,7 +82,8 @@ class RecoveryReport:
             after = np.median([r.error_after for r in refit])
             text += f"; median layer error vs dense {before:.4f} -> {after:.4f}"
         if self.skipped:
-            text += f"; {len(self.skipped)} layer(s) left as pruned ({self.skipped[0][1]}, ...)"
+            text += (f"; {len(self.skipped)} layer(s) that read changed activations not refit "
+                     f"({self.skipped[0][1]}, ...)")
         return text
 
 

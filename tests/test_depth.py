@@ -276,3 +276,13 @@ def test_depth_options_refuse_a_latency_target(tmp_path):
                      "--latency-target", "0.5"),
                  1, "--latency-target and --speedup choose widths only: not with --depth-ratio")
     assert not out.exists()
+
+
+def test_blocks_whose_names_share_one_prefix_are_labelled_by_their_add():
+    """Paddle exports name every node p2o.<Op>.<n>: the common prefix 'p2o' would label every block alike."""
+    model = _two_blocks()
+    for node in model.graph.node:
+        if node.op_type != "Add":
+            node.name = f"p2o.{node.op_type}.{node.name}"
+    labels = [b.label for b in blocks_of(model).blocks]
+    assert labels == ["add_a", "add_b"]
