@@ -22,6 +22,7 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .deps.context import QUANTIZED_OPS, QUANTIZED_REASON
 from .graph import DEFAULT_DOMAINS, Graph, subgraph_outer_names
 
 
@@ -47,9 +48,12 @@ class BlockSearch:
     blocks: list[Block]
     rejected: list[tuple[str, str]]  # (Add node, why it is not a removable block)
     custom_ops: list[str] = field(default_factory=list)  # domain.op of custom-domain ops, which are not followed
+    quantized_ops: list[str] = field(default_factory=list)  # ConvInteger, QLinearConv, ...: their layers are no layers
 
     def why_none(self) -> str:
         """Why no block was found, for "nothing to remove" messages."""
+        if self.quantized_ops:
+            return f"the model is quantized ({', '.join(self.quantized_ops)}); {QUANTIZED_REASON}"
         if not self.rejected:
             fused = f"; custom-domain ops ({', '.join(self.custom_ops[:4])}) may hold fused residual Adds, which " \
                     "are not followed: prune the model before an optimizer fuses it" if self.custom_ops else ""
@@ -90,7 +94,8 @@ def find_blocks(graph: Graph) -> BlockSearch:
     for b in blocks:  # a prefix that names several blocks ("p2o" in Paddle exports) tells none apart: the Add does
         if labels.count(b.label) > 1:
             b.label = b.add
-    return BlockSearch(blocks, rejected, custom)
+    quantized = sorted({n.op_type for n in graph.graph.node if n.op_type in QUANTIZED_OPS})
+    return BlockSearch(blocks, rejected, custom, quantized if not blocks else [])
 
 
 NOT_RESIDUAL = "neither input is computed from the other"

@@ -145,7 +145,9 @@ def check_arrays(arrays: Mapping[str, np.ndarray], model: onnx.ModelProto, label
                 fixed = spec.dims[0]
         counts.add(arr.shape[0])
     if len(forms) > 1:
-        raise OptionError(f"{label}: mixes arrays stacked on a new axis 0 with arrays along the batch axis")
+        raise OptionError(f"{label}: mixes arrays stacked on a new axis 0 with arrays along the batch axis; give "
+                          "every input one more axis than the model's, samples on axis 0 (for an input whose batch "
+                          "is not axis 0, such as an RNN state [2, batch, H], that is the only form)")
     if len(counts) > 1:
         raise OptionError(f"{label}: arrays hold different numbers of samples on axis 0: {sorted(counts)}")
     if counts == {0}:

@@ -102,6 +102,7 @@ REL_ERROR_NEGLIGIBLE = 0.01
 # Ops that map each element to a bounded score of its own: their [N, K] outputs are K independent scores
 # (multi-label heads, watermark bits), not K classes competing in one row.
 SQUASHING_OPS = ("Sigmoid", "HardSigmoid", "Tanh", "Softsign")
+FEW_TOP1_ROWS = 20  # top-1 agreement over fewer rows is too coarse to say much: a warning beside it
 SHAPE_ONLY_OPS = ("Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Transpose")
 
 
@@ -333,6 +334,10 @@ def _output_stats(name: str, dense: list[np.ndarray], pruned: list[np.ndarray],
         )
     else:
         stats.warnings = _cosine_warnings(stats)
+    if stats.top1 is not None and stats.top1_rows < FEW_TOP1_ROWS:
+        stats.warnings.append(f"top-1 agreement over {stats.top1_rows} row(s) only: each row moves it by "
+                              f"{100 / stats.top1_rows:.0f} points (and a [N, K] output may be K scores, not K "
+                              "classes); judge it on more samples (--data)")
     if a.size > 1 and np.all(a == a[0]):
         stats.constant = True
         stats.warnings.insert(0, f"the dense output is constant ({a[0]:g}) on these inputs: every statistic on it "

@@ -131,3 +131,18 @@ def test_macs_are_counted_at_the_calibration_data_sizes(tmp_path):
     position = 2 * 12 * 10 * 27
     assert report["before"]["macs"] == position * (3 * 16 + 16 * 16 + 16 * 4)
     assert report["after"]["macs"] == position * (3 * 8 + 8 * 8 + 8 * 4)
+
+
+def test_mixed_sample_forms_say_which_form_works():
+    from onnx import TensorProto as T
+    from onnx import helper as hp
+
+    graph = hp.make_graph([hp.make_node("Identity", ["x"], ["y"]), hp.make_node("Identity", ["state"], ["s"])], "g",
+                          [hp.make_tensor_value_info("x", T.FLOAT, ["batch", 4]),
+                           hp.make_tensor_value_info("state", T.FLOAT, [2, "batch", 3])],
+                          [hp.make_tensor_value_info("y", T.FLOAT, None), hp.make_tensor_value_info("s", T.FLOAT, None)])
+    model = hp.make_model(graph, opset_imports=[hp.make_opsetid("", 17)])
+    with pytest.raises(OptionError, match="give every input one more axis than the model's"):
+        check_arrays({"x": np.zeros((5, 4), np.float32), "state": np.zeros((5, 2, 1, 3), np.float32)}, model, "--calib")
+    assert check_arrays({"x": np.zeros((5, 1, 4), np.float32), "state": np.zeros((5, 2, 1, 3), np.float32)},
+                        model, "--calib").count == 5

@@ -286,3 +286,12 @@ def test_blocks_whose_names_share_one_prefix_are_labelled_by_their_add():
             node.name = f"p2o.{node.op_type}.{node.name}"
     labels = [b.label for b in blocks_of(model).blocks]
     assert labels == ["add_a", "add_b"]
+
+
+def test_a_quantized_model_is_named_as_the_reason_for_no_block():
+    model = _two_blocks()
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            node.op_type = "ConvInteger"
+    search = blocks_of(model)
+    assert not search.blocks and search.why_none().startswith("the model is quantized (ConvInteger)")

@@ -338,7 +338,7 @@ def test_a_halved_heat_map_fails_the_recommended_gate_and_cosine_is_flagged():
 
 
 def test_a_scale_change_is_flagged_beside_cosine():
-    feeds = make_inputs(classifier(), {"x": [16, 8]})
+    feeds = make_inputs(classifier(), {"x": [32, 8]})
     (out,) = compare(classifier(), classifier(scale=0.5), feeds).outputs
     assert out.cosine == pytest.approx(1.0) and out.cosine_informative
     assert out.rel_error == pytest.approx(0.5, rel=1e-5) and out.norm_ratio == pytest.approx(0.5, rel=1e-5)
@@ -483,3 +483,10 @@ def test_a_constant_dense_output_is_flagged_and_no_gate_is_judged_on_constants_a
     with pytest.raises(OptionError, match="every output of the dense model is constant"):
         compare(model, model, feeds, gates=Gates(max_rel_error=0.01))
     assert not compare(classifier(), classifier(), make_inputs(classifier(), {"x": [2, 8]})).outputs[0].constant
+
+
+def test_top1_over_few_rows_gets_a_warning():
+    (few,) = compare(classifier(), classifier(), make_inputs(classifier(), {"x": [1, 8]}, samples=4)).outputs
+    assert few.top1_rows == 4 and "over 4 row(s) only" in few.warnings[-1]
+    (many,) = compare(classifier(), classifier(), make_inputs(classifier(), {"x": [32, 8]})).outputs
+    assert not any("row(s) only" in w for w in many.warnings)
