@@ -218,6 +218,16 @@ def _mha_macs(node, dims: _Dims) -> Optional[int]:
     return q[0] * q[1] * k[1] * (q[2] + v[2])
 
 
+def _recurrent_macs(node, dims: _Dims) -> Optional[int]:
+    # X [seq, batch, in] (or [batch, seq, in]); W [dirs, gates*H, in]; R [dirs, gates*H, H]: every step of every
+    # direction multiplies x by W and the previous h by R
+    x, w = dims.get(node.input[0]), dims.get(node.input[1]) if len(node.input) > 1 else None
+    r = dims.get(node.input[2]) if len(node.input) > 2 else None
+    if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
+        return None
+    return x[0] * x[1] * w[0] * w[1] * (w[2] + r[2])
+
+
 _CONTRIB_MAC_RULES = {"Attention": _attention_macs, "MultiHeadAttention": _mha_macs}
 
 _MAC_RULES = {
@@ -229,6 +239,9 @@ _MAC_RULES = {
     "MatMul": lambda n, d: _matmul_macs(n, d, 0, 1),
     "MatMulInteger": lambda n, d: _matmul_macs(n, d, 0, 1),
     "QLinearMatMul": lambda n, d: _matmul_macs(n, d, 0, 3),
+    "LSTM": _recurrent_macs,
+    "GRU": _recurrent_macs,
+    "RNN": _recurrent_macs,
 }
 
 

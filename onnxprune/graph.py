@@ -229,17 +229,21 @@ def subgraph_outer_names(node: onnx.NodeProto) -> set[str]:
 
 
 def drop_unused(model: onnx.ModelProto) -> None:
-    """Remove initializers and Constant nodes that nothing reads any more, from `model` in place."""
+    """Remove, from `model` in place, the nodes whose outputs nothing reads (a rewrite can leave a chain dead: the
+    zero state an omitted RNN input was built by), then the initializers nothing reads any more."""
     graph = model.graph
-    used = {n for node in graph.node for n in node.input} | {vi.name for vi in graph.output}
+    outputs = {vi.name for vi in graph.output}
+    while True:
+        used = {n for node in graph.node for n in node.input} | outputs
+        for node in graph.node:
+            used |= subgraph_outer_names(node)
+        nodes = [n for n in graph.node if any(o and o in used for o in n.output)]
+        if len(nodes) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(nodes)
     used |= {vi.name for vi in graph.input}  # an initializer listed as an input (IR < 4 habit) stays declared
-    for node in graph.node:
-        used |= subgraph_outer_names(node)
     kept = [t for t in graph.initializer if t.name in used]
     if len(kept) != len(graph.initializer):
         del graph.initializer[:]
         graph.initializer.extend(kept)
-    nodes = [n for n in graph.node if not (_is_constant_node(n) and n.output[0] not in used)]
-    if len(nodes) != len(graph.node):
-        del graph.node[:]
-        graph.node.extend(nodes)

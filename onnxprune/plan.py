@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .deps.context import Group
+from .deps.ops.recurrent import GATES as RECURRENT_GATES
 from .errors import OptionError
 
 SCOPES = ("uniform", "global")
@@ -117,7 +118,10 @@ def excluded(members: Sequence[str], patterns) -> str:
 
 def kind_of(group: Group, spaces, op_types: dict[str, str]) -> str:
     """"heads" (each index owns several features of a MatMul/Gemm output: attention heads), "neurons" (single
-    MatMul/Gemm output features: FFN intermediates, classifier hidden units) or "channels" (everything else)."""
+    MatMul/Gemm output features: FFN intermediates, classifier hidden units), "units" (the hidden units of an
+    LSTM, GRU or RNN) or "channels" (everything else)."""
+    if any(p.role == "out" and op_types.get(p.node) in RECURRENT_GATES for p in group.places):
+        return "units"
     linear = any(p.role == "out" and op_types.get(p.node) in ("MatMul", "Gemm") for p in group.places)
     if not linear:
         return "channels"

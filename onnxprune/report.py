@@ -17,7 +17,7 @@ class GroupReport:
     reasons: list[str] = field(default_factory=list)
     unit: int = 1  # tensor channels per group index (head_dim for attention heads)
     note: str = ""  # why a prunable group was left whole (e.g. excluded by --exclude)
-    kind: str = "channels"  # "channels" | "heads" | "neurons" (plan.kind_of)
+    kind: str = "channels"  # "channels" | "heads" | "neurons" | "units" (plan.kind_of)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,6 +165,9 @@ class AnalysisReport:
         if any(g.kind == "neurons" and g.prunable for g in self.groups):
             lines.append("neurons: output features of MatMul/Gemm layers (a transformer's FFN intermediates, an MLP's "
                          "hidden units); --ffn-ratio prunes them apart from --ratio")
+        if any(g.kind == "units" and g.prunable for g in self.groups):
+            lines.append("units: hidden units of LSTM/GRU/RNN layers, each removed from every gate and direction at "
+                         "once; they follow --ratio")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

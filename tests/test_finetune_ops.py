@@ -246,6 +246,44 @@ def test_contrib_ops():
     _same(_model(node, {"q": q, "k": k, "v": v}, ms=True), {"q": q, "k": k, "v": v}, atol=1e-4)
 
 
+RNN_CASES = [
+    ("LSTM", "forward", {}), ("LSTM", "reverse", {"clip": 0.8}), ("LSTM", "bidirectional", {"states": True}),
+    ("LSTM", "bidirectional", {"peepholes": True, "lengths": True, "states": True}),
+    ("GRU", "forward", {"clip": 0.5}), ("GRU", "bidirectional", {"linear_before_reset": 1, "states": True}),
+    ("GRU", "reverse", {"lengths": True}),
+    ("RNN", "forward", {"activations": ["Relu"], "clip": 0.7}), ("RNN", "bidirectional", {"lengths": True, "states": True}),
+]
+
+
+@pytest.mark.parametrize("op_type,direction,case", RNN_CASES)
+def test_recurrent_ops(op_type, direction, case):
+    gates, dirs, steps, batch, features, hidden = {"LSTM": 4, "GRU": 3, "RNN": 1}[op_type], 1, 5, 3, 4, 6
+    dirs = 2 if direction == "bidirectional" else 1
+    x = _x(steps, batch, features)
+    inits = [nh.from_array(_x(dirs, gates * hidden, features) * 0.5, "w"),
+             nh.from_array(_x(dirs, gates * hidden, hidden) * 0.5, "r"), nh.from_array(_x(dirs, 2 * gates * hidden), "b")]
+    inputs = ["x", "w", "r", "b", "", "", "", ""]
+    if case.get("lengths"):
+        inits.append(nh.from_array(np.array([5, 2, 4], np.int32), "lens"))
+        inputs[4] = "lens"
+    if case.get("states"):
+        inits += [nh.from_array(_x(dirs, batch, hidden), "h0"), nh.from_array(_x(dirs, batch, hidden), "c0")]
+        inputs[5] = "h0"
+        if op_type == "LSTM":
+            inputs[6] = "c0"
+    if case.get("peepholes"):
+        inits.append(nh.from_array(_x(dirs, 3 * hidden), "p"))
+        inputs[7] = "p"
+    while not inputs[-1]:
+        inputs.pop()
+    attrs = {k: v for k, v in case.items() if k in ("clip", "linear_before_reset", "activations")}
+    if "activations" in attrs:
+        attrs["activations"] = attrs["activations"] * dirs
+    outputs = ["y", "y_h", "y_c"][:3 if op_type == "LSTM" else 2]
+    node = h.make_node(op_type, inputs, outputs, hidden_size=hidden, direction=direction, **attrs)
+    _same(_model(node, {"x": x}, inits, outputs=len(outputs)), {"x": x}, atol=1e-5)
+
+
 def test_every_op_with_a_pruning_rule_runs_or_is_named():
     """Every op type the pruning engine has a rule for has a torch function, but the attention variants that
     keep state between calls (declined by name, one line)."""

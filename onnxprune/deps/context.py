@@ -288,7 +288,7 @@ def _shape_origin(graph: Graph, name: str):
     return None
 
 
-WEIGHT_LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+WEIGHT_LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
 SHOWN_LAYERS = 2
 
 
@@ -359,7 +359,7 @@ def no_group_reason(analysis: "Analysis") -> str:
     if declined:
         more = f" (+{len(declined) - SHOWN_LAYERS} more)" if len(declined) > SHOWN_LAYERS else ""
         reasons.append("; ".join(declined[:SHOWN_LAYERS]) + more)
-    return "; ".join(reasons) or "no Conv, ConvTranspose, Gemm or MatMul reads a constant weight"
+    return "; ".join(reasons) or f"no {', '.join(WEIGHT_LAYERS[:-1])} or {WEIGHT_LAYERS[-1]} reads a constant weight"
 
 
 def unsupported_reason(node: onnx.NodeProto) -> str:

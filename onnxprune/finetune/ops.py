@@ -258,6 +258,106 @@ def _matmul(inputs, attrs, opset):
     return torch.matmul(inputs[0], inputs[1])
 
 
+# ----------------------------------------------------------------------------------------------------- recurrent
+_RNN_ACTIVATIONS = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Relu": torch.relu}
+_RNN_DEFAULTS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _recurrent(op_type: str):
+    """LSTM (gates i, o, f, c), GRU (z, r, h) and RNN as ONNX defines them, one time step after another;
+    sequence_lens holds each sequence's state after its end and zeroes its outputs there."""
+
+    def run(inputs, attrs, opset):
+        x, w, r = inputs[0], inputs[1], inputs[2]
+        at = lambda i: inputs[i] if len(inputs) > i else None  # noqa: E731
+        b, lengths, h0, c0, p = at(3), at(4), at(5), at(6), at(7)
+        if attrs.get("layout", 0) != 0:
+            raise UnsupportedOp(f"{op_type} with layout=1")
+        if attrs.get("input_forget", 0):
+            raise UnsupportedOp(f"{op_type} with input_forget=1")
+        names = [_text(a) for a in attrs.get("activations", [])]
+        if any(n not in _RNN_ACTIVATIONS for n in names):
+            raise UnsupportedOp(f"{op_type} activation(s) {', '.join(n for n in names if n not in _RNN_ACTIVATIONS)}")
+        dirs, steps, batch, hidden = w.shape[0], x.shape[0], x.shape[1], r.shape[2]
+        per_dir = len(_RNN_DEFAULTS[op_type])
+        names = names or list(_RNN_DEFAULTS[op_type]) * dirs
+        clip = attrs.get("clip")
+        zeros = x.new_zeros(dirs, batch, hidden)
+        h0 = zeros if h0 is None else h0
+        c0 = zeros if c0 is None else c0
+        valid = None if lengths is None else (torch.arange(steps, device=x.device)[:, None] < lengths.to(x.device)[None, :])
+        reverse = _text(attrs.get("direction", b"forward")) == "reverse"
+        ys, hs, cs = [], [], []
+        for d in range(dirs):
+            fns = [_RNN_ACTIVATIONS[n] for n in names[d * per_dir:(d + 1) * per_dir]]
+            if clip is not None:  # onnxruntime clips the gates' inputs, not the cell state before h's activation
+                fns = [(lambda fn: (lambda v: fn(v.clamp(-clip, clip))))(fn) for fn in fns[:2]] + fns[2:]
+            bias_w, bias_r = (None, None) if b is None else b[d].chunk(2)
+            h, c = h0[d], c0[d]
+            out = [None] * steps
+            order = range(steps - 1, -1, -1) if (reverse or d == 1) else range(steps)
+            for t in order:
+                gx = x[t] @ w[d].T + (0 if bias_w is None else bias_w)
+                if op_type == "GRU":
+                    h_new = _gru_step(gx, h, r[d], bias_r, fns, attrs.get("linear_before_reset", 0))
+                    c_new = c
+                else:
+                    gh = h @ r[d].T + (0 if bias_r is None else bias_r)
+                    if op_type == "RNN":
+                        h_new, c_new = fns[0](gx + gh), c
+                    else:
+                        h_new, c_new = _lstm_step(gx + gh, c, None if p is None else p[d], fns)
+                if valid is not None:
+                    keep = valid[t][:, None]
+                    h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
+                    out[t] = torch.where(keep, h_new, torch.zeros_like(h_new))
+                else:
+                    h, c = h_new, c_new
+                    out[t] = h_new
+            ys.append(torch.stack(out))
+            hs.append(h)
+            cs.append(c)
+        y = torch.stack(ys, 1)
+        return (y, torch.stack(hs), torch.stack(cs)) if op_type == "LSTM" else (y, torch.stack(hs))
+
+    return run
+
+
+def _lstm_step(pre, c, peep, fns):
+    f_act, g_act, h_act = fns
+    i, o, f, g = pre.chunk(4, -1)
+    if peep is not None:
+        p_i, p_o, p_f = peep.chunk(3)
+        i, f = i + p_i * c, f + p_f * c
+    i, f, g = f_act(i), f_act(f), g_act(g)
+    c = f * c + i * g
+    if peep is not None:
+        o = o + p_o * c
+    return f_act(o) * h_act(c), c
+
+
+def _gru_step(gx, h, r_weight, bias_r, fns, linear_before_reset):
+    f_act, g_act = fns
+    x_z, x_r, x_h = gx.chunk(3, -1)
+    r_z, r_r, r_h = r_weight.chunk(3, 0)
+    b_z, b_r, b_h = (0, 0, 0) if bias_r is None else bias_r.chunk(3)
+    z = f_act(x_z + h @ r_z.T + b_z)
+    reset = f_act(x_r + h @ r_r.T + b_r)
+    if linear_before_reset:
+        candidate = g_act(x_h + reset * (h @ r_h.T + b_h))
+    else:
+        candidate = g_act(x_h + (reset * h) @ r_h.T + b_h)
+    return (1 - z) * candidate + z * h
+
+
+for _name in _RNN_DEFAULTS:
+    OPS[("", _name)] = _recurrent(_name)
+
+
 # ----------------------------------------------------------------------------------------------------- conv and pool
 def _spatial_pads(attrs, x: torch.Tensor, kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
     """ONNX pads [begin..., end...] for the spatial dims, auto_pad resolved."""

@@ -30,6 +30,7 @@ WEIGHT_SLOTS = {
     ("", "Conv"): (1, 2), ("", "ConvTranspose"): (1, 2), ("", "Gemm"): (0, 1, 2), ("", "MatMul"): (0, 1),
     ("", "BatchNormalization"): (1, 2), ("", "InstanceNormalization"): (1, 2),
     ("", "LayerNormalization"): (1, 2), ("", "PRelu"): (1,), ("", "Gather"): (0,),
+    ("", "LSTM"): (1, 2, 3, 7), ("", "GRU"): (1, 2, 3), ("", "RNN"): (1, 2, 3),
     ("", "Add"): (0, 1), ("", "Sub"): (0, 1), ("", "Mul"): (0, 1), ("", "Div"): (0, 1),
     (ops.MS, "SkipLayerNormalization"): (2, 3, 4), (ops.MS, "SkipSimplifiedLayerNormalization"): (2, 3),
     (ops.MS, "Attention"): (1, 2), (ops.MS, "MultiHeadAttention"): (3,), (ops.MS, "BiasGelu"): (1,),

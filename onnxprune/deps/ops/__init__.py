@@ -4,9 +4,9 @@ all. A new family's module is added to FAMILIES (a test fails for a module with 
 from __future__ import annotations
 
 from ..rules import Registry
-from . import conv, elementwise, fused, linear, norm, pool, reindex, shape
+from . import conv, elementwise, fused, linear, norm, pool, recurrent, reindex, shape
 
-FAMILIES = (conv, elementwise, linear, norm, pool, reindex, shape, fused)
+FAMILIES = (conv, elementwise, linear, recurrent, norm, pool, reindex, shape, fused)
 
 
 def default_registry() -> Registry:

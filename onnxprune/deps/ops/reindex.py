@@ -5,7 +5,7 @@
 - Split / Slice on the channel axis: each output is a part of the input's layout (spaces are cut at the
   boundaries); the rewriter recomputes split sizes and slice bounds from what each part keeps.
 - Flatten / Reshape merging the channel axis with the axes after it: channel i owns `inner` consecutive
-  positions. Reshape splitting the channel axis into [blocks, block_size] (attention heads) tracks the
+  positions. Static axes merged in from before it repeat the layout (a bidirectional RNN's [2, H] -> [2*H]). Reshape splitting the channel axis into [blocks, block_size] (attention heads) tracks the
   blocks; a split into [k, heads, head_dim] whose k axis is unbound right after (a fused QKV projection,
   timm's `qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)`) tracks the heads, tying the k parts
   head by head. Reshape targets holding the channel count are rewritten; a target built by a Concat that
@@ -232,8 +232,8 @@ def _flatten(node, ctx) -> None:
     a = track.axis
     if a < f and a == 0 and _static(dims[1:f]):
         ctx.set_track(node.output[0], 0, _scaled(track.layout, prod(dims[1:f])))
-    elif a == f and _static(dims[f + 1:]):
-        ctx.set_track(node.output[0], 1, _scaled(track.layout, prod(dims[f + 1:])))
+    elif a >= f and _static(dims[f:a]) and _static(dims[a + 1:]):  # static axes before it repeat the layout
+        ctx.set_track(node.output[0], 1, _scaled(track.layout, prod(dims[a + 1:])) * prod(dims[f:a]))
     else:
         ctx.block_input(node, 0, "it merges the channel axis with axes before it or with dynamic axes")
 
@@ -254,6 +254,7 @@ def _reshape(node, ctx) -> None:
         _keep_channel_axis(ctx, node, a, channels, in_dims, target)
         or _merge_or_split(a, channels, in_dims, out_dims)
         or _split_last_axis(ctx, node, a, channels, in_dims, target)
+        or _merge_outer(ctx, node, a, channels, in_dims, target)
     )
     if found is None:
         ctx.block_input(node, 0, "it reshapes the channel axis in a way onnxprune cannot follow")
@@ -270,6 +271,8 @@ def _reshape(node, ctx) -> None:
         if out is None:
             ctx.block_input(node, 0, "its channels do not split into equal blocks")
             return
+    elif kind == "outer":
+        out = track.layout * factor
     else:
         out = _scaled(track.layout, factor)
     block_target_read(ctx, node, 1, b, "sets another axis of its output to a channel count")
@@ -425,6 +428,23 @@ def _merge_or_split(a, channels, in_dims, out_dims):
             if prod(out_dims[b + 1:b + 1 + m]) == block and prod(out_dims[b + 1 + m:]) == prod(tail):
                 return b, "split", out_dims[b], tuple(out_dims[b + 1:b + 1 + m])
     return None
+
+
+def _merge_outer(ctx, node, a, channels, in_dims, target):
+    """The channel axis is the data's last axis and the target's last entry merges it with the static axes before
+    it, keeping the axes before those (see `copies_input_dim`): a bidirectional RNN's [seq, batch, 2, H] ->
+    [seq, batch, 2*H] holds the channels once per direction, so the output's layout repeats the input's."""
+    if target is None or in_dims is None or a != len(in_dims) - 1 or not 0 < len(target) <= a:
+        return None
+    b = len(target) - 1
+    if target[b] is None or not _static(in_dims[b:a]):
+        return None
+    if not all(copies_input_dim(ctx, target[j], j, node.input[0], in_dims) for j in range(b)):
+        return None
+    repeat = prod(in_dims[b:a])
+    if target[b][0] not in (-1, repeat * channels):
+        return None
+    return b, "outer", repeat, ()
 
 
 def _split_last_axis(ctx, node, a, channels, in_dims, target):
