@@ -24,6 +24,11 @@ Files written (random weights, seeded; every file self-contained and well under 
 - effnet_same_tiny_ts.onnx     EfficientNet blocks with TensorFlow "same" padding computed from the input's
                                size (timm's tf_* models), dynamic height and width; squeeze-excite
 - effnet_same_tiny_dynamo.onnx the same through the dynamo exporter (float Ceil in the pad arithmetic)
+- crnn_tiny_ts.onnx            text-line recognizer: convs, a 2-layer bidirectional LSTM and a GRU over the
+                               columns of a line of dynamic width; zero initial states built from the batch size
+- crnn_tiny_dynamo.onnx        the same through the dynamo exporter, width 64 (a dynamic width exports a
+                               Reshape that only runs at the traced width); the directions merge by a
+                               Reshape whose last entry multiplies two entries of the output's Shape
 """
 
 from __future__ import annotations
@@ -278,6 +283,29 @@ class EffNetSameTiny(nn.Module):
         return self.head(self.blocks(self.stem(x)).mean((2, 3)))
 
 
+# ------------------------------------------------------------------ CRNN (text-line recognizer)
+class CRNNTiny(nn.Module):
+    """Conv features of a 32-pixel-high line, height pooled to 1, read left to right by a 2-layer bidirectional
+    LSTM and a GRU, one class vector per column (CTC-style). nn.LSTM without (h0, c0) exports a zero state of the
+    batch size (ConstantOfShape), sliced per layer; the directions merge by Transpose -> Reshape [T, N, 2H]."""
+
+    def __init__(self, num_classes: int = 12) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_bn_relu(3, 16), nn.MaxPool2d(2), _conv_bn_relu(16, 32), nn.MaxPool2d(2),
+            _conv_bn_relu(32, 48), nn.MaxPool2d((8, 1)),
+        )
+        self.lstm = nn.LSTM(48, 32, num_layers=2, bidirectional=True)
+        self.gru = nn.GRU(64, 24)
+        self.head = nn.Linear(24, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x).squeeze(2).permute(2, 0, 1)  # [W/4, N, 48]
+        y, _ = self.lstm(f)
+        y, _ = self.gru(y)
+        return self.head(y)
+
+
 # ------------------------------------------------------------------ export
 def _build(cls: type[nn.Module], seed: int, **kwargs) -> nn.Module:
     torch.manual_seed(seed)
@@ -287,20 +315,23 @@ def _build(cls: type[nn.Module], seed: int, **kwargs) -> nn.Module:
 
 
 def export_ts(model: nn.Module, path: Path, *, output: str = "logits", keep_bn: bool = False,
-              spatial: bool = False) -> None:
-    """`spatial`: the image's height and width are dynamic too (the output's as well where it has them)."""
-    x = torch.randn(1, 3, 32, 32)
-    sizes = {0: "N", 2: "H", 3: "W"} if spatial else {0: "N"}
+              spatial: bool = False, line: bool = False) -> None:
+    """`spatial`: the image's height and width are dynamic too (the output's as well where it has them); `line`:
+    a text line of dynamic width, whose output is [width / 4, N, classes]."""
+    x = torch.randn(1, 3, 32, 64 if line else 32)
+    sizes = {0: "N", 2: "H", 3: "W"} if spatial else {0: "N", 3: "W"} if line else {0: "N"}
+    out_sizes = sizes if spatial and output == "mask" else {0: "T", 1: "N"} if line else {0: "N"}
     torch.onnx.export(
         model, (x,), str(path), dynamo=False, opset_version=OPSET, input_names=["input"], output_names=[output],
-        dynamic_axes={"input": sizes, output: sizes if spatial and output == "mask" else {0: "N"}},
+        dynamic_axes={"input": sizes, output: out_sizes},
         training=torch.onnx.TrainingMode.PRESERVE if keep_bn else torch.onnx.TrainingMode.EVAL,
         do_constant_folding=not keep_bn,
     )
 
 
-def export_dynamo(model: nn.Module, path: Path, *, output: str = "logits", spatial: bool = False) -> None:
-    x = torch.randn(2, 3, 32, 32)
+def export_dynamo(model: nn.Module, path: Path, *, output: str = "logits", spatial: bool = False,
+                  line: bool = False) -> None:
+    x = torch.randn(2, 3, 32, 64 if line else 32)
     sizes = {0: torch.export.Dim("N", min=1, max=1024)}
     if spatial:
         sizes.update({2: torch.export.Dim("H", min=8, max=4096), 3: torch.export.Dim("W", min=8, max=4096)})
@@ -332,6 +363,8 @@ def main(out: Path = HERE) -> int:
         ("unet_tiny_ts.onnx", lambda p: export_ts(_build(UNetTiny, 3), p, output="mask", spatial=True)),
         ("effnet_same_tiny_ts.onnx", lambda p: export_ts(_build(EffNetSameTiny, 4), p, spatial=True)),
         ("effnet_same_tiny_dynamo.onnx", lambda p: export_dynamo(_build(EffNetSameTiny, 4), p, spatial=True)),
+        ("crnn_tiny_ts.onnx", lambda p: export_ts(_build(CRNNTiny, 5), p, line=True)),
+        ("crnn_tiny_dynamo.onnx", lambda p: export_dynamo(_build(CRNNTiny, 5), p, line=True)),
     ]
     failed = []
     for name, job in jobs:

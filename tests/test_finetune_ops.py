@@ -304,7 +304,8 @@ def test_unsupported_op_declined_in_one_line():
 
 
 EXAMPLES = ["resnet_tiny_dynamo", "mobilenetv2_tiny_ts_bn", "effnet_same_tiny_dynamo", "unet_tiny_ts",
-            "c2f_tiny_chunk_ts", "tx_bert_ts_ortopt", "tx_llama_dynamo", "tx_vit_ts", "digits_resnet_bn"]
+            "c2f_tiny_chunk_ts", "tx_bert_ts_ortopt", "tx_llama_dynamo", "tx_vit_ts", "digits_resnet_bn", "crnn_tiny_ts",
+            "crnn_tiny_dynamo"]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

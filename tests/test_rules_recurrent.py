@@ -181,3 +181,33 @@ def test_flatten_of_both_directions():
     result = prune(b.build())
     assert out_group(result, "lstm").kept == HIDDEN // 2
     assert initializer(result.model, "head.w").shape == (HIDDEN, CLASSES)
+
+
+def _merged_by_shape(factor_axis: int):
+    """Y [T,2,N,H] -> Transpose [T,N,2,H] -> Reshape(Concat(shape[0:1], shape[1:2], shape[a] * shape[3])), as the
+    dynamo exporter merges the directions: with a = 2 (the directions, 2 for every input) the count is followed;
+    with a = 1 (the batch, pinned or not) it is not."""
+    b = Builder(opset=17)
+    x = b.input("x", [T, "N", FEATURES])
+    y = b.op("Transpose", [recurrent(b, x, "LSTM", FEATURES, HIDDEN, name="lstm", dirs=2)], perm=[0, 2, 1, 3])
+    shape = b.op("Shape", [y])
+    piece = lambda i: b.op("Slice", [shape, b.ints([i]), b.ints([i + 1])])  # noqa: E731
+    if factor_axis == 2:
+        target = b.op("Concat", [piece(0), piece(1), b.op("Mul", [piece(2), piece(3)])], axis=0)
+    else:
+        target = b.op("Concat", [piece(0), b.op("Mul", [piece(1), piece(3)]), piece(2)], axis=0)
+    y = b.op("Reshape", [y, target])
+    b.output(b.matmul(y, 2 * HIDDEN if factor_axis == 2 else 2, CLASSES, name="head"))
+    return b.build()
+
+
+def test_directions_merged_by_a_count_read_at_run_time():
+    result = prune(_merged_by_shape(2), shapes={"x": [T, 3, FEATURES]})
+    assert out_group(result, "lstm").kept == HIDDEN // 2
+    assert initializer(result.model, "head.w").shape == (HIDDEN, CLASSES)
+
+
+@pytest.mark.parametrize("shapes", [None, {"x": [T, 2, FEATURES]}])
+def test_a_count_times_the_batch_is_not_followed_even_where_the_batch_is_pinned(shapes):
+    with pytest.raises(NothingToPruneError, match="Mul '.*': computes with a shape that holds a channel count"):
+        onnxprune.prune(_merged_by_shape(1), ratio=0.5, round_to=1, shapes=shapes)

@@ -142,8 +142,12 @@ def _shape_arithmetic(node, ctx, reads) -> bool:
     """Follows the few computations on a channel count that keep it a known function of the channels."""
     op, names = node.op_type, list(node.input)
     if op == "Mul" and len(reads) == 1 and len(names) == 2:
+        from .shapevec import static_dims  # shapevec reads fill_value from here
+
         read = ctx.shape_reads[names[reads[0]]]
         factor = ctx.graph.value(names[1 - reads[0]])
+        if factor is None:  # a dimension the same for every input: count * 2 directions of an RNN's output
+            factor = static_dims(ctx, names[1 - reads[0]])
         if factor is None or factor.dtype.kind not in "iu" or ctx.rank(node.output[0]) != ctx.rank(names[reads[0]]):
             return False
         factor = factor.reshape(-1)

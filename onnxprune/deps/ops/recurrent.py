@@ -76,11 +76,15 @@ def _recurrent(node, ctx) -> None:
     ctx.on_rewrite(node, lambda rw: rw.set_attr(node, "hidden_size", rw.new_length(units)))
 
 
+_MOVERS = ("Expand", "Tile", "Reshape", "Unsqueeze", "Squeeze", "Slice", "Gather", "Transpose", "Cast", "Identity")
+
+
 def _zeros(ctx, name: str) -> bool:
-    """Whether `name` is zeros for every input: ConstantOfShape of 0 (its default value), or zeros passed through
-    Expand, Tile, Reshape, Unsqueeze, Cast or Identity (exporters build a zero state of the input's batch so)."""
+    """Whether `name` is zeros for every input: ConstantOfShape of 0 (its default value), or zeros that ops which
+    only move or select values pass on (exporters build a zero state of the input's batch size so; torch slices
+    one state of all layers for each layer)."""
     producer = ctx.graph.producer.get(name)
-    while producer is not None and producer.op_type in ("Expand", "Tile", "Reshape", "Unsqueeze", "Cast", "Identity"):
+    while producer is not None and producer.op_type in _MOVERS:
         value = ctx.graph.value(producer.input[0])
         if value is not None:
             return not np.any(value)

@@ -286,6 +286,10 @@ def _reshape(node, ctx) -> None:
             ctx.block_input(node, 0, "its target reads a channel count into a split of the channel axis")
             ctx.block(value[1], node, "read into a split of another channel axis")
             return
+        if kind == "outer" and ctx.length(value[1]) == ctx.length(out) and set(ctx.spaces.leaves(value[1])) <= set(
+                ctx.spaces.leaves(out)):  # the count times the static axes it merges, read at run time
+            ctx.set_track(node.output[0], b, out)
+            return
         if ctx.align(out, value[1], node, "target's run-time channel count"):
             ctx.set_track(node.output[0], b, out)  # the count is read at run time: no rewrite
         return
@@ -437,12 +441,18 @@ def _merge_outer(ctx, node, a, channels, in_dims, target):
     if target is None or in_dims is None or a != len(in_dims) - 1 or not 0 < len(target) <= a:
         return None
     b = len(target) - 1
-    if target[b] is None or not _static(in_dims[b:a]):
+    value = target[b][0] if target[b] is not None else None
+    if is_count(value):
+        value = ctx.length(value[1])
+    if value == -1:  # the axes before keep their sizes: the last entry absorbs exactly the axes from b on
+        if not _static(in_dims[b:a]) or not all(copies_input_dim(ctx, target[j], j, node.input[0], in_dims)
+                                                for j in range(b)):
+            return None
+        return b, "outer", prod(in_dims[b:a]), ()
+    if not isinstance(value, int) or value <= channels or value % channels:
         return None
-    if not all(copies_input_dim(ctx, target[j], j, node.input[0], in_dims) for j in range(b)):
-        return None
-    repeat = prod(in_dims[b:a])
-    if target[b][0] not in (-1, repeat * channels):
+    repeat = value // channels  # the last entry is exactly the last axes' size: whatever the entries before it
+    if not any(_static(in_dims[k:a]) and prod(in_dims[k:a]) == repeat for k in range(a)):
         return None
     return b, "outer", repeat, ()
 

@@ -13,6 +13,8 @@ reader its own copy of a Concat that other nodes read too.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ...graph import attr
 from .elementwise import fill_value
 
@@ -224,6 +226,20 @@ def _dim_source(ctx, piece):
     if not (starts and ends and len(starts) == 1 and axes in ([0], [-1]) and steps == [1]):
         return None
     return _shape_entries(ctx, shape, starts[0], ends[0])
+
+
+def static_dims(ctx, piece):
+    """The values of the 1-D vector `piece` where it holds dimensions of a tensor (see `_dim_source`) that are the
+    same for every input: static in the inference of the model with no shape pinned (a bidirectional RNN's
+    direction axis, 2). None where any is not."""
+    source = _dim_source(ctx, piece)
+    if source is None:
+        return None
+    tensor, js = source
+    dims = ctx.graph.unpinned_symbolic_shapes.dims(tensor)
+    if dims is None or not all(0 <= j < len(dims) and isinstance(dims[j], int) and dims[j] >= 0 for j in js):
+        return None
+    return np.asarray([dims[j] for j in js], dtype=np.int64)
 
 
 def _shape_entries(ctx, shape, first: int, stop: int):
