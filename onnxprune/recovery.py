@@ -35,6 +35,7 @@ from onnx import helper, numpy_helper
 from .activations import ChannelStats, session, tap, walk
 from .calib import SampleSet
 from .deps.context import Analysis
+from .deps.ops.recurrent import GATES as RECURRENT_GATES
 from .errors import OptionError
 from .graph import Graph, attr, set_attr
 
@@ -378,6 +379,8 @@ def plan_layers(pruned: onnx.ModelProto, analysis: Analysis, keep, removed: dict
                 target = layer
             elif why not in (NOT_A_LAYER, CONSTANT_INPUT):  # activation x activation products are not layers
                 report.skipped.append((node.name, why))
+        elif touched and node.op_type in RECURRENT_GATES:
+            report.skipped.append((node.name, f"least squares refits Conv, Gemm and MatMul layers, not {node.op_type}"))
         elif touched and "stats" in steps and node.op_type == "BatchNormalization" and _bn_constant(graph, node):
             target = node
         if target is not None and (steps - {"bias"}):
