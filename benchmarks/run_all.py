@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--skip-latency", action="store_true", help="skip the --latency-target benchmark")
     parser.add_argument("--skip-finetune", action="store_true", help="skip the fine-tuning benchmark (~1 h on 2 cores)")
     parser.add_argument("--skip-depth", action="store_true", help="skip depth against width at equal MACs")
+    parser.add_argument("--skip-recurrent", action="store_true", help="skip the recurrent model (ddddocr, ~5 min)")
     args = parser.parse_args()
     cache = OUT / "models"
     cache.mkdir(parents=True, exist_ok=True)
@@ -105,6 +106,15 @@ def main() -> None:
         from depth_vs_width import markdown as depth_markdown
 
         sections.append(depth_markdown(json.loads(depth_json.read_text())))
+    if not args.skip_recurrent:
+        recurrent_json = OUT / "recurrent.json"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "recurrent.py"), "--json", str(recurrent_json)]
+                       + (["--quick"] if args.quick else []), check=True, stdout=subprocess.DEVNULL)
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from recurrent import markdown as recurrent_markdown
+
+        sections.append("## A recurrent model: convolutions and a bidirectional LSTM\n\n"
+                        + recurrent_markdown(json.loads(recurrent_json.read_text())))
     cost_md = ""
     if not args.skip_cost:
         cost_json = OUT / "prune_cost.json"

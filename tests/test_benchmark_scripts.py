@@ -17,7 +17,7 @@ def test_benchmark_script_compiles(script):
 
 
 @pytest.mark.parametrize("name", ["run_all.py", "latency.py", "finetune.py", "recovery.py", "prune_cost.py",
-                                  "depth_vs_width.py"])
+                                  "depth_vs_width.py", "recurrent.py"])
 def test_benchmark_entry_points_answer_help(name):
     done = subprocess.run([sys.executable, str(BENCHMARKS / name), "--help"], capture_output=True, text=True,
                           timeout=120)

@@ -146,16 +146,45 @@ def test_computed_zero_state_of_the_batch_size_is_omitted(op_type):
     assert not graph_nodes(result.model, "ConstantOfShape")
 
 
+def test_zero_state_per_direction_concatenated_is_omitted():
+    """tf2onnx's bidirectional LSTM: Concat of one Unsqueeze(Expand(0, [batch, H])) per direction."""
+    b = Builder(opset=17)
+    x = b.input("x", [T, "N", FEATURES])
+    batch = b.op("Slice", [b.op("Shape", [x]), b.ints([1]), b.ints([2])])
+    one = b.op("Unsqueeze", [b.op("Expand", [b.scalar(0.0), b.op("Concat", [batch, b.ints([HIDDEN])], axis=0)]),
+                             b.ints([0])])
+    h0 = b.op("Concat", [one, one], axis=0)
+    y = recurrent(b, x, "LSTM", FEATURES, HIDDEN, name="lstm", dirs=2, initial=[h0, h0])
+    y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]), b.ints([0, 0, -1])])
+    b.output(b.matmul(y, 2 * HIDDEN, CLASSES, name="head"))
+    result = prune(b.build(), shapes={"x": [T, 3, FEATURES]})
+    assert out_group(result, "lstm").kept == HIDDEN // 2
+    assert list(graph_nodes(result.model, "LSTM")[0].input) == ["x", "lstm.W", "lstm.R", "lstm.B"]
+
+
+def test_state_from_a_graph_input_is_named():
+    """A streaming model passes its state in from the previous call: the units keep their width, and the report
+    names the input."""
+    b = Builder(opset=17)
+    x = b.matmul(b.input("x", [T, 2, FEATURES]), FEATURES, FEATURES, name="proj")
+    state = b.op("Unsqueeze", [b.input("state", [2, HIDDEN]), b.ints([0])])
+    y = recurrent(b, x, "GRU", FEATURES, HIDDEN, name="gru", initial=[state])
+    b.output(b.matmul(b.op("Squeeze", [y, b.ints([1])]), HIDDEN, CLASSES, name="head"))
+    result = prune(b.build())
+    assert_blocked_by(out_group(result, "gru"), "GRU", "initial hidden state is read from graph input 'state'")
+    assert out_group(result, "proj").kept == FEATURES // 2
+
+
 def test_hidden_state_output_and_computed_initial_state_block_the_units():
     b = Builder(opset=17)
     x = b.matmul(b.input("x", [T, 2, FEATURES]), FEATURES, FEATURES, name="proj")
-    h0 = b.input("h0", [1, 2, HIDDEN])
+    h0 = b.op("Tanh", [b.input("h0", [1, 2, HIDDEN])])
     y, y_h = recurrent(b, x, "GRU", FEATURES, HIDDEN, name="gru", initial=[h0], outputs=2)
     b.output(b.matmul(b.op("Squeeze", [y, b.ints([1])]), HIDDEN, CLASSES, name="head"))
     b.output(y_h)
     result = onnxprune.prune(b.build(), ratio=0.5, round_to=1)
     group = out_group(result, "gru")
-    assert_blocked_by(group, "GRU", "initial hidden state", "not a constant")
+    assert_blocked_by(group, "GRU", "initial hidden state is not a constant (computed by Tanh")
     assert_blocked_by(group, "graph output 'gru.1' keeps its shape")
 
 

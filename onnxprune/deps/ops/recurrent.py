@@ -13,7 +13,8 @@ column j (the recurrence reads the previous h through R's input axis). R's colum
 that *reads* the space: zeroing them and the next layers' reads of unit j (the masking oracle) gives
 exactly the outputs of the model without unit j, whatever the activations and initial states. The rewriter
 sets hidden_size to the units kept. A computed initial state of zeros (exporters build one of the input's
-batch size) is omitted, which ONNX defines as the same zeros; any other computed state keeps the units whole.
+batch size) is omitted, which ONNX defines as the same zeros; any other computed state keeps the units whole, as does
+a state read from a graph input (streaming models pass the state from call to call).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _recurrent(node, ctx) -> None:
         if index in (INITIAL_H, INITIAL_C) and _zeros(ctx, name):  # the default state: the input can go
             ctx.on_rewrite(node, lambda rw, index=index: _omit_input(rw.node(node), index))
         else:
-            ctx.block(units, node, ctx.not_constant_reason(name, what) + ": its width cannot follow the units")
+            ctx.block(units, node, _state_reason(ctx, name, what))
     for index, axis in ((0, 3), (1, 2), (2, 2)):  # Y, Y_h, Y_c
         if index < len(node.output):
             ctx.set_track(node.output[index], axis, units)
@@ -79,20 +80,36 @@ def _recurrent(node, ctx) -> None:
 _MOVERS = ("Expand", "Tile", "Reshape", "Unsqueeze", "Squeeze", "Slice", "Gather", "Transpose", "Cast", "Identity")
 
 
-def _zeros(ctx, name: str) -> bool:
-    """Whether `name` is zeros for every input: ConstantOfShape of 0 (its default value), or zeros that ops which
-    only move or select values pass on (exporters build a zero state of the input's batch size so; torch slices
-    one state of all layers for each layer)."""
+def _zeros(ctx, name: str, depth: int = 0) -> bool:
+    """Whether `name` is zeros for every input: ConstantOfShape of 0 (its default value), zeros that ops which only
+    move or select values pass on, or a Concat of such zeros (exporters build a zero state of the input's batch
+    size so; torch slices one state of all layers for each layer, tf2onnx concatenates one per direction)."""
+    value = ctx.graph.value(name)
+    if value is not None:
+        return not np.any(value)
     producer = ctx.graph.producer.get(name)
-    while producer is not None and producer.op_type in _MOVERS:
-        value = ctx.graph.value(producer.input[0])
-        if value is not None:
-            return not np.any(value)
-        producer = ctx.graph.producer.get(producer.input[0])
-    if producer is None or producer.op_type != "ConstantOfShape":
+    if producer is None or depth > 16:
+        return False
+    if producer.op_type in _MOVERS:
+        return _zeros(ctx, producer.input[0], depth + 1)
+    if producer.op_type == "Concat":
+        return all(_zeros(ctx, i, depth + 1) for i in producer.input if i)
+    if producer.op_type != "ConstantOfShape":
         return False
     value = attr(producer, "value", None)
     return value is None or not np.any(numpy_helper.to_array(value))
+
+
+def _state_reason(ctx, name: str, what: str) -> str:
+    """Why a computed state keeps the units whole; the graph input it is read from where it comes from one (a state
+    the caller passes in from the previous call: its width is part of the model's interface)."""
+    origin, depth = name, 0
+    while origin not in ctx.graph.input_names and depth < 16:
+        producer = ctx.graph.producer.get(origin)
+        if producer is None or producer.op_type not in _MOVERS + ("Concat",):
+            return ctx.not_constant_reason(name, what) + ": its width cannot follow the units"
+        origin, depth = producer.input[0], depth + 1
+    return f"its {what} is read from graph input '{origin}', whose shape the model keeps"
 
 
 def _omit_input(node, index: int) -> None:
