@@ -6,8 +6,8 @@ the same size (uncompressed) and, on ordinary execution providers, the same spee
 (for example 2:4 structured sparsity on tensor cores that support it) can turn zeros into time, which is
 why the N:M `pattern` is offered. Use structured (channel) pruning to make a model smaller and faster.
 
-Which tensors are weights: input 1 of Conv and ConvTranspose, input B of Gemm, and the constant input of
-MatMul (B when both are constant). A weight may be an initializer or a `Constant` node's `value`,
+Which tensors are weights: input 1 of Conv and ConvTranspose, input B of Gemm, the constant input of
+MatMul (B when both are constant), and W and R of LSTM, GRU and RNN ([dirs, gates * H, K]: K is the input). A weight may be an initializer or a `Constant` node's `value`,
 reached directly or through Identity nodes, and may be shared by several nodes: it is then zeroed once
 and reported once. Biases, normalization parameters and every other constant are never touched.
 """
@@ -47,7 +47,7 @@ _FLOAT_TYPES = {
     onnx.TensorProto.DOUBLE: np.float64,
 }
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
 # Elements processed at once by the passes that only read weights (bounds temporaries on huge weights).
 _CHUNK = 1 << 22
 # Global threshold search: once a radix bucket holds at most this many magnitudes, gather and partition them.
@@ -417,29 +417,32 @@ def _find_weights(index: _GraphIndex) -> tuple[list[_Weight], list[tuple[int, Sk
         label = index.labels[i]
         op = node.op_type
         if op in ("Conv", "ConvTranspose"):
-            slot, kind = 1, "conv" if op == "Conv" else "convT"
+            slots = [(1, "conv" if op == "Conv" else "convT")]
         elif op == "Gemm":
-            slot, kind = 1, "gemmBt" if _attr_int(node, "transB", 0) else "gemmB"
+            slots = [(1, "gemmBt" if _attr_int(node, "transB", 0) else "gemmB")]
         elif op == "MatMul":
             names = list(node.input) + ["", ""]
             b, a = index.resolve(names[1]), index.resolve(names[0])
             if b[1] == "const" or (a[1] != "const" and b[1] == "quantized"):
-                slot, kind = 1, "matmulB"
+                slots = [(1, "matmulB")]
             elif a[1] == "const" or a[1] == "quantized":
-                slot, kind = 0, "matmulA"
+                slots = [(0, "matmulA")]
             else:
                 reason = "no constant input (both MatMul inputs are computed)"
                 skipped.append((i, SkippedWeight((label,), "", reason)))
                 continue
+        elif op in ("LSTM", "GRU", "RNN"):
+            slots = [(1, "recurrent"), (2, "recurrent")]  # W and R
         else:
             continue
-        name = node.input[slot] if len(node.input) > slot else ""
-        source, _, reason = index.resolve(name)
-        if source is None:
-            skipped.append((i, SkippedWeight((label,), name, reason)))
-            continue
-        use = _Use(i, label, slot, kind, _attr_int(node, "group", 1))
-        weights.setdefault(source, _Weight(source)).uses.append(use)
+        for slot, kind in slots:
+            name = node.input[slot] if len(node.input) > slot else ""
+            source, _, reason = index.resolve(name)
+            if source is None:
+                skipped.append((i, SkippedWeight((label,), name, reason)))
+                continue
+            use = _Use(i, label, slot, kind, _attr_int(node, "group", 1))
+            weights.setdefault(source, _Weight(source)).uses.append(use)
     return list(weights.values()), skipped
 
 
@@ -452,7 +455,7 @@ def _layout(use: _Use, shape: tuple[int, ...]) -> Union[Layout, str]:
         if rank < 2 or use.group < 1 or shape[0] % use.group:
             return f"ConvTranspose weight {list(shape)} does not fit group={use.group}"
         return ("convT", use.group)
-    if use.kind in ("gemmBt", "matmulA") or (use.kind == "matmulB" and rank == 1):
+    if use.kind in ("gemmBt", "matmulA", "recurrent") or (use.kind == "matmulB" and rank == 1):
         return ("last",) if rank >= 1 else "scalar weight"
     return ("second_last",) if rank >= 2 else f"weight of rank {rank}"  # gemmB, matmulB: [..., K, N]
 
@@ -655,7 +658,7 @@ def prune_unstructured(
     pattern: Optional[tuple[int, int]] = None,
     exclude: Sequence[str] = (),
 ) -> tuple[onnx.ModelProto, UnstructuredReport]:
-    """Zero the smallest-magnitude weights of Conv/ConvTranspose/Gemm/MatMul; return (copy, report).
+    """Zero the smallest-magnitude weights of Conv/ConvTranspose/Gemm/MatMul and LSTM/GRU/RNN (W, R); return (copy, report).
 
     The input model is never mutated. The result is one copy: every node and constant is copied with
     ``CopyFrom`` except the values of the eligible weights, which are zeroed one weight at a time and

@@ -283,6 +283,28 @@ def test_pattern_keeps_n_largest_of_every_m_along_the_reduction_axis(pattern):
     _valid(pruned)
 
 
+@pytest.mark.parametrize("op_type,gates", [("LSTM", 4), ("GRU", 3)])
+def test_recurrent_w_and_r_keep_n_of_every_m_along_their_input_axis(op_type, gates):
+    """W [dirs, gates*H, in] and R [dirs, gates*H, H]: each row reads the input (W) or the previous state (R) on its
+    last axis; B stays dense, and the model still runs."""
+    rng = np.random.default_rng(0)
+    h, k = 6, 8
+    inits = [_init("w", _rand(rng, 2, gates * h, k)), _init("r", _rand(rng, 2, gates * h, h)),
+             _init("b", _rand(rng, 2, 2 * gates * h))]
+    node = helper.make_node(op_type, ["x", "w", "r", "b"], ["y"], hidden_size=h, direction="bidirectional")
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, k])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 2, 1, h])], inits)
+    pruned, report = prune_unstructured(model, 0.5, pattern=(2, 4))
+    before, after = _weights(model), _weights(pruned)
+    assert sorted(layer.weight for layer in report.layers) == ["r", "w"]
+    for name in ("w", "r"):
+        _check_groups(before[name].reshape(-1, before[name].shape[-1]), after[name].reshape(-1, after[name].shape[-1]),
+                      2, 4)
+    np.testing.assert_array_equal(after["b"], before["b"])
+    _valid(pruned)
+    assert _run(pruned, {"x": _rand(rng, 5, 1, k)})[0].shape == (5, 2, 1, h)
+
+
 def test_pattern_2_4_leaves_a_remainder_dense_and_reports_it():
     model = mixed_model()
     pruned, report = prune_unstructured(model, 0.5, pattern=(2, 4))
