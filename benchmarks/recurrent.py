@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -34,13 +33,12 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 def fetch(folder: Path) -> tuple[Path, list[str]]:
     """The model file and its character set (CHARSET_BETA), from the wheel (pip download, no install); cached."""
-    model, charset = folder / "ddddocr_common.onnx", folder / "ddddocr_charset.json"
-    if not (model.exists() and charset.exists()):
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", WHEEL, "-d", str(folder)],
-                       check=True)
+    from text_orientation import Shipped, fetch_model
+
+    model = fetch_model(folder, Shipped(WHEEL, MEMBER, "ddddocr_common.onnx", INPUT))
+    charset = folder / "ddddocr_charset.json"
+    if not charset.exists():
         with zipfile.ZipFile(next(folder.glob("ddddocr-*.whl"))) as z:
-            model.write_bytes(z.read(MEMBER))
             tree = ast.parse(z.read(CHARSETS).decode("utf-8"))
         value = next(node.value for node in tree.body if isinstance(node, ast.Assign)
                      and getattr(node.targets[0], "id", "") == "CHARSET_BETA")
