@@ -1,7 +1,8 @@
 """Training-free recovery of a pruned model from calibration data (docs/recovery.md says what it won).
 
 The layers it refits are the pruned model's Conv (group 1), Gemm and MatMul nodes with a constant weight that
-either read removed channels or sit downstream of one that did. Methods:
+either read removed channels or sit downstream of one that did, and LSTM/GRU/RNN nodes (least squares on the input
+part of their gates, W x + Wb; their recurrence R is kept). Methods:
 
 - "bias": each layer that read removed channels gets their mean contribution on the dense model
   (mean patch of the removed inputs x their weights) folded into its bias; a bias is added where there is
@@ -95,13 +96,14 @@ def check_method(method: str) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Layers: how a Conv / Gemm / MatMul turns activations into rows X and outputs into rows Y, and its weights
-# into theta = [W; b] of shape [features + 1, outputs].
+# into theta = [W; b] of shape [features + 1, outputs]. A recurrent layer (LSTM, GRU, RNN) is refit on the input
+# part of its gates, W x + Wb (every direction's gate rows are outputs); R, the recurrence, is left as it is.
 
 
 @dataclass
 class Layer:
     node: onnx.NodeProto  # in the pruned model
-    kind: str  # "conv" | "gemm" | "matmul"
+    kind: str  # "conv" | "gemm" | "matmul" | "recurrent"
     root: str  # the weight's root constant
     out_kept: np.ndarray  # dense output channels the pruned layer keeps
     removed_in: Optional[np.ndarray] = None  # dense input positions removed (layers that read removed channels)
@@ -159,6 +161,8 @@ class Layer:
             wm = w.reshape(w.shape[0], -1).T
         elif self.kind == "gemm":
             wm = (w.T if attr(self.node, "transB", 0) else w) * float(attr(self.node, "alpha", 1.0))
+        elif self.kind == "recurrent":  # every direction's gate rows read the same x: [in, dirs * gates*H]
+            wm = w.transpose(2, 0, 1).reshape(w.shape[2], -1)
         else:
             wm = w
         return np.vstack([wm, self.bias(graph)[None, :]])
@@ -170,6 +174,9 @@ class Layer:
         if self.kind == "gemm" and len(self.node.input) > 2 and self.node.input[2]:
             c = graph.value(self.node.input[2]).astype(np.float64)
             return np.broadcast_to(c.reshape(-1), (n,)) * float(attr(self.node, "beta", 1.0))
+        if self.kind == "recurrent" and len(self.node.input) > 3 and self.node.input[3]:
+            b = graph.value(self.node.input[3]).astype(np.float64)  # [dirs, 2 * gates*H]: W's biases, then R's
+            return b[:, :b.shape[1] // 2].reshape(-1)
         return np.zeros(n)  # MatMul: theta's bias is a shift added to the bias Add after it (or a new one)
 
     def width(self, graph: Graph) -> int:
@@ -184,6 +191,8 @@ class Layer:
         elif self.kind == "gemm":
             w = wm / float(attr(self.node, "alpha", 1.0))
             w = w.T if attr(self.node, "transB", 0) else w
+        elif self.kind == "recurrent":
+            w = wm.reshape(old.shape[2], old.shape[0], old.shape[1]).transpose(1, 2, 0)
         else:
             w = wm
         proto.CopyFrom(numpy_helper.from_array(w.astype(old.dtype), proto.name))
@@ -191,6 +200,16 @@ class Layer:
 
     def _write_bias(self, graph: Graph, b: np.ndarray, dtype) -> None:
         node = self.node
+        if self.kind == "recurrent":
+            dirs = graph.const_shape(node.input[1])[0]
+            has_b = len(node.input) > 3 and node.input[3]
+            full = graph.value(node.input[3]) if has_b else np.zeros((dirs, 2 * b.size // dirs), dtype)
+            full = full.copy()
+            full[:, :full.shape[1] // 2] = b.reshape(dirs, -1)
+            while len(node.input) < 4:
+                node.input.append("")
+            _set_input(graph, node, 3, full.astype(full.dtype))
+            return
         if self.kind == "matmul":
             if not np.any(b):
                 return
@@ -220,8 +239,10 @@ class Layer:
 
 
 def out_width(graph: Graph, node: onnx.NodeProto) -> int:
-    """Output features of a Conv, Gemm or MatMul, from its weight's shape."""
-    return graph.const_shape(node.input[1])[_out_axis(node)]
+    """Output features of a Conv, Gemm or MatMul, from its weight's shape (a recurrent layer's: its gate rows of
+    every direction, what W x computes)."""
+    shape = graph.const_shape(node.input[1])
+    return shape[0] * shape[1] if node.op_type in RECURRENT_GATES else shape[_out_axis(node)]
 
 
 def _gather_y(y, batch_idx, pos):
@@ -290,7 +311,7 @@ def _set_input(graph: Graph, node: onnx.NodeProto, index: int, value: np.ndarray
 
 def _eligible(graph: Graph, node: onnx.NodeProto, uses: dict[str, int]) -> Optional[str]:
     """None when the layer can be refit, else why not."""
-    if node.domain not in ("", "ai.onnx") or node.op_type not in ("Conv", "Gemm", "MatMul"):
+    if node.domain not in ("", "ai.onnx") or node.op_type not in ("Conv", "Gemm", "MatMul", *RECURRENT_GATES):
         return "not a Conv, Gemm or MatMul"
     if len(node.input) < 2 or graph.constant_root(node.input[1]) is None:
         return NOT_A_LAYER
@@ -304,6 +325,11 @@ def _eligible(graph: Graph, node: onnx.NodeProto, uses: dict[str, int]) -> Optio
         return "grouped convolution"
     if node.op_type == "MatMul" and len(shape) != 2:
         return "its weight is not 2-D"
+    if node.op_type in RECURRENT_GATES:
+        if len(shape) != 3 or int(attr(node, "layout", 0)) != 0:
+            return f"{node.op_type} with a weight that is not [dirs, gates*H, in] or batch-first layout"
+        if len(node.input) > 3 and node.input[3] and graph.value(node.input[3]) is None:
+            return "its bias B is not a constant"
     if node.op_type == "Gemm":
         if attr(node, "transA", 0):
             return "Gemm with transA"
@@ -336,12 +362,16 @@ def _kept_outputs(analysis: Analysis, keep) -> dict[tuple[str, int], np.ndarray]
 
 
 def _out_axis(node: onnx.NodeProto) -> int:
+    if node.op_type in RECURRENT_GATES:
+        return 1
     if node.op_type == "Gemm":
         return 0 if attr(node, "transB", 0) else 1
     return 0 if node.op_type == "Conv" else 1
 
 
 def _in_axis(node: onnx.NodeProto) -> int:
+    if node.op_type in RECURRENT_GATES:
+        return 2
     if node.op_type == "Gemm":
         return 1 if attr(node, "transB", 0) else 0
     return 1 if node.op_type == "Conv" else 0
@@ -365,13 +395,19 @@ def plan_layers(pruned: onnx.ModelProto, analysis: Analysis, keep, removed: dict
         is_reader = node.name in readers
         touched = is_reader or any(i in changed for i in node.input if i)
         target = None
-        if touched and node.op_type in ("Conv", "Gemm", "MatMul"):
+        recurrent = node.op_type in RECURRENT_GATES
+        if touched and recurrent and "lsq" not in steps:
+            report.skipped.append((node.name, f"{node.op_type} layers are refit by least squares only"))
+        elif touched and (node.op_type in ("Conv", "Gemm", "MatMul") or recurrent):
             why = _eligible(graph, node, uses)
             if why is None:
                 root = graph.constant_root(node.input[1])
                 positions = kept_out.get((root, _out_axis(node)))
                 if positions is None:
                     positions = np.arange(out_width(graph, node))
+                elif recurrent:  # kept gate rows of one direction -> columns of every direction in W x
+                    dirs, rows = analysis.graph.const_shape(node.input[1])[:2]
+                    positions = np.concatenate([d * rows + positions for d in range(dirs)])
                 layer = Layer(node, _kind(node), root, positions, removed.get((root, _in_axis(node))),
                               tuple(graph.const_shape(node.input[1])[2:]))
                 if is_reader and layer.removed_in is not None:
@@ -379,8 +415,6 @@ def plan_layers(pruned: onnx.ModelProto, analysis: Analysis, keep, removed: dict
                 target = layer
             elif why not in (NOT_A_LAYER, CONSTANT_INPUT):  # activation x activation products are not layers
                 report.skipped.append((node.name, why))
-        elif touched and node.op_type in RECURRENT_GATES:
-            report.skipped.append((node.name, f"least squares refits Conv, Gemm and MatMul layers, not {node.op_type}"))
         elif touched and "stats" in steps and node.op_type == "BatchNormalization" and _bn_constant(graph, node):
             target = node
         if target is not None and (steps - {"bias"}):
@@ -397,7 +431,7 @@ def plan_layers(pruned: onnx.ModelProto, analysis: Analysis, keep, removed: dict
 
 
 def _kind(node: onnx.NodeProto) -> str:
-    return {"Conv": "conv", "Gemm": "gemm", "MatMul": "matmul"}[node.op_type]
+    return "recurrent" if node.op_type in RECURRENT_GATES else {"Conv": "conv", "Gemm": "gemm", "MatMul": "matmul"}[node.op_type]
 
 
 def _bn_constant(graph: Graph, node: onnx.NodeProto) -> bool:
@@ -594,7 +628,10 @@ def _level_pass(dense, graph, level, steps, samples, per_sample, rng, alpha, rep
     bn_stats = {node.name: ChannelStats(1) for node in norms}
     # least squares needs each layer's input; statistics matching alone needs only its output
     p_names = [layer.x if fit else layer.y for layer in layers] + [node.input[0] for node in norms]
-    d_names = [layer.y for layer in layers]
+    d_names = [layer.x if layer.kind == "recurrent" else layer.y for layer in layers]  # no tensor holds W x
+    recurrent = [layer for layer in layers if layer.kind == "recurrent"]
+    dgraph = Graph(dense) if recurrent else None
+    dense_theta = {layer.name: _dense_view(layer, dgraph).theta(dgraph) for layer in recurrent}
     sessions = [session(tap(graph.model, p_names))]
     if d_names:
         sessions.append(session(tap(dense, d_names)))
@@ -605,7 +642,13 @@ def _level_pass(dense, graph, level, steps, samples, per_sample, rng, alpha, rep
         dense_out = results[1] if len(results) > 1 else {}
         for layer in layers:
             if fit:
-                x, y, sample = layer.rows(pruned_out[layer.x], dense_out[layer.y], per_sample, rng)
+                if layer.kind == "recurrent":
+                    xd = dense_out[layer.x]
+                    theta_d = dense_theta[layer.name]
+                    y = (xd.reshape(-1, xd.shape[-1]) @ theta_d[:-1] + theta_d[-1]).reshape(*xd.shape[:-1], -1)
+                else:
+                    y = dense_out[layer.y]
+                x, y, sample = layer.rows(pruned_out[layer.x], y, per_sample, rng)
                 held = (offset[0] + sample) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
                 m = moments[layer.name]
                 m.add(x[~held], y[~held], 0)

@@ -1,6 +1,7 @@
 """Op rules for LSTM, GRU and RNN (onnxprune/deps/ops/recurrent.py), checked against the masking oracle."""
 
 import numpy as np
+import onnx
 import pytest
 from onnx import numpy_helper
 
@@ -242,17 +243,32 @@ def test_a_count_times_the_batch_is_not_followed_even_where_the_batch_is_pinned(
         onnxprune.prune(_merged_by_shape(1), ratio=0.5, round_to=1, shapes=shapes)
 
 
-def test_recovery_refits_the_convs_and_names_the_recurrent_layers_it_does_not():
-    """The dense model on the calibration data is the reference: recovery brings the pruned CRNN closer to it, and
-    says that the LSTM and GRU reading pruned activations were not refit."""
-    b = crnn("LSTM", 2)
-    model = b.build()
+@pytest.mark.parametrize("op_type,bias", [("LSTM", True), ("GRU", False)])
+def test_recovery_refits_the_input_part_of_the_gates(op_type, bias):
+    """The dense model on the calibration data is the reference: least squares refits the recurrent layer's W x + Wb
+    (both directions, the kept units' gate rows) on the pruned convolution's output, which lowers its error, and the
+    recovered CRNN is closer to the dense model than the plain one. Without a bias B, one is added (R's half 0)."""
+    model = crnn(op_type, 2, bias=bias).build()
     calib = np.random.default_rng(0).standard_normal((32, 8, 1, T)).astype(np.float32)
+    feeds = [{"x": calib[i:i + 8]} for i in range(0, 32, 8)]
     plain = onnxprune.prune(model, ratio=0.5, round_to=1)
-    recovered = onnxprune.prune(model, ratio=0.5, round_to=1, calib=[{"x": calib[i:i + 8]} for i in range(0, 32, 8)])
-    skipped = dict(recovered.recovery.skipped)
-    assert skipped["rnn"] == "least squares refits Conv, Gemm and MatMul layers, not LSTM"
-    feeds = {"x": calib[:8]}
-    dense = run(model, feeds)[0]
-    error = lambda m: float(np.abs(run(m, feeds)[0] - dense).mean())  # noqa: E731
+    recovered = onnxprune.prune(model, ratio=0.5, round_to=1, calib=feeds)
+    layer = next(r for r in recovered.recovery.layers if r.node == "rnn")
+    assert layer.step == "lsq" and layer.error_after < layer.error_before
+    onnx.checker.check_model(recovered.model, full_check=True)
+    gates, kept = GATES[op_type], HIDDEN // 2
+    assert initializer(recovered.model, "rnn.W").shape == (2, gates * kept, FEATURES // 2)
+    b = next(numpy_helper.to_array(t) for t in recovered.model.graph.initializer
+             if t.name == graph_nodes(recovered.model, op_type)[0].input[3])
+    assert b.shape == (2, 2 * gates * kept) and (bias or not np.any(b[:, gates * kept:]))
+    x = {"x": calib[:8]}
+    dense = run(model, x)[0]
+    error = lambda m: float(np.abs(run(m, x)[0] - dense).mean())  # noqa: E731
     assert error(recovered.model) < error(plain.model)
+
+
+def test_statistics_matching_alone_names_the_recurrent_layers_it_leaves():
+    model = crnn("LSTM", 2).build()
+    calib = np.random.default_rng(0).standard_normal((16, 8, 1, T)).astype(np.float32)
+    result = onnxprune.prune(model, ratio=0.5, round_to=1, calib=[{"x": calib}], recover="stats")
+    assert dict(result.recovery.skipped)["rnn"] == "LSTM layers are refit by least squares only"
