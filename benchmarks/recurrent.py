@@ -140,7 +140,7 @@ def markdown(data: dict) -> str:
                      f"{row['speedup_1t']:.2f}x | {row['speedup_2t']:.2f}x |")
     noise = max(max(r["noise_1t"], r["noise_2t"]) for r in data["rows"].values())
     lines += ["", f"Control noise at most ±{noise:.1%}. The LSTM's 512 units and the convolutions that feed it prune "
-              "together with the rest; recovery refits the convolutions and the Gemm, not the LSTM."]
+              "together with the rest; recovery refits the convolutions, the LSTM's input weights and the Gemm."]
     return "\n".join(lines)
 
 
