@@ -203,12 +203,11 @@ class Layer:
         if self.kind == "recurrent":
             dirs = graph.const_shape(node.input[1])[0]
             has_b = len(node.input) > 3 and node.input[3]
-            full = graph.value(node.input[3]) if has_b else np.zeros((dirs, 2 * b.size // dirs), dtype)
-            full = full.copy()
-            full[:, :full.shape[1] // 2] = b.reshape(dirs, -1)
+            full = graph.value(node.input[3]).copy() if has_b else np.zeros((dirs, 2 * b.size // dirs), dtype)
+            full[:, :full.shape[1] // 2] = b.reshape(dirs, -1)  # W's half; R's half stays
             while len(node.input) < 4:
                 node.input.append("")
-            _set_input(graph, node, 3, full.astype(full.dtype))
+            _set_input(graph, node, 3, full)
             return
         if self.kind == "matmul":
             if not np.any(b):

@@ -25,6 +25,7 @@ import onnx
 from onnx import numpy_helper
 from onnx.external_data_helper import uses_external_data
 
+from .deps.ops.recurrent import GATES as RECURRENT_GATES
 from .errors import OptionError
 from .graph import node_names, subgraph_outer_names
 from .plan import exclude_patterns, unmatched_excludes
@@ -47,7 +48,7 @@ _FLOAT_TYPES = {
     onnx.TensorProto.DOUBLE: np.float64,
 }
 _DEFAULT_DOMAINS = ("", "ai.onnx")
-_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")
+_WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", *RECURRENT_GATES)
 # Elements processed at once by the passes that only read weights (bounds temporaries on huge weights).
 _CHUNK = 1 << 22
 # Global threshold search: once a radix bucket holds at most this many magnitudes, gather and partition them.
@@ -431,7 +432,7 @@ def _find_weights(index: _GraphIndex) -> tuple[list[_Weight], list[tuple[int, Sk
                 reason = "no constant input (both MatMul inputs are computed)"
                 skipped.append((i, SkippedWeight((label,), "", reason)))
                 continue
-        elif op in ("LSTM", "GRU", "RNN"):
+        elif op in RECURRENT_GATES:
             slots = [(1, "recurrent"), (2, "recurrent")]  # W and R
         else:
             continue

@@ -4,17 +4,17 @@ a new space.
 ONNX packs the gates of every direction in one tensor: W [dirs, gates*H, in], R [dirs, gates*H, H],
 B [dirs, 2*gates*H] (W's biases, then R's), P (LSTM peepholes) [dirs, 3*H], initial_h and initial_c
 [dirs, batch, H]; Y [seq, dirs, batch, H], Y_h and Y_c [dirs, batch, H]. The batch-first layout (layout=1),
-which onnxruntime cannot run, is declined. Unit j's row in gate g is g*H + j, so the units' rows in W and R are a layout
-of `gates` segments of the hidden space, and their biases one of 2*gates segments. Both directions share
-the index: a unit kept is kept in both.
+which onnxruntime cannot run, is declined. Unit j's row in gate g is g*H + j, so the units' rows in W and R are
+a layout of `gates` segments of the hidden space, and their biases one of 2*gates segments. Both directions
+share the index: a unit kept is kept in both.
 
 Unit j reaches the rest of the graph through Y, Y_h and Y_c, and reaches the other units only through R's
 column j (the recurrence reads the previous h through R's input axis). R's columns are therefore a place
 that *reads* the space: zeroing them and the next layers' reads of unit j (the masking oracle) gives
 exactly the outputs of the model without unit j, whatever the activations and initial states. The rewriter
 sets hidden_size to the units kept. A computed initial state of zeros (exporters build one of the input's
-batch size) is omitted, which ONNX defines as the same zeros; any other computed state keeps the units whole, as does
-a state read from a graph input (streaming models pass the state from call to call).
+batch size) is omitted, which ONNX defines as the same zeros; any other computed state keeps the units whole,
+as does a state read from a graph input (streaming models pass the state from call to call).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
 - Split / Slice on the channel axis: each output is a part of the input's layout (spaces are cut at the
   boundaries); the rewriter recomputes split sizes and slice bounds from what each part keeps.
 - Flatten / Reshape merging the channel axis with the axes after it: channel i owns `inner` consecutive
-  positions. Static axes merged in from before it repeat the layout (a bidirectional RNN's [2, H] -> [2*H]). Reshape splitting the channel axis into [blocks, block_size] (attention heads) tracks the
-  blocks; a split into [k, heads, head_dim] whose k axis is unbound right after (a fused QKV projection,
+  positions; static axes merged in from before it repeat the layout (a bidirectional RNN's [2, H] -> [2*H]).
+  Reshape splitting the channel axis into [blocks, block_size] (attention heads) tracks the blocks; a split into [k, heads, head_dim] whose k axis is unbound right after (a fused QKV projection,
   timm's `qkv.reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4).unbind(0)`) tracks the heads, tying the k parts
   head by head. Reshape targets holding the channel count are rewritten; a target built by a Concat that
   other nodes read too is first copied for the Reshape (dynamo exports share one target between layers).
@@ -235,7 +235,7 @@ def _flatten(node, ctx) -> None:
     elif a >= f and _static(dims[f:a]) and _static(dims[a + 1:]):  # static axes before it repeat the layout
         ctx.set_track(node.output[0], 1, _scaled(track.layout, prod(dims[a + 1:])) * prod(dims[f:a]))
     else:
-        ctx.block_input(node, 0, "it merges the channel axis with axes before it or with dynamic axes")
+        ctx.block_input(node, 0, "it merges the channel axis with dynamic axes before it or after it")
 
 
 def _reshape(node, ctx) -> None:

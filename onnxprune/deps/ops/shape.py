@@ -3,7 +3,7 @@
 `Shape` output entries are harmless as long as nobody reads the channel count out of them: the Shape
 output is recorded as a *shape read* at the channel position. Only rules that know where the count goes
 may consume it: Gather / Slice / Squeeze / Unsqueeze / Concat / 1-D Reshape move it to another position of
-another shape vector (or drop it), Mul by a positive integer scales it, and a Reshape target or an Expand
+another shape vector (or drop it), Mul by a positive integer (a constant, or a dimension static for every input) scales it, and a Reshape target or an Expand
 shape that puts the count at the axis whose channels it counts ties the two (the pruned model reads the
 pruned count at run time: nothing to rewrite). Any other consumer blocks the group. `Size` always depends
 on the channel count and blocks. The shape of a shape vector is only its length, so Shape reads it freely.
